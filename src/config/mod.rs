@@ -1,0 +1,600 @@
+//! Configuration: the TOML schema, its validation, and the checked form the rest
+//! of the gateway uses.
+//!
+//! Owns turning a file into a [`Config`]: unknown keys are rejected, durations
+//! and sizes are parsed, `${VAR}` is expanded in `command`, `args`, `env` values
+//! and `working_directory`, and every error names the file, line and key. It
+//! also prints the normalised config for `mcpgate check`, with secrets
+//! redacted. It never spawns, listens or logs secret values.
+
+mod expand;
+mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use expand::{ExpandError, ProcessEnv, VarSource, expand};
+pub use units::{ByteSize, ConfigDuration, format_duration, format_size, parse_duration};
+
+/// Where `mcpgate` looks for its config when `--config` is not given, in order.
+pub const DEFAULT_CONFIG_PATHS: [&str; 2] = ["./mcpgate.toml", "/etc/mcpgate/mcpgate.toml"];
+
+/// Variables a backend gets from the host when `inherit_env` is false.
+pub const MINIMAL_ENV: [&str; 5] = ["PATH", "HOME", "LANG", "TMPDIR", "USER"];
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub source: PathBuf,
+    pub gateway: GatewayConfig,
+    /// Servers in the order the file lists them.
+    pub servers: Vec<Arc<ServerConfig>>,
+}
+
+/// `[gateway]`: settings of the gateway as a whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// Address to listen on; `--listen` overrides it.
+    pub listen: SocketAddr,
+    /// A session with no client request for this long is ended.
+    pub session_idle_timeout: Duration,
+    /// How often idle sessions are looked for.
+    pub cleanup_interval: Duration,
+    /// Spawn plus `initialize` handshake of one backend process.
+    pub startup_timeout: Duration,
+    /// One request to a backend, from send to answer.
+    pub tool_timeout: Duration,
+    /// Largest HTTP request body accepted (413 beyond).
+    pub max_body_bytes: u64,
+    /// Largest single message a backend may write on stdout.
+    pub max_message_bytes: u64,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// How long a stopping backend gets after stdin is closed, and again after SIGTERM.
+    pub stop_grace: Duration,
+}
+
+/// `[servers.<id>]`: one stdio backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// The id in `/mcp/<id>`.
+    pub id: String,
+    pub command: String,
+    pub args: Vec<String>,
+    /// Configured variables, already expanded; pass-through entries hold the
+    /// host's value read at load time (`None` when the host has none).
+    pub env: Vec<(String, EnvValue)>,
+    /// Give the backend the gateway's whole environment.
+    pub inherit_env: bool,
+    pub working_directory: Option<PathBuf>,
+    pub startup_timeout: Duration,
+    pub tool_timeout: Duration,
+    pub session_idle_timeout: Duration,
+}
+
+/// One configured environment variable of a backend.
+#[derive(Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    /// A value from the config (after `${VAR}` expansion).
+    Set(String),
+    /// `""` in the config: the host's value, if it has one.
+    PassThrough(Option<String>),
+}
+
+impl fmt::Debug for EnvValue {
+    // Values may be secrets: Debug never shows them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EnvValue::Set(_) => f.write_str("Set(<redacted>)"),
+            EnvValue::PassThrough(Some(_)) => f.write_str("PassThrough(<redacted>)"),
+            EnvValue::PassThrough(None) => f.write_str("PassThrough(unset)"),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The environment a backend process starts with.
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        let mut env: BTreeMap<String, String> = if self.inherit_env {
+            std::env::vars().collect()
+        } else {
+            MINIMAL_ENV
+                .iter()
+                .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v)))
+                .collect()
+        };
+        for (name, value) in &self.env {
+            match value {
+                EnvValue::Set(v) | EnvValue::PassThrough(Some(v)) => {
+                    env.insert(name.clone(), v.clone());
+                }
+                EnvValue::PassThrough(None) => {
+                    env.remove(name);
+                }
+            }
+        }
+        env.into_iter().collect()
+    }
+}
+
+/// A config that could not be loaded, with where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column, when the problem has a place in the file.
+    pub position: Option<(usize, usize)>,
+    /// The key concerned, as a dotted path where known.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.position {
+            write!(f, ":{line}:{col}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "key `{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    gateway: RawGateway,
+    #[serde(default)]
+    servers: IndexMap<String, Spanned<RawServer>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    listen: Option<Spanned<String>>,
+    session_idle_timeout: Option<ConfigDuration>,
+    cleanup_interval: Option<ConfigDuration>,
+    startup_timeout: Option<ConfigDuration>,
+    tool_timeout: Option<ConfigDuration>,
+    max_body_bytes: Option<ByteSize>,
+    max_message_bytes: Option<ByteSize>,
+    shutdown_timeout: Option<ConfigDuration>,
+    stop_grace: Option<ConfigDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    command: Spanned<String>,
+    #[serde(default)]
+    args: Vec<Spanned<String>>,
+    #[serde(default)]
+    env: IndexMap<String, Spanned<String>>,
+    #[serde(default)]
+    inherit_env: bool,
+    working_directory: Option<Spanned<String>>,
+    startup_timeout: Option<ConfigDuration>,
+    tool_timeout: Option<ConfigDuration>,
+    session_idle_timeout: Option<ConfigDuration>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            session_idle_timeout: Duration::from_secs(30 * 60),
+            cleanup_interval: Duration::from_secs(60),
+            startup_timeout: Duration::from_secs(60),
+            tool_timeout: Duration::from_secs(120),
+            max_body_bytes: 4 << 20,
+            max_message_bytes: 16 << 20,
+            shutdown_timeout: Duration::from_secs(10),
+            stop_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and checks a config file, expanding variables from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            position: None,
+            key: None,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Config::parse(path, &text, &ProcessEnv)
+    }
+
+    /// Finds the config: the given path, else the first of [`DEFAULT_CONFIG_PATHS`] that exists.
+    pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
+        if let Some(path) = explicit {
+            return Ok(path.to_owned());
+        }
+        DEFAULT_CONFIG_PATHS
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                format!(
+                    "no config file given and none found (looked for {}); pass --config FILE",
+                    DEFAULT_CONFIG_PATHS.join(" and ")
+                )
+            })
+    }
+
+    /// Parses and checks config text; `file` is only used in error messages.
+    pub fn parse(file: &Path, text: &str, vars: &dyn VarSource) -> Result<Config, ConfigError> {
+        let at = |span: Option<Range<usize>>, key: Option<String>, message: String| {
+            let position = span.map(|s| line_col(text, s.start));
+            let key = key.or_else(|| {
+                position.and_then(|(line, _)| key_on_line(text.lines().nth(line - 1)?))
+            });
+            ConfigError {
+                file: file.to_owned(),
+                position,
+                key,
+                message,
+            }
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| at(e.span(), None, e.message().to_owned()))?;
+        let expand_at = |value: &Spanned<String>, key: String| {
+            expand(value.get_ref(), vars)
+                .map_err(|e| at(Some(value.span()), Some(key), e.to_string()))
+        };
+
+        let defaults = GatewayConfig::default();
+        let g = raw.gateway;
+        let dur = |d: Option<ConfigDuration>, default: Duration| d.map_or(default, |d| d.0);
+        let listen = match &g.listen {
+            None => defaults.listen,
+            Some(text_addr) => text_addr.get_ref().parse().map_err(|_| {
+                at(
+                    Some(text_addr.span()),
+                    Some("gateway.listen".into()),
+                    format!(
+                        "`{}` is not an address like \"127.0.0.1:3000\"",
+                        text_addr.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let gateway = GatewayConfig {
+            listen,
+            session_idle_timeout: dur(g.session_idle_timeout, defaults.session_idle_timeout),
+            cleanup_interval: dur(g.cleanup_interval, defaults.cleanup_interval),
+            startup_timeout: dur(g.startup_timeout, defaults.startup_timeout),
+            tool_timeout: dur(g.tool_timeout, defaults.tool_timeout),
+            max_body_bytes: g.max_body_bytes.map_or(defaults.max_body_bytes, |b| b.0),
+            max_message_bytes: g
+                .max_message_bytes
+                .map_or(defaults.max_message_bytes, |b| b.0),
+            shutdown_timeout: dur(g.shutdown_timeout, defaults.shutdown_timeout),
+            stop_grace: dur(g.stop_grace, defaults.stop_grace),
+        };
+        for (key, value) in [
+            ("gateway.cleanup_interval", gateway.cleanup_interval),
+            ("gateway.startup_timeout", gateway.startup_timeout),
+            ("gateway.tool_timeout", gateway.tool_timeout),
+            ("gateway.session_idle_timeout", gateway.session_idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(at(
+                    None,
+                    Some(key.into()),
+                    "must be greater than zero".into(),
+                ));
+            }
+        }
+        if gateway.max_body_bytes == 0 || gateway.max_message_bytes == 0 {
+            return Err(at(
+                None,
+                Some("gateway.max_body_bytes / gateway.max_message_bytes".into()),
+                "sizes must be greater than zero".into(),
+            ));
+        }
+
+        let mut servers = Vec::with_capacity(raw.servers.len());
+        for (id, spanned) in &raw.servers {
+            let key = |field: &str| format!("servers.{id}.{field}");
+            if !is_valid_server_id(id) {
+                return Err(at(
+                    Some(spanned.span()),
+                    Some(format!("servers.{id}")),
+                    "a server id may hold only letters, digits, `-`, `_` and `.`".into(),
+                ));
+            }
+            let s = spanned.get_ref();
+            let command = expand_at(&s.command, key("command"))?;
+            if command.trim().is_empty() {
+                return Err(at(
+                    Some(s.command.span()),
+                    Some(key("command")),
+                    "must not be empty".into(),
+                ));
+            }
+            let args = s
+                .args
+                .iter()
+                .map(|a| expand_at(a, key("args")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut env = Vec::with_capacity(s.env.len());
+            for (name, value) in &s.env {
+                let value = if value.get_ref().is_empty() {
+                    EnvValue::PassThrough(std::env::var(name).ok())
+                } else {
+                    EnvValue::Set(expand_at(value, format!("servers.{id}.env.{name}"))?)
+                };
+                env.push((name.clone(), value));
+            }
+            let working_directory = s
+                .working_directory
+                .as_ref()
+                .map(|w| expand_at(w, key("working_directory")).map(PathBuf::from))
+                .transpose()?;
+            servers.push(Arc::new(ServerConfig {
+                id: id.clone(),
+                command,
+                args,
+                env,
+                inherit_env: s.inherit_env,
+                working_directory,
+                startup_timeout: dur(s.startup_timeout, gateway.startup_timeout),
+                tool_timeout: dur(s.tool_timeout, gateway.tool_timeout),
+                session_idle_timeout: dur(s.session_idle_timeout, gateway.session_idle_timeout),
+            }));
+        }
+        Ok(Config {
+            source: file.to_owned(),
+            gateway,
+            servers,
+        })
+    }
+
+    /// The server with this id.
+    pub fn server(&self, id: &str) -> Option<&Arc<ServerConfig>> {
+        self.servers.iter().find(|s| s.id == id)
+    }
+
+    /// The normalised config as TOML, with every `env` value redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        use toml::{Table, Value};
+        let dur = |d: Duration| Value::String(format_duration(d));
+        let g = &self.gateway;
+        let mut gateway = Table::new();
+        gateway.insert("listen".into(), Value::String(g.listen.to_string()));
+        gateway.insert("session_idle_timeout".into(), dur(g.session_idle_timeout));
+        gateway.insert("cleanup_interval".into(), dur(g.cleanup_interval));
+        gateway.insert("startup_timeout".into(), dur(g.startup_timeout));
+        gateway.insert("tool_timeout".into(), dur(g.tool_timeout));
+        gateway.insert(
+            "max_body_bytes".into(),
+            Value::String(format_size(g.max_body_bytes)),
+        );
+        gateway.insert(
+            "max_message_bytes".into(),
+            Value::String(format_size(g.max_message_bytes)),
+        );
+        gateway.insert("shutdown_timeout".into(), dur(g.shutdown_timeout));
+        gateway.insert("stop_grace".into(), dur(g.stop_grace));
+
+        let mut servers = Table::new();
+        for s in &self.servers {
+            let mut t = Table::new();
+            t.insert("command".into(), Value::String(s.command.clone()));
+            t.insert(
+                "args".into(),
+                Value::Array(s.args.iter().cloned().map(Value::String).collect()),
+            );
+            let env: Table = s
+                .env
+                .iter()
+                .map(|(name, value)| {
+                    let shown = match value {
+                        EnvValue::Set(_) => "<redacted>",
+                        EnvValue::PassThrough(Some(_)) => "<redacted: passed through from host>",
+                        EnvValue::PassThrough(None) => "<unset: host has no value to pass through>",
+                    };
+                    (name.clone(), Value::String(shown.into()))
+                })
+                .collect();
+            t.insert("env".into(), Value::Table(env));
+            t.insert("inherit_env".into(), Value::Boolean(s.inherit_env));
+            if let Some(dir) = &s.working_directory {
+                t.insert(
+                    "working_directory".into(),
+                    Value::String(dir.display().to_string()),
+                );
+            }
+            t.insert("startup_timeout".into(), dur(s.startup_timeout));
+            t.insert("tool_timeout".into(), dur(s.tool_timeout));
+            t.insert("session_idle_timeout".into(), dur(s.session_idle_timeout));
+            servers.insert(s.id.clone(), Value::Table(t));
+        }
+        let mut root = Table::new();
+        root.insert("gateway".into(), Value::Table(gateway));
+        root.insert("servers".into(), Value::Table(servers));
+        toml::to_string_pretty(&root).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+}
+
+/// Server ids appear in URL paths and tool-name prefixes: keep them plain.
+fn is_valid_server_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, col)
+}
+
+/// The key a `key = value` line sets, if the line is one.
+fn key_on_line(line: &str) -> Option<String> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    (!key.is_empty() && !key.starts_with('[') && !key.starts_with('#')).then(|| key.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let vars = HashMap::from([
+            ("TOKEN".to_owned(), "s3cret".to_owned()),
+            ("DIR".to_owned(), "/srv".to_owned()),
+        ]);
+        Config::parse(Path::new("test.toml"), text, &vars)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("[servers.a]\ncommand = \"cat\"\n").unwrap();
+        assert_eq!(c.gateway, GatewayConfig::default());
+        assert_eq!(c.servers.len(), 1);
+        assert_eq!(c.servers[0].tool_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn durations_accept_seconds_and_strings_and_servers_override() {
+        let c = parse(
+            "[gateway]\ntool_timeout = 5\nstartup_timeout = \"2m\"\n\
+             [servers.a]\ncommand = \"cat\"\ntool_timeout = \"750ms\"\n\
+             [servers.b]\ncommand = \"cat\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.gateway.tool_timeout, Duration::from_secs(5));
+        assert_eq!(c.gateway.startup_timeout, Duration::from_secs(120));
+        assert_eq!(c.servers[0].tool_timeout, Duration::from_millis(750));
+        assert_eq!(c.servers[1].tool_timeout, Duration::from_secs(5));
+        assert_eq!(c.servers[1].startup_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn servers_keep_file_order() {
+        let c =
+            parse("[servers.zeta]\ncommand = \"a\"\n[servers.alpha]\ncommand = \"b\"\n").unwrap();
+        let ids: Vec<_> = c.servers.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["zeta", "alpha"]);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_file_line_and_key() {
+        let err = parse("[gateway]\nlisten = \"127.0.0.1:1\"\nbogus_key = 3\n").unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.position.map(|p| p.0), Some(3), "{text}");
+        assert!(text.starts_with("test.toml:3:"), "{text}");
+        assert!(text.contains("bogus_key"), "{text}");
+    }
+
+    #[test]
+    fn bad_value_names_its_key() {
+        let err = parse("[gateway]\ntool_timeout = \"soon\"\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("tool_timeout"), "{err}");
+        assert_eq!(err.position.map(|p| p.0), Some(2));
+    }
+
+    #[test]
+    fn variables_expand_in_named_fields_only() {
+        let c = parse(
+            "[servers.a]\ncommand = \"${DIR}/bin/x\"\nargs = [\"--token\", \"${TOKEN}\"]\n\
+             working_directory = \"${DIR}\"\nenv = { T = \"${TOKEN}\" }\n",
+        )
+        .unwrap();
+        let s = &c.servers[0];
+        assert_eq!(s.command, "/srv/bin/x");
+        assert_eq!(s.args, ["--token", "s3cret"]);
+        assert_eq!(s.working_directory.as_deref(), Some(Path::new("/srv")));
+        assert_eq!(
+            s.env,
+            vec![("T".to_owned(), EnvValue::Set("s3cret".into()))]
+        );
+    }
+
+    #[test]
+    fn undefined_variable_is_an_error_naming_it_and_the_key() {
+        let err = parse("[servers.a]\ncommand = \"x\"\nargs = [\"${NOPE}\"]\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("NOPE"), "{text}");
+        assert!(text.contains("servers.a.args"), "{text}");
+        assert_eq!(err.position.map(|p| p.0), Some(3));
+    }
+
+    #[test]
+    fn empty_env_value_passes_the_host_value_through() {
+        // PATH is set in every test environment.
+        let c = parse("[servers.a]\ncommand = \"x\"\nenv = { PATH = \"\", MCPGATE_SURELY_UNSET_VAR = \"\" }\n")
+            .unwrap();
+        let s = &c.servers[0];
+        assert_eq!(
+            s.env[0].1,
+            EnvValue::PassThrough(std::env::var("PATH").ok())
+        );
+        assert_eq!(s.env[1].1, EnvValue::PassThrough(None));
+        let env: HashMap<_, _> = s.child_env().into_iter().collect();
+        assert_eq!(env.get("PATH"), std::env::var("PATH").ok().as_ref());
+        assert!(!env.contains_key("MCPGATE_SURELY_UNSET_VAR"));
+    }
+
+    #[test]
+    fn child_env_is_minimal_unless_inherited() {
+        let c = parse(
+            "[servers.a]\ncommand = \"x\"\nenv = { EXTRA = \"1\" }\n\
+             [servers.b]\ncommand = \"x\"\ninherit_env = true\n",
+        )
+        .unwrap();
+        let minimal: HashMap<_, _> = c.servers[0].child_env().into_iter().collect();
+        for name in minimal.keys() {
+            assert!(
+                MINIMAL_ENV.contains(&name.as_str()) || name == "EXTRA",
+                "{name}"
+            );
+        }
+        assert_eq!(minimal.get("EXTRA").map(String::as_str), Some("1"));
+        let inherited = c.servers[1].child_env();
+        assert_eq!(inherited.len(), std::env::vars().count());
+    }
+
+    #[test]
+    fn redacted_output_hides_env_values_and_reparses() {
+        let c = parse("[servers.a]\ncommand = \"x\"\nenv = { T = \"${TOKEN}\" }\n").unwrap();
+        let printed = c.to_redacted_toml();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+        let again = parse(&printed).unwrap();
+        assert_eq!(again.gateway, c.gateway);
+    }
+
+    #[test]
+    fn bad_server_id_and_listen_are_rejected() {
+        assert!(parse("[servers.\"a b\"]\ncommand = \"x\"\n").is_err());
+        let err = parse("[gateway]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("gateway.listen"));
+        let err = parse("[servers.a]\nargs = []\n").unwrap_err();
+        assert!(err.to_string().contains("command"), "{err}");
+    }
+}

@@ -1,0 +1,120 @@
+//! Turning outcomes into HTTP responses: JSON bodies, SSE frames, and errors.
+//!
+//! Owns the wire shape of everything the gateway sends back over HTTP: a
+//! JSON-RPC error with its HTTP status ([`HttpError`]), a single JSON answer,
+//! and SSE events. It never decides *which* status a situation deserves (the
+//! handlers do) and never alters the bytes of a forwarded message.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::jsonrpc;
+
+/// The header carrying the session id (HTTP headers are case-insensitive).
+pub const SESSION_HEADER: &str = "mcp-session-id";
+/// The header carrying the protocol version.
+pub const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
+
+/// An HTTP error status with a JSON-RPC error body.
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub code: i32,
+    pub message: String,
+    /// The raw id of the request it answers, when known.
+    pub id: Option<String>,
+}
+
+impl HttpError {
+    pub fn new(status: StatusCode, code: i32, message: impl Into<String>) -> HttpError {
+        HttpError {
+            status,
+            code,
+            message: message.into(),
+            id: None,
+        }
+    }
+
+    pub fn with_id(mut self, id: Option<&str>) -> HttpError {
+        self.id = id.map(str::to_owned);
+        self
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = jsonrpc::error_response(self.id.as_deref(), self.code, &self.message, None);
+        let mut response = json_body(self.status, body);
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+        }
+        response
+    }
+}
+
+/// A response whose body is one JSON document, sent as is.
+pub fn json_body(status: StatusCode, body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// 202 Accepted with no body, for notifications and responses.
+pub fn accepted() -> Response {
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// One SSE `message` event carrying a JSON-RPC message.
+pub fn sse_message(event_id: &str, message: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(message.len() + event_id.len() + 32);
+    frame.put_slice(b"event: message\nid: ");
+    frame.put_slice(event_id.as_bytes());
+    frame.put_slice(b"\ndata: ");
+    frame.put_slice(message);
+    frame.put_slice(b"\n\n");
+    frame.freeze()
+}
+
+/// The priming event of a 2025-11-25 stream: an id and empty data.
+pub fn sse_priming(event_id: &str) -> Bytes {
+    Bytes::from(format!("id: {event_id}\ndata: \n\n"))
+}
+
+/// An SSE comment, used as a keep-alive (a dead client shows up as a failed write).
+pub fn sse_keepalive() -> Bytes {
+    Bytes::from_static(b": keep-alive\n\n")
+}
+
+/// Headers of an SSE response around a body stream.
+pub fn sse_response(body: Body) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-like proxies not to buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_frames_are_well_formed() {
+        let f = sse_message("7", br#"{"a":1}"#);
+        assert_eq!(&f[..], b"event: message\nid: 7\ndata: {\"a\":1}\n\n");
+        assert_eq!(&sse_priming("0")[..], b"id: 0\ndata: \n\n");
+    }
+}

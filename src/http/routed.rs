@@ -1,0 +1,235 @@
+//! Handlers of the routed endpoint, `POST`/`GET`/`DELETE /mcp/{serverID}`.
+//!
+//! Owns the order of the checks (server, headers, body, message, session) and
+//! the choice of status for each outcome, per the Streamable HTTP transport of
+//! 2025-11-25 (accepting 2025-03-26 and 2025-06-18 clients). What a message
+//! *does* is the relay's business; these handlers never touch a backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::App;
+use super::reply::{self, HttpError, SESSION_HEADER};
+use super::rules::{self, AnswerAs};
+use crate::config::ServerConfig;
+use crate::jsonrpc::{self, Kind};
+use crate::relay::InitOutcome;
+use crate::session::Session;
+
+/// How often an idle SSE stream gets a keep-alive comment; a vanished client
+/// shows up as a failed write.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
+
+/// First protocol version whose streams start with a priming event.
+const PRIMING_SINCE: &str = "2025-11-25";
+
+pub async fn post(
+    State(app): State<Arc<App>>,
+    Path(server_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    post_message(&app, &server_id, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn get(
+    State(app): State<Arc<App>>,
+    Path(server_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    open_stream(&app, &server_id, &headers).unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    Path(server_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    end_session(&app, &server_id, &headers)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+fn server<'a>(app: &'a App, server_id: &str) -> Result<&'a Arc<ServerConfig>, HttpError> {
+    app.relay.config.server(server_id).ok_or_else(|| {
+        HttpError::new(
+            StatusCode::NOT_FOUND,
+            jsonrpc::SERVER_ERROR,
+            format!("Not Found: no server `{server_id}` is configured"),
+        )
+    })
+}
+
+/// The live session a request names, on this server.
+fn session(
+    app: &App,
+    server: &ServerConfig,
+    headers: &HeaderMap,
+) -> Result<Arc<Session>, HttpError> {
+    let id = rules::require_session_id(headers)?;
+    app.relay
+        .sessions
+        .get(id)
+        .filter(|s| s.server.id == server.id)
+        .ok_or_else(rules::unknown_session)
+}
+
+async fn read_body(body: Body, limit: u64) -> Result<Bytes, HttpError> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            jsonrpc::SERVER_ERROR,
+            format!("Payload Too Large: the body exceeds max_body_bytes ({limit} bytes)"),
+        )),
+        Err(e) => Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::SERVER_ERROR,
+            format!("Bad Request: could not read the body: {e}"),
+        )),
+    }
+}
+
+async fn post_message(
+    app: &App,
+    server_id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    let server = server(app, server_id)?;
+    rules::require_json_content(headers)?;
+    let answer_as = rules::post_answer_as(headers)?;
+    rules::protocol_version(headers)?;
+    let session_id = rules::session_id(headers)?;
+    let bytes = read_body(body, app.relay.config.gateway.max_body_bytes).await?;
+    if jsonrpc::is_batch(&bytes) {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::INVALID_REQUEST,
+            "Invalid Request: JSON-RPC batches are not supported on this endpoint",
+        ));
+    }
+    let peek = jsonrpc::peek_client(&bytes)
+        .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
+
+    if peek.kind == Kind::Request && peek.method.as_deref() == Some("initialize") {
+        if session_id.is_some() {
+            return Err(HttpError::new(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::INVALID_REQUEST,
+                "Bad Request: initialize must be sent without Mcp-Session-Id; it starts a new session",
+            )
+            .with_id(peek.id));
+        }
+        return Ok(
+            match app.relay.initialize(server, bytes.clone(), &peek).await {
+                InitOutcome::Created { session, response } => {
+                    let mut reply = answer(answer_as, &session, response);
+                    if let Ok(value) = HeaderValue::from_str(&session.id) {
+                        reply.headers_mut().insert(SESSION_HEADER, value);
+                    }
+                    reply
+                }
+                InitOutcome::Failed { response } => reply::json_body(StatusCode::OK, response),
+            },
+        );
+    }
+
+    let session = session(app, server, headers)?;
+    match peek.kind {
+        Kind::Request => {
+            let response = app.relay.request(&session, &bytes, &peek).await;
+            Ok(answer(answer_as, &session, response))
+        }
+        Kind::Notification | Kind::Response => {
+            app.relay.forward(&session, &bytes, &peek).await;
+            Ok(reply::accepted())
+        }
+    }
+}
+
+/// A request's answer as JSON or as a one-event SSE stream.
+fn answer(answer_as: AnswerAs, session: &Session, message: Bytes) -> Response {
+    match answer_as {
+        AnswerAs::Json => reply::json_body(StatusCode::OK, message),
+        AnswerAs::EventStream => {
+            let mut frames = Vec::with_capacity(2);
+            if session.protocol_version.as_str() >= PRIMING_SINCE {
+                frames.push(reply::sse_priming(
+                    &session.outbox.next_event_id().to_string(),
+                ));
+            }
+            frames.push(reply::sse_message(
+                &session.outbox.next_event_id().to_string(),
+                &message,
+            ));
+            reply::sse_response(Body::from(frames.concat()))
+        }
+    }
+}
+
+fn open_stream(app: &App, server_id: &str, headers: &HeaderMap) -> Result<Response, HttpError> {
+    let server = server(app, server_id)?;
+    rules::get_accepts_stream(headers)?;
+    rules::protocol_version(headers)?;
+    let session = session(app, server, headers)?;
+    session.touch();
+    let mut stream = session.outbox.attach();
+    let (frames, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::spawn(async move {
+        if session.protocol_version.as_str() >= PRIMING_SINCE {
+            let priming = reply::sse_priming(&session.outbox.next_event_id().to_string());
+            if frames.send(Ok(priming)).await.is_err() {
+                session.outbox.detach(stream.token);
+                return;
+            }
+        }
+        let mut keepalive = tokio::time::interval(KEEPALIVE_EVERY);
+        keepalive.reset();
+        loop {
+            let frame = tokio::select! {
+                message = stream.messages.recv() => match message {
+                    Some(m) => reply::sse_message(&session.outbox.next_event_id().to_string(), &m),
+                    // Replaced by a newer stream, or the session ended.
+                    None => break,
+                },
+                _ = keepalive.tick() => reply::sse_keepalive(),
+                () = frames.closed() => break,
+            };
+            if frames.send(Ok(frame)).await.is_err() {
+                break;
+            }
+        }
+        session.outbox.detach(stream.token);
+        session.touch();
+    });
+    Ok(reply::sse_response(Body::from_stream(ReceiverStream::new(
+        body,
+    ))))
+}
+
+async fn end_session(
+    app: &App,
+    server_id: &str,
+    headers: &HeaderMap,
+) -> Result<Response, HttpError> {
+    let server = server(app, server_id)?;
+    rules::protocol_version(headers)?;
+    let session = session(app, server, headers)?;
+    if app.relay.end_session(&session.id, "client DELETE").await {
+        Ok(StatusCode::OK.into_response())
+    } else {
+        Err(rules::unknown_session())
+    }
+}

@@ -1,0 +1,225 @@
+//! The Streamable HTTP rules a request must meet before its body is looked at.
+//!
+//! Owns checking `Accept`, `Content-Type`, `MCP-Protocol-Version` and
+//! `Mcp-Session-Id` headers and turning a failed check into the status the
+//! spec asks for (406, 415, 400). It never touches sessions or backends.
+
+use axum::http::{HeaderMap, StatusCode, header};
+
+use super::reply::{HttpError, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
+use crate::jsonrpc;
+use crate::session::is_plausible_session_id;
+
+/// Session-era protocol versions the gateway serves.
+pub const SUPPORTED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// How the client wants a request answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerAs {
+    Json,
+    EventStream,
+}
+
+/// Media ranges the client accepts, lower-cased, parameters dropped.
+fn accepted_types(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next()?.trim().to_ascii_lowercase();
+            // `q=0` means "not acceptable".
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+            });
+            (!media.is_empty() && !refused).then_some(media)
+        })
+        .collect()
+}
+
+fn accepts(types: &[String], wanted: &str) -> bool {
+    let major = wanted.split('/').next().unwrap_or_default();
+    types
+        .iter()
+        .any(|t| t == wanted || t == "*/*" || *t == format!("{major}/*"))
+}
+
+/// POST: the client must accept JSON or an event stream (the spec asks clients to
+/// list both); JSON is preferred when it is acceptable, being the cheaper answer.
+pub fn post_answer_as(headers: &HeaderMap) -> Result<AnswerAs, HttpError> {
+    let types = accepted_types(headers);
+    if accepts(&types, "application/json") {
+        Ok(AnswerAs::Json)
+    } else if accepts(&types, "text/event-stream") {
+        Ok(AnswerAs::EventStream)
+    } else {
+        Err(not_acceptable(
+            "Accept must list application/json and text/event-stream",
+        ))
+    }
+}
+
+/// GET: the client must accept an event stream.
+pub fn get_accepts_stream(headers: &HeaderMap) -> Result<(), HttpError> {
+    if accepts(&accepted_types(headers), "text/event-stream") {
+        Ok(())
+    } else {
+        Err(not_acceptable("Accept must list text/event-stream"))
+    }
+}
+
+fn not_acceptable(message: &str) -> HttpError {
+    HttpError::new(
+        StatusCode::NOT_ACCEPTABLE,
+        jsonrpc::SERVER_ERROR,
+        format!("Not Acceptable: {message}"),
+    )
+}
+
+/// POST bodies must be JSON.
+pub fn require_json_content(headers: &HeaderMap) -> Result<(), HttpError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            jsonrpc::SERVER_ERROR,
+            "Unsupported Media Type: Content-Type must be application/json",
+        ))
+    }
+}
+
+/// The `MCP-Protocol-Version` header, checked: absent is fine (2025-03-26
+/// clients send none); present must be a version the gateway serves.
+pub fn protocol_version(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
+    let Some(value) = headers.get(PROTOCOL_VERSION_HEADER) else {
+        return Ok(None);
+    };
+    let version = value.to_str().unwrap_or("").trim();
+    if SUPPORTED_VERSIONS.contains(&version) {
+        Ok(Some(version.to_owned()))
+    } else {
+        Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::SERVER_ERROR,
+            format!(
+                "Bad Request: unsupported MCP-Protocol-Version `{}` (supported: {})",
+                String::from_utf8_lossy(value.as_bytes()),
+                SUPPORTED_VERSIONS.join(", ")
+            ),
+        ))
+    }
+}
+
+/// The `Mcp-Session-Id` header, if any. A malformed one can name no session: 404.
+pub fn session_id(headers: &HeaderMap) -> Result<Option<&str>, HttpError> {
+    let Some(value) = headers.get(SESSION_HEADER) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(id) if is_plausible_session_id(id) => Ok(Some(id)),
+        _ => Err(unknown_session()),
+    }
+}
+
+/// The session id a request needs; its absence is a 400.
+pub fn require_session_id(headers: &HeaderMap) -> Result<&str, HttpError> {
+    session_id(headers)?.ok_or_else(|| {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::SERVER_ERROR,
+            "Bad Request: Mcp-Session-Id header is required (send initialize first)",
+        )
+    })
+}
+
+/// What an unknown or ended session gets, so the client re-initialises.
+pub fn unknown_session() -> HttpError {
+    HttpError::new(
+        StatusCode::NOT_FOUND,
+        jsonrpc::SERVER_ERROR,
+        "Session not found: it has ended or never existed; send initialize to start a new one",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn accept_rules() {
+        let both = headers(&[("accept", "application/json, text/event-stream")]);
+        assert_eq!(post_answer_as(&both).unwrap(), AnswerAs::Json);
+        let sse = headers(&[("accept", "text/event-stream")]);
+        assert_eq!(post_answer_as(&sse).unwrap(), AnswerAs::EventStream);
+        let any = headers(&[("accept", "*/*")]);
+        assert_eq!(post_answer_as(&any).unwrap(), AnswerAs::Json);
+        let html = headers(&[("accept", "text/html")]);
+        assert_eq!(
+            post_answer_as(&html).unwrap_err().status,
+            StatusCode::NOT_ACCEPTABLE
+        );
+        assert!(post_answer_as(&HeaderMap::new()).is_err());
+        let refused = headers(&[("accept", "application/json;q=0, text/event-stream")]);
+        assert_eq!(post_answer_as(&refused).unwrap(), AnswerAs::EventStream);
+        assert!(get_accepts_stream(&both).is_ok());
+        assert!(get_accepts_stream(&headers(&[("accept", "application/json")])).is_err());
+    }
+
+    #[test]
+    fn content_type_rules() {
+        assert!(
+            require_json_content(&headers(&[(
+                "content-type",
+                "application/json; charset=utf-8"
+            )]))
+            .is_ok()
+        );
+        let err = require_json_content(&headers(&[("content-type", "text/plain")])).unwrap_err();
+        assert_eq!(err.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(require_json_content(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn protocol_version_rules() {
+        assert_eq!(protocol_version(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(
+            protocol_version(&headers(&[("mcp-protocol-version", "2025-06-18")]))
+                .unwrap()
+                .as_deref(),
+            Some("2025-06-18")
+        );
+        let err =
+            protocol_version(&headers(&[("mcp-protocol-version", "1999-01-01")])).unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn session_header_rules() {
+        assert_eq!(session_id(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(
+            require_session_id(&HeaderMap::new()).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        let bad = headers(&[("mcp-session-id", "has space")]);
+        assert_eq!(session_id(&bad).unwrap_err().status, StatusCode::NOT_FOUND);
+    }
+}

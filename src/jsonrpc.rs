@@ -1,0 +1,394 @@
+//! Looking at raw JSON-RPC messages without re-serialising them.
+//!
+//! Owns [`peek`], which finds a message's kind, method, id and params as
+//! borrowed slices of the original bytes, [`splice`], which replaces one slice
+//! (an id) and leaves every other byte as it was, and the builders of the
+//! gateway's own error responses. It must never turn a forwarded message into
+//! typed structs and back: unknown fields, number formats and key order of a
+//! backend's answer reach the client exactly as the backend wrote them.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Invalid JSON was received.
+pub const PARSE_ERROR: i32 = -32700;
+/// The JSON sent is not a valid request object.
+pub const INVALID_REQUEST: i32 = -32600;
+/// The method does not exist or is not available.
+pub const METHOD_NOT_FOUND: i32 = -32601;
+/// Internal error (used for backend failures, with details in `data`).
+pub const INTERNAL_ERROR: i32 = -32603;
+/// Transport-level problem with the HTTP request (bad session, headers...), as the SDKs use it.
+pub const SERVER_ERROR: i32 = -32000;
+/// The backend did not answer within the request timeout.
+pub const REQUEST_TIMEOUT: i32 = -32001;
+
+/// What a single message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Has `method` and `id`: expects an answer.
+    Request,
+    /// Has `method`, no `id`.
+    Notification,
+    /// Has `id` and `result` or `error`, no `method`.
+    Response,
+}
+
+/// Why bytes are not a usable JSON-RPC message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeekError {
+    /// Not JSON at all (or nested too deep to parse safely).
+    #[error("parse error: {0}")]
+    Parse(String),
+    /// JSON, but not a JSON-RPC 2.0 message.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+impl PeekError {
+    /// The JSON-RPC error code for this problem.
+    pub fn code(&self) -> i32 {
+        match self {
+            PeekError::Parse(_) => PARSE_ERROR,
+            PeekError::Invalid(_) => INVALID_REQUEST,
+        }
+    }
+}
+
+/// A message seen through its raw bytes.
+#[derive(Debug)]
+pub struct Peek<'a> {
+    pub kind: Kind,
+    pub method: Option<Cow<'a, str>>,
+    /// The id exactly as written (e.g. `"abc"` with quotes, or `18446744073709551615`).
+    pub id: Option<&'a str>,
+    /// Where the id sits in the original bytes.
+    pub id_range: Option<Range<usize>>,
+    pub params: Option<&'a RawValue>,
+    /// The `result` member of a response.
+    pub result: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawMessage<'a> {
+    #[serde(borrow)]
+    jsonrpc: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+}
+
+/// Keeps an explicit `null` as `Some("null")` so it can be told from absence.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Deepest nesting of arrays and objects a client message may have. Parsing
+/// here never recurses, but backends might: deeper messages are refused.
+pub const MAX_DEPTH: usize = 128;
+
+/// True when arrays/objects in `bytes` nest deeper than `limit` (strings are skipped).
+pub fn nests_deeper_than(bytes: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// True when the bytes hold a JSON array (a batch), judged by the first non-space byte.
+pub fn is_batch(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'[')
+}
+
+/// Finds kind, method, id and params of one message without copying it.
+pub fn peek(bytes: &[u8]) -> Result<Peek<'_>, PeekError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        // Validate as JSON first so that junk is a parse error, not an invalid request.
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Err(e) => Err(PeekError::Parse(e.to_string())),
+            Ok(_) => Err(PeekError::Invalid(
+                "a JSON-RPC message must be a JSON object".into(),
+            )),
+        };
+    }
+    let raw: RawMessage<'_> = serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_data() {
+            PeekError::Invalid(e.to_string())
+        } else {
+            PeekError::Parse(e.to_string())
+        }
+    })?;
+    if raw.jsonrpc.as_deref() != Some("2.0") {
+        return Err(PeekError::Invalid("`jsonrpc` must be \"2.0\"".into()));
+    }
+    let id = raw.id.map(RawValue::get);
+    if let Some(id) = id
+        && !is_valid_id(id)
+    {
+        return Err(PeekError::Invalid(
+            "`id` must be a string or an integer".into(),
+        ));
+    }
+    let kind = match (&raw.method, id, raw.result.is_some() || raw.error.is_some()) {
+        (Some(_), Some(_), false) => Kind::Request,
+        (Some(_), None, false) => Kind::Notification,
+        (None, Some(_), true) => Kind::Response,
+        _ => {
+            return Err(PeekError::Invalid(
+                "not a request, notification or response".into(),
+            ));
+        }
+    };
+    Ok(Peek {
+        kind,
+        method: raw.method,
+        id,
+        id_range: id.map(|id| range_in(bytes, id)),
+        params: raw.params,
+        result: raw.result,
+    })
+}
+
+/// [`peek`] for messages from clients: also refuses nesting deeper than [`MAX_DEPTH`].
+/// (Backend output is not limited: it is passed through, never parsed deeply.)
+pub fn peek_client(bytes: &[u8]) -> Result<Peek<'_>, PeekError> {
+    if nests_deeper_than(bytes, MAX_DEPTH) {
+        return Err(PeekError::Invalid(format!(
+            "the message nests deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    peek(bytes)
+}
+
+/// Ids are strings or integers; null, floats, objects and arrays are not allowed.
+fn is_valid_id(raw: &str) -> bool {
+    match raw.as_bytes().first() {
+        Some(b'"') => true,
+        Some(b'-' | b'0'..=b'9') => raw.bytes().all(|b| b == b'-' || b.is_ascii_digit()),
+        _ => false,
+    }
+}
+
+/// The byte range of a slice borrowed from `outer`.
+pub fn range_in(outer: &[u8], inner: &str) -> Range<usize> {
+    let start = inner.as_ptr() as usize - outer.as_ptr() as usize;
+    debug_assert!(start + inner.len() <= outer.len());
+    start..start + inner.len()
+}
+
+/// Returns `bytes` with `range` replaced by `replacement`; every other byte is kept.
+pub fn splice(bytes: &[u8], range: Range<usize>, replacement: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() - range.len() + replacement.len() + 1);
+    out.extend_from_slice(&bytes[..range.start]);
+    out.extend_from_slice(replacement);
+    out.extend_from_slice(&bytes[range.end..]);
+    out
+}
+
+/// Makes a message fit on one stdio line: raw CR/LF can only be insignificant
+/// whitespace in valid JSON (inside strings they must be escaped), so they become spaces.
+pub fn to_single_line(message: &mut [u8]) {
+    for b in message.iter_mut() {
+        if *b == b'\n' || *b == b'\r' {
+            *b = b' ';
+        }
+    }
+}
+
+/// The `requestId` of a `notifications/cancelled`, with its position in the message bytes.
+pub fn cancelled_request_id<'a>(
+    message: &'a [u8],
+    params: &'a RawValue,
+) -> Option<(&'a str, Range<usize>)> {
+    #[derive(Deserialize)]
+    struct CancelParams<'a> {
+        #[serde(borrow, rename = "requestId")]
+        request_id: Option<&'a RawValue>,
+    }
+    let p: CancelParams<'a> = serde_json::from_str(params.get()).ok()?;
+    let id = p.request_id?.get();
+    Some((id, range_in(message, id)))
+}
+
+/// Reads one string member of a raw object (e.g. `protocolVersion` of an initialize result).
+pub fn string_member(object: &RawValue, name: &str) -> Option<String> {
+    let map: std::collections::HashMap<Cow<'_, str>, &RawValue> =
+        serde_json::from_str(object.get()).ok()?;
+    serde_json::from_str::<String>(map.get(name)?.get()).ok()
+}
+
+/// A JSON-RPC error response built by the gateway itself.
+///
+/// `id` is the raw id of the request it answers (`None` writes `null`).
+pub fn error_response(
+    id: Option<&str>,
+    code: i32,
+    message: &str,
+    data: Option<serde_json::Value>,
+) -> Bytes {
+    let mut error = serde_json::json!({ "code": code, "message": message });
+    if let Some(data) = data {
+        error["data"] = data;
+    }
+    let mut out = Vec::with_capacity(64 + message.len());
+    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.extend_from_slice(id.unwrap_or("null").as_bytes());
+    out.extend_from_slice(b",\"error\":");
+    serde_json::to_writer(&mut out, &error).expect("a JSON value always serialises");
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_told_apart() {
+        let req = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+        let resp = br#"{"jsonrpc":"2.0","id":"a","result":{}}"#;
+        let err = br#"{"jsonrpc":"2.0","id":"a","error":{"code":1,"message":"x"}}"#;
+        assert_eq!(peek(req).unwrap().kind, Kind::Request);
+        assert_eq!(peek(note).unwrap().kind, Kind::Notification);
+        assert_eq!(peek(resp).unwrap().kind, Kind::Response);
+        assert_eq!(peek(err).unwrap().kind, Kind::Response);
+        assert_eq!(peek(req).unwrap().method.as_deref(), Some("tools/list"));
+    }
+
+    #[test]
+    fn junk_is_a_parse_error_and_wrong_shapes_are_invalid() {
+        assert_eq!(peek(b"{not json").unwrap_err().code(), PARSE_ERROR);
+        assert_eq!(peek(b"").unwrap_err().code(), PARSE_ERROR);
+        assert_eq!(peek(b"\xff\xfe").unwrap_err().code(), PARSE_ERROR);
+        assert_eq!(peek(b"42").unwrap_err().code(), INVALID_REQUEST);
+        assert_eq!(
+            peek(br#"{"id":1,"method":"x"}"#).unwrap_err().code(),
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            peek(br#"{"jsonrpc":"2.0","id":null,"method":"x"}"#)
+                .unwrap_err()
+                .code(),
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            peek(br#"{"jsonrpc":"2.0","id":1.5,"method":"x"}"#)
+                .unwrap_err()
+                .code(),
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            peek(br#"{"jsonrpc":"2.0"}"#).unwrap_err().code(),
+            INVALID_REQUEST
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflowing_the_stack() {
+        let deep = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":{}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(peek_client(deep.as_bytes()).is_err());
+        // Backend output is passed through: peeking it must not overflow either.
+        assert!(peek(deep.as_bytes()).is_ok());
+        let inside_string = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":{{\"s\":\"{}\\\"\"}}}}",
+            "[".repeat(1000)
+        );
+        assert!(
+            peek_client(inside_string.as_bytes()).is_ok(),
+            "{inside_string}"
+        );
+    }
+
+    #[test]
+    fn splicing_an_id_keeps_every_other_byte() {
+        let msg = br#"{ "jsonrpc":"2.0", "id" : 18446744073709551615 ,"method":"x","params":{"z":1.0e5,"a":[]}}"#;
+        let p = peek(msg).unwrap();
+        assert_eq!(p.id, Some("18446744073709551615"));
+        let out = splice(msg, p.id_range.unwrap(), b"7");
+        assert_eq!(
+            out,
+            br#"{ "jsonrpc":"2.0", "id" : 7 ,"method":"x","params":{"z":1.0e5,"a":[]}}"#.to_vec()
+        );
+    }
+
+    #[test]
+    fn single_line_keeps_string_contents() {
+        let mut msg = b"{\"jsonrpc\":\"2.0\",\n\"method\":\"a\\nb\"}".to_vec();
+        to_single_line(&mut msg);
+        assert_eq!(msg, b"{\"jsonrpc\":\"2.0\", \"method\":\"a\\nb\"}".to_vec());
+        assert_eq!(peek(&msg).unwrap().method.as_deref(), Some("a\nb"));
+    }
+
+    #[test]
+    fn cancelled_request_id_is_located() {
+        let msg = br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"r-1","reason":"x"}}"#;
+        let p = peek(msg).unwrap();
+        let (id, range) = cancelled_request_id(msg, p.params.unwrap()).unwrap();
+        assert_eq!(id, "\"r-1\"");
+        assert_eq!(&msg[range], b"\"r-1\"");
+    }
+
+    #[test]
+    fn error_response_is_valid_json_rpc() {
+        let e = error_response(Some("\"x\""), INTERNAL_ERROR, "boom \"quoted\"", None);
+        let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
+        assert_eq!(v["id"], "x");
+        assert_eq!(v["error"]["code"], INTERNAL_ERROR);
+        let e = error_response(None, PARSE_ERROR, "bad", Some(serde_json::json!({"k": 1})));
+        let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
+        assert!(v["id"].is_null());
+        assert_eq!(v["error"]["data"]["k"], 1);
+    }
+
+    #[test]
+    fn string_member_reads_without_rewriting() {
+        let msg = br#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","x":{}}}"#;
+        let p = peek(msg).unwrap();
+        assert_eq!(
+            string_member(p.result.unwrap(), "protocolVersion").as_deref(),
+            Some("2025-06-18")
+        );
+    }
+}

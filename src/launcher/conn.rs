@@ -1,0 +1,578 @@
+//! One live backend connection: a child process and its three pipes.
+//!
+//! Owns the JSON-RPC traffic with one stdio backend: writing client messages to
+//! its stdin with ids remapped to the connection's own numbers, reading its
+//! stdout line by line and routing each line (answers to the waiting request,
+//! with the client's original id put back; requests and notifications to the
+//! session's [`ServerMessageSink`]), logging its stderr and keeping the last
+//! lines, and noticing at once when it exits. Bytes are forwarded as written:
+//! only the id is spliced. It never spawns or signals processes itself (that is
+//! `process`) and never knows about HTTP.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::{oneshot, watch};
+
+use super::process::{self, StopOutcome};
+use crate::jsonrpc::{self, Kind};
+
+/// How many stderr lines a connection keeps for error messages.
+const STDERR_TAIL_LINES: usize = 20;
+/// Longest stderr line kept (longer ones are cut).
+const STDERR_LINE_MAX: usize = 4096;
+/// After the child exits, how long its pipes get to deliver what it wrote last.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(250);
+
+/// Where a backend's own requests and notifications go: the owning session.
+pub trait ServerMessageSink: Send + Sync {
+    /// Takes one server-to-client message. Returns false when it cannot be
+    /// carried to the client (for a request, the backend then gets an error answer).
+    fn deliver(&self, message: Bytes, kind: Kind) -> bool;
+}
+
+/// Names used in logs and errors for one connection.
+#[derive(Debug, Clone)]
+pub struct ConnLabel {
+    pub server: Arc<str>,
+    pub session: Arc<str>,
+}
+
+/// Why a request to a backend got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnFailure {
+    #[error("the backend process exited ({status}) while the request was pending")]
+    Exited {
+        status: String,
+        stderr_tail: Vec<String>,
+    },
+    #[error("the backend closed its stdout")]
+    StdoutClosed { stderr_tail: Vec<String> },
+    #[error("writing to the backend's stdin failed: {0}")]
+    WriteFailed(String),
+    #[error("the backend did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the backend connection was closed by the gateway ({0})")]
+    Stopped(&'static str),
+}
+
+impl ConnFailure {
+    /// The stderr lines the backend wrote last, where the failure has them.
+    pub fn stderr_tail(&self) -> &[String] {
+        match self {
+            ConnFailure::Exited { stderr_tail, .. } | ConnFailure::StdoutClosed { stderr_tail } => {
+                stderr_tail
+            }
+            _ => &[],
+        }
+    }
+}
+
+struct Pending {
+    /// The id as the client wrote it, put back into the answer.
+    client_id: Box<str>,
+    reply: oneshot::Sender<Result<Bytes, ConnFailure>>,
+}
+
+#[derive(Default)]
+struct Requests {
+    pending: HashMap<u64, Pending>,
+    /// Set once: the connection is finished and every later request fails with this.
+    closed: Option<ConnFailure>,
+}
+
+/// A running backend process and the routing of its messages.
+pub struct BackendConn {
+    label: ConnLabel,
+    pid: u32,
+    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+    requests: Mutex<Requests>,
+    next_id: AtomicU64,
+    stderr_tail: Mutex<VecDeque<String>>,
+    exited: watch::Receiver<Option<ExitStatus>>,
+    closed: watch::Sender<bool>,
+    sink: Arc<dyn ServerMessageSink>,
+}
+
+impl BackendConn {
+    /// Takes over a freshly spawned child: starts the stdout router, the stderr
+    /// logger and the exit watcher.
+    pub fn start(
+        mut child: Child,
+        label: ConnLabel,
+        sink: Arc<dyn ServerMessageSink>,
+        max_message_bytes: usize,
+    ) -> Arc<BackendConn> {
+        let pid = child.id().unwrap_or(0);
+        let stdin = child.stdin.take();
+        let stdout = child
+            .stdout
+            .take()
+            .expect("stdout is piped by process::spawn");
+        let stderr = child
+            .stderr
+            .take()
+            .expect("stderr is piped by process::spawn");
+        let (exited_tx, exited) = watch::channel(None);
+        let conn = Arc::new(BackendConn {
+            label,
+            pid,
+            stdin: tokio::sync::Mutex::new(stdin),
+            requests: Mutex::new(Requests::default()),
+            next_id: AtomicU64::new(1),
+            stderr_tail: Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)),
+            exited,
+            closed: watch::channel(false).0,
+            sink,
+        });
+        let reader = tokio::spawn(Arc::clone(&conn).read_stdout(
+            BufReader::with_capacity(64 * 1024, stdout),
+            max_message_bytes,
+        ));
+        let logger = tokio::spawn(Arc::clone(&conn).read_stderr(BufReader::new(stderr)));
+        tokio::spawn(Arc::clone(&conn).watch_exit(child, exited_tx, reader, logger));
+        conn
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn label(&self) -> &ConnLabel {
+        &self.label
+    }
+
+    /// True once the connection can serve no more requests.
+    pub fn is_closed(&self) -> bool {
+        self.lock_requests().closed.is_some()
+    }
+
+    /// True when the gateway itself ended the connection (not a crash).
+    pub fn was_stopped(&self) -> bool {
+        matches!(self.lock_requests().closed, Some(ConnFailure::Stopped(_)))
+    }
+
+    /// Resolves when the connection closes (at once if it already has).
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.closed.subscribe();
+        async move {
+            let _ = rx.wait_for(|closed| *closed).await;
+        }
+    }
+
+    /// How the process ended, once it has.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        *self.exited.borrow()
+    }
+
+    /// The last lines the backend wrote to stderr.
+    pub fn stderr_tail(&self) -> Vec<String> {
+        lock(&self.stderr_tail).iter().cloned().collect()
+    }
+
+    /// Sends a request and waits for its answer. `id_range` locates the client's id
+    /// in `message`; the answer comes back with that id, every other byte as the
+    /// backend wrote it.
+    pub async fn request(
+        &self,
+        message: &[u8],
+        id_range: Range<usize>,
+        timeout: Duration,
+    ) -> Result<Bytes, ConnFailure> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let client_id = std::str::from_utf8(&message[id_range.clone()])
+            .unwrap_or("null")
+            .into();
+        let mut line = jsonrpc::splice(message, id_range, itoa(id).as_bytes());
+        jsonrpc::to_single_line(&mut line);
+        line.push(b'\n');
+
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut requests = self.lock_requests();
+            if let Some(failure) = &requests.closed {
+                return Err(failure.clone());
+            }
+            requests.pending.insert(id, Pending { client_id, reply });
+        }
+        // Whatever happens next (error, timeout, or the caller giving up), the
+        // pending entry must not outlive this call.
+        let _forget = ForgetOnDrop { conn: self, id };
+        self.write_line(&line).await?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.failure_or(ConnFailure::Stopped("request dropped"))),
+            Err(_) => {
+                self.cancel_timed_out(id, timeout).await;
+                Err(ConnFailure::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Writes a notification or a client's response as it is.
+    pub async fn send(&self, message: &[u8]) -> Result<(), ConnFailure> {
+        if let Some(failure) = &self.lock_requests().closed {
+            return Err(failure.clone());
+        }
+        let mut line = message.to_vec();
+        jsonrpc::to_single_line(&mut line);
+        line.push(b'\n');
+        self.write_line(&line).await
+    }
+
+    /// Forwards a client's `notifications/cancelled`, rewriting its `requestId`
+    /// to the connection's own id. A cancellation of a request that is not in
+    /// flight is dropped, as the spec asks.
+    pub async fn forward_cancel(
+        &self,
+        message: &[u8],
+        request_id: &str,
+        request_id_range: Range<usize>,
+    ) -> Result<(), ConnFailure> {
+        let backend_id = {
+            let requests = self.lock_requests();
+            requests
+                .pending
+                .iter()
+                .find(|(_, p)| &*p.client_id == request_id)
+                .map(|(id, _)| *id)
+        };
+        match backend_id {
+            Some(id) => {
+                self.send(&jsonrpc::splice(
+                    message,
+                    request_id_range,
+                    itoa(id).as_bytes(),
+                ))
+                .await
+            }
+            None => {
+                tracing::debug!(server = %self.label.server, session = %self.label.session,
+                    request_id, "dropping cancellation of a request that is not in flight");
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the connection: fails pending requests, closes stdin and stops the
+    /// whole process group (SIGTERM, then SIGKILL after `grace`).
+    pub async fn stop(&self, reason: &'static str, grace: Duration) -> StopOutcome {
+        self.close(ConnFailure::Stopped(reason));
+        self.stdin.lock().await.take();
+        let outcome = process::stop_group(self.pid, self.exited.clone(), grace).await;
+        tracing::info!(server = %self.label.server, session = %self.label.session, pid = self.pid,
+            reason, ?outcome, "backend stopped");
+        outcome
+    }
+
+    async fn write_line(&self, line: &[u8]) -> Result<(), ConnFailure> {
+        let mut stdin = self.stdin.lock().await;
+        let Some(pipe) = stdin.as_mut() else {
+            return Err(self.failure_or(ConnFailure::WriteFailed("stdin is closed".into())));
+        };
+        let result = async {
+            pipe.write_all(line).await?;
+            pipe.flush().await
+        }
+        .await;
+        result.map_err(|e| ConnFailure::WriteFailed(e.to_string()))
+    }
+
+    async fn cancel_timed_out(&self, id: u64, timeout: Duration) {
+        let note = format!(
+            "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{{\"requestId\":{id},\"reason\":\"timed out after {timeout:?} at the gateway\"}}}}\n"
+        );
+        let _ = self.write_line(note.as_bytes()).await;
+    }
+
+    fn lock_requests(&self) -> std::sync::MutexGuard<'_, Requests> {
+        lock(&self.requests)
+    }
+
+    /// The failure that closed the connection, or `otherwise` if it is open.
+    fn failure_or(&self, otherwise: ConnFailure) -> ConnFailure {
+        self.lock_requests().closed.clone().unwrap_or(otherwise)
+    }
+
+    /// Marks the connection finished and fails every pending request. The first
+    /// failure wins.
+    fn close(&self, failure: ConnFailure) {
+        let pending = {
+            let mut requests = self.lock_requests();
+            if requests.closed.is_some() {
+                return;
+            }
+            requests.closed = Some(failure.clone());
+            std::mem::take(&mut requests.pending)
+        };
+        for (_, p) in pending {
+            let _ = p.reply.send(Err(failure.clone()));
+        }
+        self.closed.send_replace(true);
+    }
+
+    async fn read_stdout<R: AsyncBufRead + Unpin>(self: Arc<Self>, mut reader: R, max: usize) {
+        let mut line = Vec::with_capacity(8 * 1024);
+        loop {
+            match read_bounded_line(&mut reader, &mut line, max).await {
+                Ok(LineRead::Line) => self.route(&line),
+                Ok(LineRead::TooLong(len)) => {
+                    tracing::warn!(server = %self.label.server, session = %self.label.session,
+                        len, max, "backend wrote a message larger than max_message_bytes; dropped");
+                }
+                Ok(LineRead::Eof) | Err(_) => break,
+            }
+        }
+    }
+
+    /// Routes one line the backend wrote on stdout.
+    fn route(self: &Arc<Self>, line: &[u8]) {
+        let trimmed = trim_ascii_end(line);
+        if trimmed.is_empty() {
+            return;
+        }
+        let peek = match jsonrpc::peek(trimmed) {
+            Ok(peek) => peek,
+            Err(e) => {
+                let shown = String::from_utf8_lossy(&trimmed[..trimmed.len().min(200)]);
+                tracing::warn!(server = %self.label.server, session = %self.label.session,
+                    error = %e, line = %shown, "backend wrote a line that is not JSON-RPC; ignored");
+                return;
+            }
+        };
+        match peek.kind {
+            Kind::Response => {
+                let (Some(id), Some(range)) = (peek.id, peek.id_range) else {
+                    return;
+                };
+                let pending = id
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(|id| self.lock_requests().pending.remove(&id));
+                match pending {
+                    Some(p) => {
+                        let answer = jsonrpc::splice(trimmed, range, p.client_id.as_bytes());
+                        let _ = p.reply.send(Ok(Bytes::from(answer)));
+                    }
+                    None => tracing::debug!(server = %self.label.server,
+                        session = %self.label.session, id,
+                        "answer to no pending request (timed out or cancelled); dropped"),
+                }
+            }
+            Kind::Request | Kind::Notification => {
+                let kind = peek.kind;
+                let refused_id =
+                    (kind == Kind::Request).then(|| peek.id.unwrap_or("null").to_owned());
+                let delivered = self.sink.deliver(Bytes::copy_from_slice(trimmed), kind);
+                if !delivered && let Some(id) = refused_id {
+                    self.refuse_server_request(id);
+                }
+            }
+        }
+    }
+
+    /// Answers a backend's request that no client stream can carry. The write
+    /// happens in a task: the stdout reader must never wait on stdin.
+    fn refuse_server_request(self: &Arc<Self>, id: String) {
+        let mut answer = jsonrpc::error_response(
+            Some(&id),
+            jsonrpc::INTERNAL_ERROR,
+            "the gateway has no open client stream to carry this request",
+            None,
+        )
+        .to_vec();
+        answer.push(b'\n');
+        let conn = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = conn.write_line(&answer).await {
+                tracing::debug!(server = %conn.label.server, error = %e,
+                    "could not refuse a backend request");
+            }
+        });
+    }
+
+    async fn read_stderr<R: AsyncBufRead + Unpin>(self: Arc<Self>, mut reader: R) {
+        let mut line = Vec::with_capacity(512);
+        loop {
+            match read_bounded_line(&mut reader, &mut line, STDERR_LINE_MAX).await {
+                Ok(LineRead::Line) => {
+                    let text = String::from_utf8_lossy(trim_ascii_end(&line)).into_owned();
+                    tracing::info!(target: "mcpgate::backend", server = %self.label.server,
+                        session = %self.label.session, pid = self.pid, "{text}");
+                    let mut tail = lock(&self.stderr_tail);
+                    if tail.len() == STDERR_TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(text);
+                }
+                Ok(LineRead::TooLong(_)) => {}
+                Ok(LineRead::Eof) | Err(_) => break,
+            }
+        }
+    }
+
+    async fn watch_exit(
+        self: Arc<Self>,
+        mut child: Child,
+        exited: watch::Sender<Option<ExitStatus>>,
+        mut reader: tokio::task::JoinHandle<()>,
+        mut logger: tokio::task::JoinHandle<()>,
+    ) {
+        // Either the process exits, or it closes stdout while alive.
+        let status = tokio::select! {
+            status = child.wait() => status,
+            _ = &mut reader => {
+                match tokio::time::timeout(DRAIN_AFTER_EXIT, child.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut logger).await;
+                        self.close(ConnFailure::StdoutClosed { stderr_tail: self.stderr_tail() });
+                        child.wait().await
+                    }
+                }
+            }
+        };
+        let status_text = match &status {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("unknown exit status: {e}"),
+        };
+        if let Ok(s) = status {
+            exited.send_replace(Some(s));
+        }
+        // Let the pipes deliver what the process wrote last (grandchildren may
+        // hold them open, so this is bounded).
+        let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
+            let _ = (&mut reader).await;
+            let _ = (&mut logger).await;
+        })
+        .await;
+        tracing::info!(server = %self.label.server, session = %self.label.session,
+            pid = self.pid, status = %status_text, "backend exited");
+        self.close(ConnFailure::Exited {
+            status: status_text,
+            stderr_tail: self.stderr_tail(),
+        });
+    }
+}
+
+/// Removes a request's pending entry when its caller is done with it.
+struct ForgetOnDrop<'a> {
+    conn: &'a BackendConn,
+    id: u64,
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.conn.lock_requests().pending.remove(&self.id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks leaves the data consistent (plain inserts
+    // and removes), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn itoa(n: u64) -> String {
+    n.to_string()
+}
+
+fn trim_ascii_end(line: &[u8]) -> &[u8] {
+    let mut end = line.len();
+    while end > 0 && line[end - 1].is_ascii_whitespace() {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+enum LineRead {
+    Line,
+    Eof,
+    /// The line exceeded the limit and was skipped; its length so far.
+    TooLong(usize),
+}
+
+/// Reads one `\n`-terminated line into `line` without ever holding more than
+/// `max` bytes of it; a longer line is consumed and reported as too long.
+async fn read_bounded_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<LineRead> {
+    line.clear();
+    let mut skipped = 0usize;
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(match (line.is_empty(), skipped) {
+                (true, 0) => LineRead::Eof,
+                (_, 0) => LineRead::Line,
+                (_, n) => LineRead::TooLong(n),
+            });
+        }
+        let (used, done) = match memchr_newline(chunk) {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if skipped == 0 && line.len() + used <= max.saturating_add(1) {
+            line.extend_from_slice(&chunk[..used]);
+        } else {
+            skipped = skipped.max(line.len()) + used;
+            line.clear();
+        }
+        reader.consume(used);
+        if done {
+            return Ok(if skipped == 0 {
+                LineRead::Line
+            } else {
+                LineRead::TooLong(skipped)
+            });
+        }
+    }
+}
+
+fn memchr_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|b| *b == b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines(input: &[u8], max: usize) -> Vec<Result<Vec<u8>, usize>> {
+        let mut reader = BufReader::with_capacity(4, input);
+        let mut line = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            match read_bounded_line(&mut reader, &mut line, max)
+                .await
+                .unwrap()
+            {
+                LineRead::Line => out.push(Ok(line.clone())),
+                LineRead::TooLong(n) => out.push(Err(n)),
+                LineRead::Eof => return out,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn bounded_lines_split_and_skip_oversized_ones() {
+        let got = lines(b"ab\n0123456789\ncd\nlast", 5).await;
+        assert_eq!(
+            got,
+            vec![
+                Ok(b"ab\n".to_vec()),
+                Err(11),
+                Ok(b"cd\n".to_vec()),
+                Ok(b"last".to_vec())
+            ]
+        );
+    }
+}

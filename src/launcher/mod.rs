@@ -1,0 +1,13 @@
+//! The launcher: the only part of the gateway that starts backend processes.
+//!
+//! `process` spawns and stops process trees, `conn` speaks JSON-RPC over one
+//! child's pipes, `pool` maps `(server, session)` keys to connections. Nothing
+//! here knows about HTTP, and nothing outside this module creates a process.
+
+mod conn;
+mod pool;
+mod process;
+
+pub use conn::{BackendConn, ConnFailure, ConnLabel, ServerMessageSink};
+pub use pool::{LaunchError, Launched, PoolKey, SessionPool};
+pub use process::StopOutcome;

@@ -1,0 +1,93 @@
+//! # mcpgate
+//!
+//! A gateway that lets MCP clients speaking Streamable HTTP reach MCP servers
+//! that only speak stdio, with one backend process per client session.
+//!
+//! ## Layout
+//! - [`cli`]: command-line flags.
+//! - [`config`]: TOML schema, `${VAR}` expansion, validation into a checked [`config::Config`].
+//! - [`http`]: the only module that knows HTTP: router, Streamable HTTP rules, SSE, shutdown.
+//! - [`jsonrpc`]: peeks at raw messages (kind, method, id) and splices ids without re-serialising.
+//! - [`relay`]: what a client message does (create a session, forward, answer, end).
+//! - [`session`]: client sessions, their ids, idle tracking, and the outbox of server messages.
+//! - [`launcher`]: the only module that starts processes: the `(server, session)` pool,
+//!   process trees, and the JSON-RPC connection over a child's pipes.
+//! - [`telemetry`]: logging setup.
+//!
+//! ## Invariants
+//! - Only `launcher` spawns or signals processes; every backend runs in its own
+//!   process group, and every way a connection ends stops the whole group.
+//! - Only `http` knows HTTP statuses and headers.
+//! - Forwarded messages are never re-serialised: only ids are spliced into the bytes.
+
+#![deny(unsafe_code)]
+#![warn(rust_2018_idioms, missing_debug_implementations)]
+#![allow(missing_debug_implementations)]
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod jsonrpc;
+pub mod launcher;
+pub mod relay;
+pub mod session;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::relay::Relay;
+
+/// Why the gateway could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs the gateway until `shutdown` resolves, then shuts down in order:
+/// stop accepting, end streams, finish in-flight requests (bounded by
+/// `shutdown_timeout`), stop every backend process tree.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let addr = config.gateway.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(RunError::Serve)?;
+    announce(&config, local);
+
+    let relay = Arc::new(Relay::new(Arc::new(config)));
+    let sweeper = tokio::spawn(Arc::clone(&relay).sweep_idle_forever());
+    let served = http::serve(listener, Arc::clone(&relay), shutdown).await;
+    sweeper.abort();
+    tracing::info!("stopping every backend");
+    relay.shutdown().await;
+    tracing::info!("stopped");
+    served.map_err(RunError::Serve)
+}
+
+/// Prints where the gateway listens and what it serves, one line per server.
+fn announce(config: &Config, local: std::net::SocketAddr) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "mcpgate listening on http://{local}");
+    for server in &config.servers {
+        let _ = writeln!(
+            out,
+            "  http://{local}/mcp/{}  ->  {} {}",
+            server.id,
+            server.command,
+            server.args.join(" ")
+        );
+    }
+    let _ = out.flush();
+}

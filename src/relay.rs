@@ -1,0 +1,267 @@
+//! The routed relay: what happens to a client message once HTTP has accepted it.
+//!
+//! Owns the session-era semantics of `/mcp/<serverID>`: `initialize` creates a
+//! session and its backend process, requests are forwarded to that session's
+//! process and answered (or given a JSON-RPC error that says what went wrong),
+//! notifications and client responses are forwarded, and sessions end on
+//! DELETE, when idle, and at shutdown. It speaks in raw message bytes and
+//! outcomes, never in HTTP statuses or headers (that is `http`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::config::{Config, ServerConfig};
+use crate::jsonrpc::{self, Peek};
+use crate::launcher::{ConnFailure, LaunchError, SessionPool};
+use crate::session::{Outbox, Session, SessionStore, mint_session_id};
+
+/// The `protocolVersion` assumed when a backend's initialize result has none.
+const FALLBACK_PROTOCOL_VERSION: &str = "2025-03-26";
+
+/// The result of an `initialize`.
+pub enum InitOutcome {
+    /// A session was created; `response` is the backend's own initialize result.
+    Created {
+        session: Arc<Session>,
+        response: Bytes,
+    },
+    /// No session: `response` is a JSON-RPC error saying why.
+    Failed { response: Bytes },
+}
+
+/// Sessions, the pool, and the rules between them.
+pub struct Relay {
+    pub config: Arc<Config>,
+    pub sessions: SessionStore,
+    pub pool: SessionPool,
+}
+
+impl Relay {
+    pub fn new(config: Arc<Config>) -> Relay {
+        let pool = SessionPool::new(config.gateway.stop_grace, config.gateway.max_message_bytes);
+        Relay {
+            config,
+            sessions: SessionStore::default(),
+            pool,
+        }
+    }
+
+    /// Starts a session on `server` with the client's `initialize` request.
+    pub async fn initialize(
+        &self,
+        server: &Arc<ServerConfig>,
+        message: Bytes,
+        peek: &Peek<'_>,
+    ) -> InitOutcome {
+        let id: Arc<str> = Arc::from(mint_session_id());
+        let outbox = Arc::new(Outbox::default());
+        let key = crate::launcher::PoolKey {
+            server: Arc::from(server.id.as_str()),
+            session: Arc::clone(&id),
+        };
+        let launched = self
+            .pool
+            .connection(&key, server, &message, outbox.clone())
+            .await;
+        let response = match launched {
+            Ok(launched) => launched
+                .init_response
+                .expect("a new key always launches and answers initialize"),
+            Err(error) => {
+                self.pool.evict(&key, "initialize failed").await;
+                return InitOutcome::Failed {
+                    response: launch_error_response(peek.id, server, &error),
+                };
+            }
+        };
+        let protocol_version = jsonrpc::peek(&response)
+            .ok()
+            .and_then(|p| {
+                p.result
+                    .and_then(|r| jsonrpc::string_member(r, "protocolVersion"))
+            })
+            .unwrap_or_else(|| FALLBACK_PROTOCOL_VERSION.to_owned());
+        let session = Arc::new(Session::new(
+            id,
+            Arc::clone(server),
+            message,
+            protocol_version,
+            outbox,
+        ));
+        session.touch();
+        self.sessions.insert(Arc::clone(&session));
+        tracing::info!(server = %server.id, session = %session.id, "session created");
+        InitOutcome::Created { session, response }
+    }
+
+    /// Forwards a request and returns the answer: the backend's own, or a JSON-RPC
+    /// error naming what failed.
+    pub async fn request(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) -> Bytes {
+        let _in_flight = session.begin_request();
+        let server = &session.server;
+        let launched = self
+            .pool
+            .connection(
+                &session.pool_key(),
+                server,
+                &session.init_message,
+                session.outbox.clone(),
+            )
+            .await;
+        let conn = match launched {
+            Ok(launched) => launched.conn,
+            Err(error) => return launch_error_response(peek.id, server, &error),
+        };
+        let id_range = peek.id_range.clone().expect("requests have ids");
+        match conn.request(message, id_range, server.tool_timeout).await {
+            Ok(answer) => answer,
+            Err(failure) => failure_response(peek.id, server, &failure),
+        }
+    }
+
+    /// Forwards a client notification (or a client's answer to a backend request).
+    pub async fn forward(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) {
+        let _in_flight = session.begin_request();
+        let method = peek.method.as_deref();
+        // The gateway sent `notifications/initialized` itself right after the
+        // handshake (it must, on every relaunch), so the client's copy is dropped.
+        if method == Some("notifications/initialized") {
+            return;
+        }
+        let server = &session.server;
+        let launched = self
+            .pool
+            .connection(
+                &session.pool_key(),
+                server,
+                &session.init_message,
+                session.outbox.clone(),
+            )
+            .await;
+        let conn = match launched {
+            Ok(launched) => launched.conn,
+            Err(error) => {
+                tracing::warn!(server = %server.id, session = %session.id, %error,
+                    "client message not forwarded: backend unavailable");
+                return;
+            }
+        };
+        let result = match (method, peek.params) {
+            (Some("notifications/cancelled"), Some(params)) => {
+                match jsonrpc::cancelled_request_id(message, params) {
+                    Some((id, range)) => conn.forward_cancel(message, id, range).await,
+                    None => Ok(()),
+                }
+            }
+            _ => conn.send(message).await,
+        };
+        if let Err(failure) = result {
+            tracing::warn!(server = %server.id, session = %session.id, %failure,
+                "client message not forwarded");
+        }
+    }
+
+    /// Ends a session and stops its backend. Returns false for an unknown session.
+    pub async fn end_session(&self, id: &str, reason: &'static str) -> bool {
+        let Some(session) = self.sessions.remove(id) else {
+            return false;
+        };
+        session.outbox.close();
+        self.pool.evict(&session.pool_key(), reason).await;
+        tracing::info!(server = %session.server.id, session = %session.id, reason, "session ended");
+        true
+    }
+
+    /// Ends every session that has been idle too long.
+    pub async fn end_idle_sessions(&self) -> usize {
+        let idle = self.sessions.idle();
+        let ended = idle.len();
+        let stops = idle.iter().map(|s| self.end_session(&s.id, "idle timeout"));
+        futures_util::future::join_all(stops).await;
+        ended
+    }
+
+    /// Ends every open SSE stream (first step of shutdown); sessions stay.
+    pub fn close_streams(&self) {
+        for session in self.sessions.all() {
+            session.outbox.close();
+        }
+    }
+
+    /// Ends every session and stops every backend (gateway shutdown).
+    pub async fn shutdown(&self) {
+        for session in self.sessions.drain() {
+            session.outbox.close();
+        }
+        self.pool.shutdown().await;
+    }
+
+    /// Runs the idle sweep every `cleanup_interval` until the task is dropped.
+    pub async fn sweep_idle_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.gateway.cleanup_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let ended = self.end_idle_sessions().await;
+            if ended > 0 {
+                tracing::info!(ended, "idle sessions ended");
+            }
+        }
+    }
+}
+
+fn stderr_data(tail: &[String]) -> serde_json::Value {
+    json!(tail)
+}
+
+/// The JSON-RPC error a client gets when its backend could not be started.
+fn launch_error_response(id: Option<&str>, server: &ServerConfig, error: &LaunchError) -> Bytes {
+    if let LaunchError::Refused(answer) = error {
+        // The backend's own refusal is the most precise answer there is.
+        if let Ok(p) = jsonrpc::peek(answer)
+            && let Some(range) = p.id_range
+        {
+            return Bytes::from(jsonrpc::splice(
+                answer,
+                range,
+                id.unwrap_or("null").as_bytes(),
+            ));
+        }
+    }
+    jsonrpc::error_response(
+        id,
+        jsonrpc::INTERNAL_ERROR,
+        &format!("backend `{}` could not be started: {error}", server.id),
+        Some(json!({ "server": server.id, "stderrTail": stderr_data(error.stderr_tail()) })),
+    )
+}
+
+/// The JSON-RPC error a client gets when its request got no answer.
+fn failure_response(id: Option<&str>, server: &ServerConfig, failure: &ConnFailure) -> Bytes {
+    let (code, message) = match failure {
+        ConnFailure::Timeout(after) => (
+            jsonrpc::REQUEST_TIMEOUT,
+            format!(
+                "backend `{}` did not answer within the tool_timeout of {}",
+                server.id,
+                crate::config::format_duration(*after)
+            ),
+        ),
+        other => (
+            jsonrpc::INTERNAL_ERROR,
+            format!("backend `{}`: {other}", server.id),
+        ),
+    };
+    let mut data = json!({ "server": server.id });
+    if let ConnFailure::Exited {
+        status,
+        stderr_tail,
+    } = failure
+    {
+        data["exitStatus"] = json!(status);
+        data["stderrTail"] = stderr_data(stderr_tail);
+    }
+    jsonrpc::error_response(id, code, &message, Some(data))
+}
