@@ -26,7 +26,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         config.gateway.listen = listen;
     }
     if let Some(Command::Check) = cli.command {
-        print!("{}", config.to_redacted_toml());
+        println!("{}", config.to_redacted_toml().trim_end());
         eprintln!("mcpgate: {} is valid", path.display());
         return Ok(());
     }
@@ -36,17 +36,24 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(mcpgate::run(config, shutdown_signal()))?;
-    Ok(())
+    runtime.block_on(async {
+        // Handlers are installed before the gateway listens, so a signal that
+        // arrives right after start-up is a graceful stop, not a kill.
+        let shutdown = shutdown_signal().context("cannot install signal handlers")?;
+        mcpgate::run(config, shutdown).await?;
+        anyhow::Ok(())
+    })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs SIGTERM and SIGINT handlers now; the future resolves on either.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }

@@ -282,7 +282,16 @@ impl BackendConn {
             pipe.flush().await
         }
         .await;
-        result.map_err(|e| ConnFailure::WriteFailed(e.to_string()))
+        drop(stdin);
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // A broken pipe usually means the process is exiting: give the exit
+                // watcher a moment, so the error carries the exit status and stderr.
+                let _ = tokio::time::timeout(2 * DRAIN_AFTER_EXIT, self.closed()).await;
+                Err(self.failure_or(ConnFailure::WriteFailed(e.to_string())))
+            }
+        }
     }
 
     async fn cancel_timed_out(&self, id: u64, timeout: Duration) {
@@ -426,9 +435,11 @@ impl BackendConn {
         mut logger: tokio::task::JoinHandle<()>,
     ) {
         // Either the process exits, or it closes stdout while alive.
+        let mut reader_done = false;
         let status = tokio::select! {
             status = child.wait() => status,
             _ = &mut reader => {
+                reader_done = true;
                 match tokio::time::timeout(DRAIN_AFTER_EXIT, child.wait()).await {
                     Ok(status) => status,
                     Err(_) => {
@@ -449,8 +460,12 @@ impl BackendConn {
         // Let the pipes deliver what the process wrote last (grandchildren may
         // hold them open, so this is bounded).
         let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
-            let _ = (&mut reader).await;
-            let _ = (&mut logger).await;
+            if !reader_done {
+                let _ = (&mut reader).await;
+            }
+            if !logger.is_finished() {
+                let _ = (&mut logger).await;
+            }
         })
         .await;
         tracing::info!(server = %self.label.server, session = %self.label.session,

@@ -1,0 +1,146 @@
+//! Real MCP clients through the gateway: the official Rust SDK (rmcp) and the
+//! Python SDK, 1.x and 2.x.
+
+use std::collections::HashSet;
+
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, ClientConfig};
+use rmcp::transport::StreamableHttpClientTransport;
+use serde_json::json;
+
+use crate::common::*;
+
+type RmcpClient = rmcp::service::RunningService<rmcp::RoleClient, ClientConfig>;
+
+async fn rmcp_client(url: &str) -> RmcpClient {
+    ClientConfig::default()
+        .serve(StreamableHttpClientTransport::from_uri(url.to_owned()))
+        .await
+        .expect("rmcp client initialises through the gateway")
+}
+
+async fn rmcp_pid(client: &RmcpClient) -> u64 {
+    let result = client
+        .call_tool(CallToolRequestParams::new("pid"))
+        .await
+        .expect("pid tool");
+    result.structured_content.expect("structured content")["pid"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmcp_clients_each_get_their_own_backend_and_keep_it() {
+    let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
+    let a = rmcp_client(&gw.url("t")).await;
+    let b = rmcp_client(&gw.url("t")).await;
+    let info = a.peer_info().expect("server info");
+    assert_eq!(
+        info.server_info.as_ref().unwrap().name,
+        "mcpgate-test-server"
+    );
+    let tools = a.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "echo"));
+
+    let pid_a = rmcp_pid(&a).await;
+    let pid_b = rmcp_pid(&b).await;
+    assert_ne!(pid_a, pid_b);
+    for _ in 0..5 {
+        assert_eq!(rmcp_pid(&a).await, pid_a);
+    }
+
+    // 50 concurrent calls in one session, each with its own answer.
+    let calls = (0..50).map(|i| {
+        let a = &a;
+        async move {
+            let args = json!({"message": format!("m{i}")})
+                .as_object()
+                .unwrap()
+                .clone();
+            let r = a
+                .call_tool(CallToolRequestParams::new("echo").with_arguments(args))
+                .await
+                .unwrap();
+            (
+                i,
+                r.structured_content.unwrap()["echo"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        }
+    });
+    for (i, echoed) in futures_util::future::join_all(calls).await {
+        assert_eq!(echoed, format!("m{i}"));
+    }
+
+    // The backend saw the client's own capabilities and clientInfo.
+    let seen = a
+        .call_tool(CallToolRequestParams::new("client_info"))
+        .await
+        .unwrap();
+    let params = &seen.structured_content.unwrap()["initializeParams"];
+    let sent = ClientConfig::default();
+    assert_eq!(
+        params["clientInfo"]["name"],
+        sent.client_info.name.as_str(),
+        "{params}"
+    );
+
+    // Closing the client sends DELETE: its backend goes away, the other stays.
+    let mut a = a;
+    a.close().await.unwrap();
+    wait_until("the closed client's backend is gone", || {
+        !process_exists(pid_a as u32)
+    })
+    .await;
+    assert!(process_alive(pid_b as u32));
+    drop(b);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_1x_client_works_through_the_gateway() {
+    let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
+    let out = python_client(1, &gw.url("t"), "basic").await;
+    assert!(
+        out["sdk_version"].as_str().unwrap().starts_with("1."),
+        "{out}"
+    );
+    assert_eq!(out["server_name"], "mcpgate-test-server");
+    assert_eq!(
+        out["pids"][0], out["pids"][1],
+        "one session, one process: {out}"
+    );
+    assert_eq!(out["echo"], "héllo");
+    let tools: HashSet<&str> = out["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    assert!(tools.contains("pid") && tools.contains("echo"), "{out}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_2x_client_falls_back_from_discover_to_initialize_at_once() {
+    let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
+    let out = python_client(2, &gw.url("t"), "basic").await;
+    assert!(
+        out["sdk_version"].as_str().unwrap().starts_with("2."),
+        "{out}"
+    );
+    assert_eq!(out["pids"][0], out["pids"][1], "{out}");
+    assert_eq!(out["echo"], "héllo");
+    // The 2.x client probes `server/discover` first; it must have been refused
+    // with a 400 (which makes it fall back at once), not left unanswered (which
+    // costs it a 10 s timeout that would also exceed the driver's limit).
+    let log = gw.log().join("\n");
+    assert!(
+        !log.contains("server/discover") || !log.contains("forward"),
+        "{log}"
+    );
+    assert!(out["elapsed_ms"].as_f64().unwrap() < 10_000.0, "{out}");
+    gw.stop().await;
+}

@@ -1,0 +1,460 @@
+//! The integration tests' harness: starts the real `mcpgate` binary on
+//! `127.0.0.1:0` with a temporary config, talks to it over real HTTP, and checks
+//! through `/proc` that every process a test caused is gone at the end.
+//!
+//! Every backend a test starts carries `MCPGATE_TEST_TAG=<unique tag>` in its
+//! environment (passed through by the gateway's `env = { X = "" }` rule), so a
+//! leftover process, grandchildren included, can be found by its tag and
+//! stopped by its pid. Nothing here kills by name.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// How long any wait in a test may take before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The protocol version the raw-HTTP tests speak.
+pub const PROTOCOL: &str = "2025-11-25";
+
+pub const ACCEPT_BOTH: &str = "application/json, text/event-stream";
+
+/// Path of the project's stdio test server.
+pub fn test_server_path() -> &'static str {
+    env!("CARGO_BIN_EXE_mcpgate-test-server")
+}
+
+/// A `[servers.<id>]` block running the test server with `args`.
+pub fn test_server(id: &str, args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        "[servers.{id}]\ncommand = {:?}\nargs = [{}]\nenv = {{ MCPGATE_TEST_TAG = \"\" }}\n",
+        test_server_path(),
+        args.join(", ")
+    )
+}
+
+/// Settings that keep tests quick: short grace periods.
+pub const FAST_GATEWAY: &str = "[gateway]\nstop_grace = \"500ms\"\nshutdown_timeout = \"5s\"\n";
+
+/// Waits until `check` holds, polling; fails the test after [`DEADLINE`].
+pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+static NEXT_TAG: AtomicU64 = AtomicU64::new(0);
+
+/// A running gateway.
+pub struct Gateway {
+    child: Option<Child>,
+    pub pid: u32,
+    pub base: String,
+    pub tag: String,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+    log: Arc<Mutex<Vec<String>>>,
+    pub http: reqwest::Client,
+}
+
+impl Gateway {
+    /// Starts `mcpgate` with `config` (a TOML text; `[gateway] listen` is set by the harness).
+    pub async fn start(config: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("mcpgate.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let tag = format!(
+            "t{}-{}",
+            std::process::id(),
+            NEXT_TAG.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mcpgate"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("MCPGATE_TEST_TAG", &tag)
+            .env("RUST_LOG", "info,mcpgate=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mcpgate");
+        let pid = child.id();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let stderr_log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[gateway] {line}");
+                stderr_log.lock().unwrap().push(line);
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && let Some(rest) = line.strip_prefix("mcpgate listening on ") {
+                    let _ = addr_tx.send(rest.trim().to_owned());
+                    sent = true;
+                }
+            }
+        });
+        let base = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(DEADLINE))
+            .await
+            .unwrap()
+            .unwrap_or_else(|_| panic!("mcpgate did not report its address; see [gateway] lines"));
+        Gateway {
+            child: Some(child),
+            pid,
+            base,
+            tag,
+            config_path,
+            _dir: dir,
+            log,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The routed endpoint of `server`.
+    pub fn url(&self, server: &str) -> String {
+        format!("{}/mcp/{server}", self.base)
+    }
+
+    /// Lines the gateway logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the gateway has logged a line containing every one of `parts`.
+    pub async fn wait_for_log(&self, parts: &[&str]) -> String {
+        let mut found = None;
+        wait_until(&format!("the gateway logs {parts:?}"), || {
+            found = self
+                .log()
+                .into_iter()
+                .find(|l| parts.iter().all(|p| l.contains(p)));
+            found.is_some()
+        })
+        .await;
+        found.unwrap()
+    }
+
+    /// Processes this test caused that still exist: tagged ones (any depth) and
+    /// the gateway's direct children (zombies included).
+    pub fn leftovers(&self) -> Vec<u32> {
+        let mut pids = tagged_processes(&self.tag);
+        pids.extend(children_of(self.pid));
+        pids.retain(|p| *p != self.pid);
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Sends `signal` to the gateway.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) only sends a signal to the gateway this test started.
+        unsafe {
+            libc::kill(self.pid as i32, signal);
+        }
+    }
+
+    /// Waits for the gateway to exit and returns its status.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("gateway still owned");
+        tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    return status;
+                }
+                assert!(start.elapsed() < DEADLINE, "gateway did not exit");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Stops the gateway with SIGTERM, checks it exited 0, and checks that no
+    /// process this test caused is left.
+    pub async fn stop(mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit().await;
+        assert!(status.success(), "gateway exited with {status}");
+        self.assert_no_leftovers().await;
+    }
+
+    /// Fails the test (after killing them by pid) if processes it caused remain.
+    pub async fn assert_no_leftovers(&self) {
+        let tag = self.tag.clone();
+        let start = Instant::now();
+        let mut left = self.leftovers();
+        while !left.is_empty() && start.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            left = self.leftovers();
+        }
+        if !left.is_empty() {
+            let described: Vec<String> = left.iter().map(|p| describe(*p)).collect();
+            for pid in &left {
+                // SAFETY: kill(2) on pids this test's gateway caused (found by tag or parentage).
+                unsafe {
+                    libc::kill(*pid as i32, libc::SIGKILL);
+                }
+            }
+            panic!("processes left behind (tag {tag}): {described:?}");
+        }
+    }
+
+    // ---- raw HTTP ----
+
+    /// POSTs `body` with the usual headers plus `extra`.
+    pub async fn post(
+        &self,
+        server: &str,
+        session: Option<&str>,
+        body: &str,
+        extra: &[(&str, &str)],
+    ) -> reqwest::Response {
+        use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+        let mut headers = HeaderMap::new();
+        let mut set = |k: &str, v: &str| {
+            headers.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        };
+        set("content-type", "application/json");
+        set("accept", ACCEPT_BOTH);
+        set("mcp-protocol-version", PROTOCOL);
+        if let Some(id) = session {
+            set("mcp-session-id", id);
+        }
+        // Extra headers replace the defaults of the same name.
+        for (k, v) in extra {
+            set(k, v);
+        }
+        self.http
+            .post(self.url(server))
+            .headers(headers)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("HTTP request")
+    }
+
+    /// Opens a session on `server` with a raw `initialize` + `initialized`;
+    /// returns the session id.
+    pub async fn open_session(&self, server: &str) -> String {
+        let response = self.post(server, None, &initialize_body("1"), &[]).await;
+        assert_eq!(response.status(), 200);
+        let id = response
+            .headers()
+            .get("mcp-session-id")
+            .expect("initialize answer carries Mcp-Session-Id")
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body: Value = response.json().await.unwrap();
+        assert!(body["result"]["serverInfo"].is_object(), "{body}");
+        let note = self
+            .post(
+                server,
+                Some(&id),
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                &[],
+            )
+            .await;
+        assert_eq!(note.status(), 202);
+        id
+    }
+
+    /// Calls a tool through a raw session and returns the JSON-RPC answer.
+    pub async fn call_tool(
+        &self,
+        server: &str,
+        session: &str,
+        id: &str,
+        tool: &str,
+        args: Value,
+    ) -> Value {
+        let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":args}});
+        let response = self
+            .post(server, Some(session), &body.to_string(), &[])
+            .await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// The pid the test server reports for this session.
+    pub async fn backend_pid(&self, server: &str, session: &str) -> u32 {
+        let answer = self
+            .call_tool(server, session, "pid", "pid", json!({}))
+            .await;
+        answer["result"]["structuredContent"]["pid"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("pid answer: {answer}")) as u32
+    }
+
+    /// DELETEs a session and returns the status.
+    pub async fn delete(&self, server: &str, session: &str) -> u16 {
+        self.http
+            .delete(self.url(server))
+            .header("mcp-session-id", session)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // A test that failed before `stop` still must not leave processes behind.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            for pid in tagged_processes(&self.tag) {
+                // SAFETY: kill(2) on pids found by this test's unique tag.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+/// A raw initialize request body.
+pub fn initialize_body(id: &str) -> String {
+    json!({
+        "jsonrpc": "2.0", "id": id, "method": "initialize",
+        "params": {
+            "protocolVersion": PROTOCOL,
+            "capabilities": {"roots": {"listChanged": true}, "sampling": {}},
+            "clientInfo": {"name": "mcpgate-tests", "version": "1.0"}
+        }
+    })
+    .to_string()
+}
+
+// ---- /proc ----
+
+/// True if `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => state_of(&stat) != Some('Z'),
+        Err(_) => false,
+    }
+}
+
+/// True if `pid` exists in any state (zombies included).
+pub fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn state_of(stat: &str) -> Option<char> {
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+fn ppid_of(stat: &str) -> Option<u32> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Processes whose environment holds `MCPGATE_TEST_TAG=<tag>`.
+pub fn tagged_processes(tag: &str) -> Vec<u32> {
+    let needle = format!("MCPGATE_TEST_TAG={tag}\0");
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| {
+                    let mut env = env;
+                    env.push(0);
+                    env.windows(needle.len()).any(|w| w == needle.as_bytes())
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Direct children of `parent`, zombies included.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| ppid_of(&s))
+                == Some(parent)
+        })
+        .collect()
+}
+
+fn describe(pid: u32) -> String {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .unwrap_or_default();
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| state_of(&s))
+        .unwrap_or('?');
+    format!("{pid} [{state}] {cmdline}")
+}
+
+// ---- Python SDK clients ----
+
+/// Runs `tests/clients/py_client.py` with the Python SDK of `major` version.
+pub async fn python_client(major: u32, url: &str, scenario: &str) -> Value {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(format!(".testdeps/py-mcp{major}/bin/python"));
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/install-test-deps.sh (the README's test command does)",
+        python.display()
+    );
+    let mut command = tokio::process::Command::new(python);
+    command
+        .arg(root.join("tests/clients/py_client.py"))
+        .arg(url)
+        .arg(scenario)
+        .env("PY_CLIENT_TIMEOUT", "15")
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(DEADLINE, command.output())
+        .await
+        .expect("python client finished")
+        .expect("python client ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "python mcp {major}.x client failed ({}):\n{stderr}\n{stdout}",
+        output.status
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad client output {last:?}: {e}"))
+}
