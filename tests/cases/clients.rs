@@ -144,3 +144,75 @@ async fn python_sdk_2x_client_falls_back_from_discover_to_initialize_at_once() {
     assert!(out["elapsed_ms"].as_f64().unwrap() < 10_000.0, "{out}");
     gw.stop().await;
 }
+
+/// A `[servers.<id>]` block running a reference server installed from npm by
+/// `scripts/install-test-deps.sh`, under the Node 22 installed beside it.
+fn npm_server(id: &str, package: &str, args: &[&str], env: &str) -> String {
+    let deps = concat!(env!("CARGO_MANIFEST_DIR"), "/.testdeps/npm/node_modules");
+    let node = format!("{deps}/.bin/node");
+    assert!(
+        std::path::Path::new(&node).exists(),
+        "{node} is missing: run scripts/install-test-deps.sh (the README's test command does)"
+    );
+    let mut all = vec![format!(
+        "{deps}/@modelcontextprotocol/{package}/dist/index.js"
+    )];
+    all.extend(args.iter().map(|a| a.to_string()));
+    format!(
+        "[servers.{id}]\ncommand = {node:?}\nargs = {all:?}\nenv = {{ MCPGATE_TEST_TAG = \"\"{env} }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_servers_from_npm_work_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory_file = dir.path().join("memory.json");
+    let config = format!(
+        "{FAST_GATEWAY}{}{}",
+        npm_server("everything", "server-everything", &["stdio"], ""),
+        npm_server(
+            "memory",
+            "server-memory",
+            &[],
+            &format!(
+                ", MEMORY_FILE_PATH = {:?}",
+                memory_file.display().to_string()
+            )
+        ),
+    );
+    let gw = Gateway::start(&config).await;
+
+    let everything = rmcp_client(&gw.url("everything")).await;
+    let tools = everything.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "echo"), "{tools:?}");
+    let args = json!({"message": "through the gateway"})
+        .as_object()
+        .unwrap()
+        .clone();
+    let echoed = everything
+        .call_tool(CallToolRequestParams::new("echo").with_arguments(args))
+        .await
+        .unwrap();
+    let text = serde_json::to_value(&echoed.content).unwrap()[0]["text"].clone();
+    assert_eq!(text, "Echo: through the gateway");
+
+    let memory = rmcp_client(&gw.url("memory")).await;
+    let args = json!({"entities": [{"name": "mcpgate", "entityType": "project", "observations": ["routes sessions"]}]});
+    memory
+        .call_tool(
+            CallToolRequestParams::new("create_entities")
+                .with_arguments(args.as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    let graph = memory
+        .call_tool(CallToolRequestParams::new("read_graph"))
+        .await
+        .unwrap();
+    let graph = serde_json::to_string(&graph).unwrap();
+    assert!(graph.contains("routes sessions"), "{graph}");
+
+    drop(everything);
+    drop(memory);
+    gw.stop().await;
+}
