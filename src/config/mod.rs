@@ -80,6 +80,9 @@ pub struct ServerConfig {
     pub startup_timeout: Duration,
     pub tool_timeout: Duration,
     pub session_idle_timeout: Duration,
+    /// Copied from `[gateway] stop_grace`: how long each step of stopping the
+    /// backend's process tree waits.
+    pub stop_grace: Duration,
 }
 
 /// One configured environment variable of a backend.
@@ -356,6 +359,7 @@ impl Config {
                 startup_timeout: dur(s.startup_timeout, gateway.startup_timeout),
                 tool_timeout: dur(s.tool_timeout, gateway.tool_timeout),
                 session_idle_timeout: dur(s.session_idle_timeout, gateway.session_idle_timeout),
+                stop_grace: gateway.stop_grace,
             }));
         }
         Ok(Config {

@@ -3,4 +3,6 @@
 mod cli;
 mod clients;
 mod lifecycle;
+mod pool;
+mod process_tree;
 mod routed_http;

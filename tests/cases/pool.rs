@@ -1,0 +1,2 @@
+//! The session pool's lifecycle: idle, errors, crashes, readiness, admission, concurrency.
+

@@ -1,0 +1,2 @@
+//! Process trees: what happens to a backend's descendants.
+
