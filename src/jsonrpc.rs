@@ -71,6 +71,8 @@ pub struct Peek<'a> {
     pub params: Option<&'a RawValue>,
     /// The `result` member of a response.
     pub result: Option<&'a RawValue>,
+    /// The `error` member of an error response.
+    pub error: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -183,6 +185,7 @@ pub fn peek(bytes: &[u8]) -> Result<Peek<'_>, PeekError> {
         id_range: id.map(|id| range_in(bytes, id)),
         params: raw.params,
         result: raw.result,
+        error: raw.error,
     })
 }
 

@@ -8,13 +8,15 @@
 //! outcomes, never in HTTP statuses or headers (that is `http`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
 
 use crate::config::{Config, ServerConfig};
 use crate::jsonrpc::{self, Peek};
-use crate::launcher::{ConnFailure, LaunchError, SessionPool};
+use crate::launcher::{BackendConn, ConnFailure, LaunchError, PoolKey, SessionPool};
 use crate::session::{Outbox, Session, SessionStore, mint_session_id};
 
 /// The `protocolVersion` assumed when a backend's initialize result has none.
@@ -29,13 +31,21 @@ pub enum InitOutcome {
     },
     /// No session: `response` is a JSON-RPC error saying why.
     Failed { response: Bytes },
+    /// `max_sessions` are open: try again later.
+    Busy,
 }
+
+/// First wait before retrying a "not ready" answer; it doubles up to [`READY_BACKOFF_MAX`].
+const READY_BACKOFF_START: Duration = Duration::from_millis(50);
+const READY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Sessions, the pool, and the rules between them.
 pub struct Relay {
     pub config: Arc<Config>,
     pub sessions: SessionStore,
     pub pool: SessionPool,
+    /// Sessions open or being initialised, for admission control.
+    admitted: Arc<AtomicUsize>,
 }
 
 impl Relay {
@@ -45,6 +55,7 @@ impl Relay {
             config,
             sessions: SessionStore::default(),
             pool,
+            admitted: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -55,11 +66,29 @@ impl Relay {
         message: Bytes,
         peek: &Peek<'_>,
     ) -> InitOutcome {
+        let max = self.config.gateway.max_sessions;
+        let admitted = self
+            .admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        if admitted.is_err() {
+            tracing::warn!(server = %server.id, max, "max_sessions reached; initialize refused");
+            return InitOutcome::Busy;
+        }
         let id: Arc<str> = Arc::from(mint_session_id());
         let outbox = Arc::new(Outbox::default());
-        let key = crate::launcher::PoolKey {
+        let key = PoolKey {
             server: Arc::from(server.id.as_str()),
             session: Arc::clone(&id),
+        };
+        // Until the session is registered, giving up (a client that disconnects)
+        // releases the slot and stops whatever was started.
+        let mut pending = PendingSession {
+            pool: self.pool.clone(),
+            key: key.clone(),
+            admitted: Arc::clone(&self.admitted),
+            armed: true,
         };
         let launched = self
             .pool
@@ -70,7 +99,6 @@ impl Relay {
                 .init_response
                 .expect("a new key always launches and answers initialize"),
             Err(error) => {
-                self.pool.evict(&key, "initialize failed").await;
                 return InitOutcome::Failed {
                     response: launch_error_response(peek.id, server, &error),
                 };
@@ -92,6 +120,8 @@ impl Relay {
         ));
         session.touch();
         self.sessions.insert(Arc::clone(&session));
+        // The session now holds the slot; `end_session` gives it back.
+        pending.armed = false;
         tracing::info!(server = %server.id, session = %session.id, "session created");
         InitOutcome::Created { session, response }
     }
@@ -114,8 +144,7 @@ impl Relay {
             Ok(launched) => launched.conn,
             Err(error) => return launch_error_response(peek.id, server, &error),
         };
-        let id_range = peek.id_range.clone().expect("requests have ids");
-        match conn.request(message, id_range, server.tool_timeout).await {
+        match request_when_ready(&conn, message, peek, server).await {
             Ok(answer) => answer,
             Err(failure) => failure_response(peek.id, server, &failure),
         }
@@ -168,6 +197,7 @@ impl Relay {
         let Some(session) = self.sessions.remove(id) else {
             return false;
         };
+        self.admitted.fetch_sub(1, Ordering::AcqRel);
         session.outbox.close();
         self.pool.evict(&session.pool_key(), reason).await;
         tracing::info!(server = %session.server.id, session = %session.id, reason, "session ended");
@@ -210,6 +240,67 @@ impl Relay {
             }
         }
     }
+}
+
+/// A session being initialised: dropped before it is registered, it gives
+/// back its admission slot and stops the backend that was started for it.
+struct PendingSession {
+    pool: SessionPool,
+    key: PoolKey,
+    admitted: Arc<AtomicUsize>,
+    armed: bool,
+}
+
+impl Drop for PendingSession {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.admitted.fetch_sub(1, Ordering::AcqRel);
+        let (pool, key) = (self.pool.clone(), self.key.clone());
+        tokio::spawn(async move { pool.evict(&key, "initialize did not complete").await });
+    }
+}
+
+/// Sends a request, and while the backend answers with an error matching one of
+/// the server's `not_ready_patterns`, sends it again with backoff until
+/// `ready_timeout`; then its answer, whatever it is, goes to the client.
+async fn request_when_ready(
+    conn: &BackendConn,
+    message: &[u8],
+    peek: &Peek<'_>,
+    server: &ServerConfig,
+) -> Result<Bytes, ConnFailure> {
+    let id_range = peek.id_range.clone().expect("requests have ids");
+    let deadline = Instant::now() + server.ready_timeout;
+    let mut backoff = READY_BACKOFF_START;
+    loop {
+        let answer = conn
+            .request(message, id_range.clone(), server.tool_timeout)
+            .await?;
+        if !is_not_ready(&answer, &server.not_ready_patterns) {
+            return Ok(answer);
+        }
+        if Instant::now() + backoff > deadline {
+            tracing::warn!(server = %server.id, "backend still not ready at ready_timeout; passing its answer on");
+            return Ok(answer);
+        }
+        tracing::debug!(server = %server.id, ?backoff, "backend not ready yet; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(READY_BACKOFF_MAX);
+    }
+}
+
+/// True for a JSON-RPC error whose message contains one of `patterns`.
+fn is_not_ready(answer: &[u8], patterns: &[String]) -> bool {
+    if patterns.is_empty() {
+        return false;
+    }
+    let Some(error) = jsonrpc::peek(answer).ok().and_then(|p| p.error) else {
+        return false;
+    };
+    jsonrpc::string_member(error, "message")
+        .is_some_and(|m| patterns.iter().any(|p| m.contains(p.as_str())))
 }
 
 fn stderr_data(tail: &[String]) -> serde_json::Value {

@@ -62,6 +62,21 @@ pub struct GatewayConfig {
     pub shutdown_timeout: Duration,
     /// How long a stopping backend gets after stdin is closed, and again after SIGTERM.
     pub stop_grace: Duration,
+    /// Transport failures in a row that evict a backend connection.
+    pub max_consecutive_errors: u32,
+    /// How long requests answered "not ready" are retried.
+    pub ready_timeout: Duration,
+    /// Substrings of a JSON-RPC error message that mean "not ready yet, retry".
+    pub not_ready_patterns: Vec<String>,
+    /// Sessions beyond this get 503 with Retry-After.
+    pub max_sessions: usize,
+    /// Crashes of one session's backend within `crash_loop_window` after which it
+    /// is not restarted until the window has passed.
+    pub crash_loop_restarts: u32,
+    pub crash_loop_window: Duration,
+    /// How often an idle SSE stream gets a keep-alive comment (a vanished client
+    /// shows up as a failed write).
+    pub sse_keepalive: Duration,
 }
 
 /// `[servers.<id>]`: one stdio backend.
@@ -80,9 +95,17 @@ pub struct ServerConfig {
     pub startup_timeout: Duration,
     pub tool_timeout: Duration,
     pub session_idle_timeout: Duration,
+    pub ready_timeout: Duration,
+    pub not_ready_patterns: Vec<String>,
     /// Copied from `[gateway] stop_grace`: how long each step of stopping the
     /// backend's process tree waits.
     pub stop_grace: Duration,
+    /// Copied from `[gateway]`.
+    pub max_consecutive_errors: u32,
+    /// Copied from `[gateway]`.
+    pub crash_loop_restarts: u32,
+    /// Copied from `[gateway]`.
+    pub crash_loop_window: Duration,
 }
 
 /// One configured environment variable of a backend.
@@ -176,6 +199,13 @@ struct RawGateway {
     max_message_bytes: Option<ByteSize>,
     shutdown_timeout: Option<ConfigDuration>,
     stop_grace: Option<ConfigDuration>,
+    max_consecutive_errors: Option<u32>,
+    ready_timeout: Option<ConfigDuration>,
+    not_ready_patterns: Option<Vec<String>>,
+    max_sessions: Option<usize>,
+    crash_loop_restarts: Option<u32>,
+    crash_loop_window: Option<ConfigDuration>,
+    sse_keepalive: Option<ConfigDuration>,
 }
 
 #[derive(Deserialize)]
@@ -192,7 +222,12 @@ struct RawServer {
     startup_timeout: Option<ConfigDuration>,
     tool_timeout: Option<ConfigDuration>,
     session_idle_timeout: Option<ConfigDuration>,
+    ready_timeout: Option<ConfigDuration>,
+    not_ready_patterns: Option<Vec<String>>,
 }
+
+/// The "not ready" answer Serena gives right after its handshake.
+pub const DEFAULT_NOT_READY_PATTERN: &str = "method is invalid during session initialization";
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -206,6 +241,13 @@ impl Default for GatewayConfig {
             max_message_bytes: 16 << 20,
             shutdown_timeout: Duration::from_secs(10),
             stop_grace: Duration::from_secs(2),
+            max_consecutive_errors: 10,
+            ready_timeout: Duration::from_secs(60),
+            not_ready_patterns: vec![DEFAULT_NOT_READY_PATTERN.to_owned()],
+            max_sessions: 1000,
+            crash_loop_restarts: 5,
+            crash_loop_window: Duration::from_secs(60),
+            sse_keepalive: Duration::from_secs(15),
         }
     }
 }
@@ -288,12 +330,25 @@ impl Config {
                 .map_or(defaults.max_message_bytes, |b| b.0),
             shutdown_timeout: dur(g.shutdown_timeout, defaults.shutdown_timeout),
             stop_grace: dur(g.stop_grace, defaults.stop_grace),
+            max_consecutive_errors: g
+                .max_consecutive_errors
+                .unwrap_or(defaults.max_consecutive_errors),
+            ready_timeout: dur(g.ready_timeout, defaults.ready_timeout),
+            not_ready_patterns: g.not_ready_patterns.unwrap_or(defaults.not_ready_patterns),
+            max_sessions: g.max_sessions.unwrap_or(defaults.max_sessions),
+            crash_loop_restarts: g
+                .crash_loop_restarts
+                .unwrap_or(defaults.crash_loop_restarts),
+            crash_loop_window: dur(g.crash_loop_window, defaults.crash_loop_window),
+            sse_keepalive: dur(g.sse_keepalive, defaults.sse_keepalive),
         };
         for (key, value) in [
             ("gateway.cleanup_interval", gateway.cleanup_interval),
             ("gateway.startup_timeout", gateway.startup_timeout),
             ("gateway.tool_timeout", gateway.tool_timeout),
             ("gateway.session_idle_timeout", gateway.session_idle_timeout),
+            ("gateway.crash_loop_window", gateway.crash_loop_window),
+            ("gateway.sse_keepalive", gateway.sse_keepalive),
         ] {
             if value.is_zero() {
                 return Err(at(
@@ -301,6 +356,21 @@ impl Config {
                     Some(key.into()),
                     "must be greater than zero".into(),
                 ));
+            }
+        }
+        for (key, value) in [
+            (
+                "gateway.max_consecutive_errors",
+                gateway.max_consecutive_errors as usize,
+            ),
+            ("gateway.max_sessions", gateway.max_sessions),
+            (
+                "gateway.crash_loop_restarts",
+                gateway.crash_loop_restarts as usize,
+            ),
+        ] {
+            if value == 0 {
+                return Err(at(None, Some(key.into()), "must be at least 1".into()));
             }
         }
         if gateway.max_body_bytes == 0 || gateway.max_message_bytes == 0 {
@@ -359,7 +429,15 @@ impl Config {
                 startup_timeout: dur(s.startup_timeout, gateway.startup_timeout),
                 tool_timeout: dur(s.tool_timeout, gateway.tool_timeout),
                 session_idle_timeout: dur(s.session_idle_timeout, gateway.session_idle_timeout),
+                ready_timeout: dur(s.ready_timeout, gateway.ready_timeout),
+                not_ready_patterns: s
+                    .not_ready_patterns
+                    .clone()
+                    .unwrap_or_else(|| gateway.not_ready_patterns.clone()),
                 stop_grace: gateway.stop_grace,
+                max_consecutive_errors: gateway.max_consecutive_errors,
+                crash_loop_restarts: gateway.crash_loop_restarts,
+                crash_loop_window: gateway.crash_loop_window,
             }));
         }
         Ok(Config {
@@ -378,6 +456,7 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         use toml::{Table, Value};
         let dur = |d: Duration| Value::String(format_duration(d));
+        let strings = |v: &[String]| Value::Array(v.iter().cloned().map(Value::String).collect());
         let g = &self.gateway;
         let mut gateway = Table::new();
         gateway.insert("listen".into(), Value::String(g.listen.to_string()));
@@ -395,6 +474,22 @@ impl Config {
         );
         gateway.insert("shutdown_timeout".into(), dur(g.shutdown_timeout));
         gateway.insert("stop_grace".into(), dur(g.stop_grace));
+        gateway.insert(
+            "max_consecutive_errors".into(),
+            Value::Integer(g.max_consecutive_errors.into()),
+        );
+        gateway.insert("ready_timeout".into(), dur(g.ready_timeout));
+        gateway.insert("not_ready_patterns".into(), strings(&g.not_ready_patterns));
+        gateway.insert(
+            "max_sessions".into(),
+            Value::Integer(i64::try_from(g.max_sessions).unwrap_or(i64::MAX)),
+        );
+        gateway.insert(
+            "crash_loop_restarts".into(),
+            Value::Integer(g.crash_loop_restarts.into()),
+        );
+        gateway.insert("crash_loop_window".into(), dur(g.crash_loop_window));
+        gateway.insert("sse_keepalive".into(), dur(g.sse_keepalive));
 
         let mut servers = Table::new();
         for s in &self.servers {
@@ -427,6 +522,8 @@ impl Config {
             t.insert("startup_timeout".into(), dur(s.startup_timeout));
             t.insert("tool_timeout".into(), dur(s.tool_timeout));
             t.insert("session_idle_timeout".into(), dur(s.session_idle_timeout));
+            t.insert("ready_timeout".into(), dur(s.ready_timeout));
+            t.insert("not_ready_patterns".into(), strings(&s.not_ready_patterns));
             servers.insert(s.id.clone(), Value::Table(t));
         }
         let mut root = Table::new();

@@ -6,14 +6,13 @@
 //! *does* is the relay's business; these handlers never touch a backend.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use futures_util::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::App;
@@ -24,9 +23,11 @@ use crate::jsonrpc::{self, Kind};
 use crate::relay::InitOutcome;
 use crate::session::Session;
 
-/// How often an idle SSE stream gets a keep-alive comment; a vanished client
-/// shows up as a failed write.
-const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
+/// How long the rest of an oversized body is read before the 413 is sent anyway.
+const DRAIN_OVERSIZED_BODY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `Retry-After` of a 503 when `max_sessions` are open.
+const BUSY_RETRY_AFTER_SECS: &str = "5";
 
 /// First protocol version whose streams start with a priming event.
 const PRIMING_SINCE: &str = "2025-11-25";
@@ -84,21 +85,42 @@ fn session(
         .ok_or_else(rules::unknown_session)
 }
 
+/// Reads the body, refusing more than `limit` bytes with 413. The rest of an
+/// oversized body is read and thrown away (up to another `limit` bytes, for
+/// at most a few seconds) so that the client, still sending, gets to read the
+/// 413 instead of a reset connection.
 async fn read_body(body: Body, limit: u64) -> Result<Bytes, HttpError> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(HttpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            jsonrpc::SERVER_ERROR,
-            format!("Payload Too Large: the body exceeds max_body_bytes ({limit} bytes)"),
-        )),
-        Err(e) => Err(HttpError::new(
-            StatusCode::BAD_REQUEST,
-            jsonrpc::SERVER_ERROR,
-            format!("Bad Request: could not read the body: {e}"),
-        )),
+    let mut body = body.into_data_stream();
+    let mut collected = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            HttpError::new(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::SERVER_ERROR,
+                format!("Bad Request: could not read the body: {e}"),
+            )
+        })?;
+        if collected.len() + chunk.len() > limit {
+            let mut discarded = collected.len() + chunk.len() - limit;
+            let drain = async {
+                while let Some(Ok(chunk)) = body.next().await {
+                    discarded += chunk.len();
+                    if discarded > limit {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_OVERSIZED_BODY_FOR, drain).await;
+            return Err(HttpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                jsonrpc::SERVER_ERROR,
+                format!("Payload Too Large: the body exceeds max_body_bytes ({limit} bytes)"),
+            ));
+        }
+        collected.extend_from_slice(&chunk);
     }
+    Ok(collected.freeze())
 }
 
 async fn post_message(
@@ -142,6 +164,20 @@ async fn post_message(
                     reply
                 }
                 InitOutcome::Failed { response } => reply::json_body(StatusCode::OK, response),
+                InitOutcome::Busy => {
+                    let mut busy = HttpError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        jsonrpc::SERVER_ERROR,
+                        "Service Unavailable: the gateway holds max_sessions sessions; retry later",
+                    )
+                    .with_id(peek.id)
+                    .into_response();
+                    busy.headers_mut().insert(
+                        header::RETRY_AFTER,
+                        HeaderValue::from_static(BUSY_RETRY_AFTER_SECS),
+                    );
+                    busy
+                }
             },
         );
     }
@@ -186,6 +222,7 @@ fn open_stream(app: &App, server_id: &str, headers: &HeaderMap) -> Result<Respon
     let session = session(app, server, headers)?;
     session.touch();
     let mut stream = session.outbox.attach();
+    let keepalive_every = app.relay.config.gateway.sse_keepalive;
     let (frames, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
         if session.protocol_version.as_str() >= PRIMING_SINCE {
@@ -195,7 +232,7 @@ fn open_stream(app: &App, server_id: &str, headers: &HeaderMap) -> Result<Respon
                 return;
             }
         }
-        let mut keepalive = tokio::time::interval(KEEPALIVE_EVERY);
+        let mut keepalive = tokio::time::interval(keepalive_every);
         keepalive.reset();
         loop {
             let frame = tokio::select! {

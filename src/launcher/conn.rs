@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,6 +61,8 @@ pub enum ConnFailure {
     Timeout(Duration),
     #[error("the backend connection was closed by the gateway ({0})")]
     Stopped(&'static str),
+    #[error("the backend was evicted after {0} transport failures in a row")]
+    TooManyErrors(u32),
 }
 
 impl ConnFailure {
@@ -99,6 +101,10 @@ pub struct BackendConn {
     exited: watch::Receiver<Option<ExitStatus>>,
     closed: watch::Sender<bool>,
     sink: Arc<dyn ServerMessageSink>,
+    /// Transport failures since the last success.
+    consecutive_errors: AtomicU32,
+    /// Failures in a row that close the connection.
+    max_errors: u32,
 }
 
 impl BackendConn {
@@ -109,6 +115,7 @@ impl BackendConn {
         label: ConnLabel,
         sink: Arc<dyn ServerMessageSink>,
         max_message_bytes: usize,
+        max_errors: u32,
     ) -> Arc<BackendConn> {
         let pid = child.id().unwrap_or(0);
         let stdin = child.stdin.take();
@@ -131,6 +138,8 @@ impl BackendConn {
             exited,
             closed: watch::channel(false).0,
             sink,
+            consecutive_errors: AtomicU32::new(0),
+            max_errors,
         });
         let reader = tokio::spawn(Arc::clone(&conn).read_stdout(
             BufReader::with_capacity(64 * 1024, stdout),
@@ -154,9 +163,42 @@ impl BackendConn {
         self.lock_requests().closed.is_some()
     }
 
-    /// True when the gateway itself ended the connection (not a crash).
-    pub fn was_stopped(&self) -> bool {
+    /// True when the gateway ended the connection on purpose (`stop`); false
+    /// for a crash or an eviction for errors, whose process tree still has to go.
+    pub fn stopped_by_request(&self) -> bool {
         matches!(self.lock_requests().closed, Some(ConnFailure::Stopped(_)))
+    }
+
+    /// True when the backend ended on its own: it exited or closed its stdout.
+    pub fn crashed(&self) -> bool {
+        matches!(
+            self.lock_requests().closed,
+            Some(ConnFailure::Exited { .. } | ConnFailure::StdoutClosed { .. })
+        )
+    }
+
+    /// Transport failures since the last success.
+    pub fn consecutive_errors(&self) -> u32 {
+        self.consecutive_errors.load(Ordering::Relaxed)
+    }
+
+    /// Counts a transport failure (timeout, failed write, unparseable output);
+    /// the `max_errors`-th in a row closes the connection, and the pool then
+    /// stops its process tree.
+    fn record_failure(&self, what: &str) {
+        let count = self.consecutive_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::debug!(server = %self.label.server, session = %self.label.session,
+            count, max = self.max_errors, what, "transport failure");
+        if count >= self.max_errors && !self.is_closed() {
+            tracing::warn!(server = %self.label.server, session = %self.label.session,
+                pid = self.pid, count, "evicting backend after too many transport failures in a row");
+            self.close(ConnFailure::TooManyErrors(count));
+        }
+    }
+
+    /// A message came through: the failure count starts again.
+    fn record_success(&self) {
+        self.consecutive_errors.store(0, Ordering::Relaxed);
     }
 
     /// Resolves when the connection closes (at once if it already has).
@@ -205,11 +247,17 @@ impl BackendConn {
         // Whatever happens next (error, timeout, or the caller giving up), the
         // pending entry must not outlive this call.
         let _forget = ForgetOnDrop { conn: self, id };
-        self.write_line(&line).await?;
+        if let Err(failure) = self.write_line(&line).await {
+            if matches!(failure, ConnFailure::WriteFailed(_)) {
+                self.record_failure("write failed");
+            }
+            return Err(failure);
+        }
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(self.failure_or(ConnFailure::Stopped("request dropped"))),
             Err(_) => {
+                self.record_failure("request timed out");
                 self.cancel_timed_out(id, timeout).await;
                 Err(ConnFailure::Timeout(timeout))
             }
@@ -335,6 +383,7 @@ impl BackendConn {
                 Ok(LineRead::TooLong(len)) => {
                     tracing::warn!(server = %self.label.server, session = %self.label.session,
                         len, max, "backend wrote a message larger than max_message_bytes; dropped");
+                    self.record_failure("message too large");
                 }
                 Ok(LineRead::Eof) | Err(_) => break,
             }
@@ -353,9 +402,11 @@ impl BackendConn {
                 let shown = String::from_utf8_lossy(&trimmed[..trimmed.len().min(200)]);
                 tracing::warn!(server = %self.label.server, session = %self.label.session,
                     error = %e, line = %shown, "backend wrote a line that is not JSON-RPC; ignored");
+                self.record_failure("unparseable output");
                 return;
             }
         };
+        self.record_success();
         match peek.kind {
             Kind::Response => {
                 let (Some(id), Some(range)) = (peek.id, peek.id_range) else {

@@ -7,9 +7,9 @@
 //! or at shutdown. It never parses HTTP and never decides *when* a session ends;
 //! the session layer tells it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -38,6 +38,24 @@ pub enum LaunchError {
     },
     #[error("the backend failed during the initialize handshake: {0}")]
     Handshake(ConnFailure),
+    #[error(
+        "the backend did not finish starting (spawn and initialize) within the startup_timeout of {}",
+        format_duration(*after)
+    )]
+    StartupTimeout {
+        after: Duration,
+        stderr_tail: Vec<String>,
+    },
+    #[error(
+        "the backend crashed {crashes} times within {}; it is not restarted for another {}s (crash-loop breaker)",
+        format_duration(*window),
+        retry_after.as_secs().max(1)
+    )]
+    CrashLoop {
+        crashes: usize,
+        window: Duration,
+        retry_after: Duration,
+    },
     /// The backend answered `initialize` with a JSON-RPC error (kept as written).
     #[error("the backend refused initialize")]
     Refused(Bytes),
@@ -50,6 +68,7 @@ impl LaunchError {
     pub fn stderr_tail(&self) -> &[String] {
         match self {
             LaunchError::Handshake(f) => f.stderr_tail(),
+            LaunchError::StartupTimeout { stderr_tail, .. } => stderr_tail,
             _ => &[],
         }
     }
@@ -65,22 +84,61 @@ pub struct Launched {
 #[derive(Default)]
 struct Entry {
     conn: RwLock<Option<Arc<BackendConn>>>,
-    /// Held while launching: the single flight of this key.
-    launching: tokio::sync::Mutex<()>,
+    /// Held while launching: the single flight of this key. It guards the
+    /// key's crash history.
+    launching: Arc<tokio::sync::Mutex<Crashes>>,
 }
 
 impl Entry {
     fn live(&self) -> Option<Arc<BackendConn>> {
-        let conn = self
-            .conn
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let conn = self.conn.read().unwrap_or_else(PoisonError::into_inner);
         conn.as_ref().filter(|c| !c.is_closed()).cloned()
+    }
+
+    fn take(&self) -> Option<Arc<BackendConn>> {
+        self.conn
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    fn set(&self, conn: Arc<BackendConn>) {
+        *self.conn.write().unwrap_or_else(PoisonError::into_inner) = Some(conn);
     }
 }
 
-/// The connection pool.
+/// When this key's backend crashed recently, for the crash-loop breaker.
+#[derive(Default)]
+struct Crashes(VecDeque<Instant>);
+
+impl Crashes {
+    fn record(&mut self) {
+        self.0.push_back(Instant::now());
+    }
+
+    /// Forgets crashes older than `window`. If `limit` or more remain, returns
+    /// how long until the oldest of them leaves the window.
+    fn breaker_open(&mut self, limit: u32, window: Duration) -> Option<Duration> {
+        let now = Instant::now();
+        while self
+            .0
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            self.0.pop_front();
+        }
+        let oldest = *self.0.front()?;
+        (self.0.len() >= limit as usize).then(|| window.saturating_sub(now.duration_since(oldest)))
+    }
+}
+
+/// The connection pool. Cloning it gives another handle to the same pool.
+#[derive(Clone)]
 pub struct SessionPool {
+    inner: Arc<PoolInner>,
+}
+
+struct PoolInner {
     entries: Mutex<HashMap<PoolKey, Arc<Entry>>>,
     stop_grace: Duration,
     max_message_bytes: usize,
@@ -89,25 +147,33 @@ pub struct SessionPool {
 impl SessionPool {
     pub fn new(stop_grace: Duration, max_message_bytes: u64) -> SessionPool {
         SessionPool {
-            entries: Mutex::new(HashMap::new()),
-            stop_grace,
-            max_message_bytes: usize::try_from(max_message_bytes).unwrap_or(usize::MAX),
+            inner: Arc::new(PoolInner {
+                entries: Mutex::new(HashMap::new()),
+                stop_grace,
+                max_message_bytes: usize::try_from(max_message_bytes).unwrap_or(usize::MAX),
+            }),
         }
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Arc<Entry>>> {
-        self.entries
+        self.inner
+            .entries
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The live connection for `key`, launching one (and replaying the session's
-    /// `initialize` message, `init_message`) if there is none.
+    /// `initialize` message, `init_message`) if there is none. A key whose
+    /// backend crashed `crash_loop_restarts` times within `crash_loop_window`
+    /// is not relaunched until the oldest of those crashes leaves the window.
+    ///
+    /// A launch runs in a task of its own: a caller that gives up (an HTTP
+    /// client that disconnects) never leaves a half-started process behind.
     pub async fn connection(
         &self,
         key: &PoolKey,
         server: &Arc<ServerConfig>,
-        init_message: &[u8],
+        init_message: &Bytes,
         sink: Arc<dyn ServerMessageSink>,
     ) -> Result<Launched, LaunchError> {
         let entry = Arc::clone(self.entries().entry(key.clone()).or_default());
@@ -117,27 +183,76 @@ impl SessionPool {
                 init_response: None,
             });
         }
-        let _flight = entry.launching.lock().await;
+        let pool = self.clone();
+        let (key, server, init_message) = (key.clone(), Arc::clone(server), init_message.clone());
+        tokio::spawn(async move {
+            pool.launch_once(&key, &entry, &server, &init_message, sink)
+                .await
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// The single flight of one key: launches unless another caller just did.
+    async fn launch_once(
+        &self,
+        key: &PoolKey,
+        entry: &Arc<Entry>,
+        server: &Arc<ServerConfig>,
+        init_message: &[u8],
+        sink: Arc<dyn ServerMessageSink>,
+    ) -> Result<Launched, LaunchError> {
+        let mut crashes = entry.launching.lock().await;
         if let Some(conn) = entry.live() {
             return Ok(Launched {
                 conn,
                 init_response: None,
             });
         }
-        let (conn, init_response) = self.launch(key, server, init_message, sink).await?;
+        // A previous process of this key that ended on its own was a crash.
+        let relaunch = match entry.take() {
+            Some(dead) => {
+                if dead.crashed() {
+                    crashes.record();
+                }
+                true
+            }
+            None => false,
+        };
+        if let Some(retry_after) =
+            crashes.breaker_open(server.crash_loop_restarts, server.crash_loop_window)
+        {
+            return Err(LaunchError::CrashLoop {
+                crashes: crashes.0.len(),
+                window: server.crash_loop_window,
+                retry_after,
+            });
+        }
+        let (conn, init_response) = match self.launch(key, server, init_message, sink).await {
+            Ok(launched) => launched,
+            Err(error) => {
+                // A replayed handshake that dies counts towards the breaker too.
+                if relaunch
+                    && matches!(
+                        error,
+                        LaunchError::Handshake(_) | LaunchError::StartupTimeout { .. }
+                    )
+                {
+                    crashes.record();
+                }
+                return Err(error);
+            }
+        };
         let still_wanted = self
             .entries()
             .get(key)
-            .is_some_and(|current| Arc::ptr_eq(current, &entry));
+            .is_some_and(|current| Arc::ptr_eq(current, entry));
         if !still_wanted {
-            conn.stop("session ended during launch", self.stop_grace)
+            conn.stop("session ended during launch", self.inner.stop_grace)
                 .await;
             return Err(LaunchError::Evicted);
         }
-        *entry
-            .conn
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&conn));
+        entry.set(Arc::clone(&conn));
         Ok(Launched {
             conn,
             init_response: Some(init_response),
@@ -159,7 +274,13 @@ impl SessionPool {
             server: Arc::clone(&key.server),
             session: Arc::clone(&key.session),
         };
-        let conn = BackendConn::start(child, label, sink, self.max_message_bytes);
+        let conn = BackendConn::start(
+            child,
+            label,
+            sink,
+            self.inner.max_message_bytes,
+            server.max_consecutive_errors,
+        );
         tracing::info!(server = %key.server, session = %key.session, pid = conn.pid(), "backend spawned");
         self.watch_for_exit(&conn);
 
@@ -167,13 +288,18 @@ impl SessionPool {
             .ok()
             .and_then(|p| p.id_range)
             .expect("the session layer stores only valid initialize requests");
-        let answer = conn
+        let answer = match conn
             .request(init_message, id_range, server.startup_timeout)
-            .await;
-        let answer = match answer {
+            .await
+        {
             Ok(answer) => answer,
+            Err(ConnFailure::Timeout(after)) => {
+                let stderr_tail = conn.stderr_tail();
+                conn.stop("startup_timeout", self.inner.stop_grace).await;
+                return Err(LaunchError::StartupTimeout { after, stderr_tail });
+            }
             Err(failure) => {
-                conn.stop("initialize failed", self.stop_grace).await;
+                conn.stop("initialize failed", self.inner.stop_grace).await;
                 return Err(LaunchError::Handshake(failure));
             }
         };
@@ -181,26 +307,26 @@ impl SessionPool {
             .map(|p| p.result.is_none())
             .unwrap_or(true)
         {
-            conn.stop("initialize refused", self.stop_grace).await;
+            conn.stop("initialize refused", self.inner.stop_grace).await;
             return Err(LaunchError::Refused(answer));
         }
         if let Err(failure) = conn.send(INITIALIZED).await {
-            conn.stop("initialized failed", self.stop_grace).await;
+            conn.stop("initialized failed", self.inner.stop_grace).await;
             return Err(LaunchError::Handshake(failure));
         }
         Ok((conn, answer))
     }
 
-    /// When a backend exits on its own, its process group (grandchildren) is
-    /// ended and reaped at once; the entry stays, so the session's next request
-    /// starts a new process.
+    /// When a backend ends on its own (or is closed for too many errors), its
+    /// process group is stopped and reaped at once; the entry stays, so the
+    /// session's next request starts a new process.
     fn watch_for_exit(&self, conn: &Arc<BackendConn>) {
         let conn = Arc::clone(conn);
-        let grace = self.stop_grace;
+        let grace = self.inner.stop_grace;
         tokio::spawn(async move {
             conn.closed().await;
-            if !conn.was_stopped() {
-                conn.stop("backend exited", grace).await;
+            if !conn.stopped_by_request() {
+                conn.stop("backend exited or was evicted", grace).await;
             }
         });
     }
@@ -210,13 +336,8 @@ impl SessionPool {
         let Some(entry) = self.entries().remove(key) else {
             return false;
         };
-        let conn = entry
-            .conn
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(conn) = conn {
-            conn.stop(reason, self.stop_grace).await;
+        if let Some(conn) = entry.take() {
+            conn.stop(reason, self.inner.stop_grace).await;
         }
         true
     }
@@ -224,17 +345,11 @@ impl SessionPool {
     /// Stops every connection, all at once.
     pub async fn shutdown(&self) {
         let entries: Vec<_> = self.entries().drain().collect();
-        let stops = entries.into_iter().filter_map(|(_, entry)| {
-            let conn = entry
-                .conn
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            conn.map(|c| {
-                let grace = self.stop_grace;
-                async move { c.stop("gateway shutdown", grace).await }
-            })
-        });
+        let grace = self.inner.stop_grace;
+        let stops = entries
+            .into_iter()
+            .filter_map(|(_, entry)| entry.take())
+            .map(|conn| async move { conn.stop("gateway shutdown", grace).await });
         futures_util::future::join_all(stops).await;
     }
 
@@ -246,4 +361,8 @@ impl SessionPool {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn format_duration(d: Duration) -> String {
+    crate::config::format_duration(d)
 }
