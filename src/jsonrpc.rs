@@ -235,26 +235,43 @@ pub fn to_single_line(message: &mut [u8]) {
     }
 }
 
+/// One member of a raw JSON object, still borrowed from the original bytes.
+pub fn member<'a>(object: &'a RawValue, name: &str) -> Option<&'a RawValue> {
+    let map: std::collections::HashMap<Cow<'a, str>, &'a RawValue> =
+        serde_json::from_str(object.get()).ok()?;
+    map.get(name).copied()
+}
+
 /// The `requestId` of a `notifications/cancelled`, with its position in the message bytes.
 pub fn cancelled_request_id<'a>(
     message: &'a [u8],
     params: &'a RawValue,
 ) -> Option<(&'a str, Range<usize>)> {
-    #[derive(Deserialize)]
-    struct CancelParams<'a> {
-        #[serde(borrow, rename = "requestId")]
-        request_id: Option<&'a RawValue>,
-    }
-    let p: CancelParams<'a> = serde_json::from_str(params.get()).ok()?;
-    let id = p.request_id?.get();
+    let id = member(params, "requestId")?.get();
     Some((id, range_in(message, id)))
+}
+
+/// The `params._meta.progressToken` of a request, with its position in the message bytes.
+pub fn request_progress_token<'a>(
+    message: &'a [u8],
+    params: &'a RawValue,
+) -> Option<(&'a str, Range<usize>)> {
+    let token = member(member(params, "_meta")?, "progressToken")?.get();
+    Some((token, range_in(message, token)))
+}
+
+/// The `params.progressToken` of a `notifications/progress`, with its position.
+pub fn notification_progress_token<'a>(
+    message: &'a [u8],
+    params: &'a RawValue,
+) -> Option<(&'a str, Range<usize>)> {
+    let token = member(params, "progressToken")?.get();
+    Some((token, range_in(message, token)))
 }
 
 /// Reads one string member of a raw object (e.g. `protocolVersion` of an initialize result).
 pub fn string_member(object: &RawValue, name: &str) -> Option<String> {
-    let map: std::collections::HashMap<Cow<'_, str>, &RawValue> =
-        serde_json::from_str(object.get()).ok()?;
-    serde_json::from_str::<String>(map.get(name)?.get()).ok()
+    serde_json::from_str::<String>(member(object, name)?.get()).ok()
 }
 
 /// A JSON-RPC error response built by the gateway itself.
@@ -371,6 +388,28 @@ mod tests {
         let (id, range) = cancelled_request_id(msg, p.params.unwrap()).unwrap();
         assert_eq!(id, "\"r-1\"");
         assert_eq!(&msg[range], b"\"r-1\"");
+    }
+
+    #[test]
+    fn progress_tokens_are_located_in_requests_and_notifications() {
+        let req = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":"tok"}}}"#;
+        let p = peek(req).unwrap();
+        let (token, range) = request_progress_token(req, p.params.unwrap()).unwrap();
+        assert_eq!(token, "\"tok\"");
+        assert_eq!(
+            splice(req, range, b"\"g1\""),
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":"g1"}}}"#.to_vec()
+        );
+        let note = br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":7,"progress":1}}"#;
+        let p = peek(note).unwrap();
+        assert_eq!(
+            notification_progress_token(note, p.params.unwrap())
+                .unwrap()
+                .0,
+            "7"
+        );
+        let plain = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#;
+        assert!(request_progress_token(plain, peek(plain).unwrap().params.unwrap()).is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`jsonrpc`]: peeks at raw messages (kind, method, id) and splices ids without re-serialising.
 //! - [`relay`]: what a client message does (create a session, forward, answer, end).
 //! - [`session`]: client sessions, their ids, idle tracking, and the outbox of server messages.
+//! - [`shared`]: shared mode: routing one shared backend's messages among its sessions.
 //! - [`launcher`]: the only module that starts processes: the `(server, session)` pool,
 //!   process trees, and the JSON-RPC connection over a child's pipes.
 //! - [`telemetry`]: logging setup.
@@ -31,6 +32,7 @@ pub mod jsonrpc;
 pub mod launcher;
 pub mod relay;
 pub mod session;
+pub mod shared;
 pub mod telemetry;
 
 use std::future::Future;

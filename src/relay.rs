@@ -1,12 +1,14 @@
 //! The routed relay: what happens to a client message once HTTP has accepted it.
 //!
 //! Owns the session-era semantics of `/mcp/<serverID>`: `initialize` creates a
-//! session and its backend process, requests are forwarded to that session's
-//! process and answered (or given a JSON-RPC error that says what went wrong),
-//! notifications and client responses are forwarded, and sessions end on
-//! DELETE, when idle, and at shutdown. It speaks in raw message bytes and
-//! outcomes, never in HTTP statuses or headers (that is `http`).
+//! session (and, per session or once per shared server, its backend process),
+//! requests are forwarded to that session's process and answered (or given a
+//! JSON-RPC error that says what went wrong), notifications and client
+//! responses are forwarded, and sessions end on DELETE, when idle, and at
+//! shutdown. It speaks in raw message bytes and outcomes, never in HTTP
+//! statuses or headers (that is `http`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -14,10 +16,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, ServerConfig, SessionMode};
 use crate::jsonrpc::{self, Peek};
-use crate::launcher::{BackendConn, ConnFailure, LaunchError, PoolKey, SessionPool};
-use crate::session::{Outbox, Session, SessionStore, mint_session_id};
+use crate::launcher::{
+    BackendConn, ConnFailure, LaunchError, PoolKey, ServerMessageSink, SessionPool,
+};
+use crate::session::{Outbox, Session, SessionStore, mint_session_id, pool_key};
+use crate::shared::SharedRoute;
 
 /// The `protocolVersion` assumed when a backend's initialize result has none.
 const FALLBACK_PROTOCOL_VERSION: &str = "2025-03-26";
@@ -46,16 +51,37 @@ pub struct Relay {
     pub pool: SessionPool,
     /// Sessions open or being initialised, for admission control.
     admitted: Arc<AtomicUsize>,
+    /// The routes of the servers in shared mode, by server id.
+    shared: HashMap<String, Arc<SharedRoute>>,
 }
 
 impl Relay {
     pub fn new(config: Arc<Config>) -> Relay {
         let pool = SessionPool::new(config.gateway.stop_grace, config.gateway.max_message_bytes);
+        let shared = config
+            .servers
+            .iter()
+            .filter(|s| s.session_mode == SessionMode::Shared)
+            .map(|s| (s.id.clone(), Arc::new(SharedRoute::default())))
+            .collect();
         Relay {
             config,
             sessions: SessionStore::default(),
             pool,
             admitted: Arc::new(AtomicUsize::new(0)),
+            shared,
+        }
+    }
+
+    fn shared_route(&self, server: &ServerConfig) -> Option<&Arc<SharedRoute>> {
+        self.shared.get(&server.id)
+    }
+
+    /// Where a backend's own messages for this session go.
+    fn sink(&self, server: &ServerConfig, outbox: &Arc<Outbox>) -> Arc<dyn ServerMessageSink> {
+        match self.shared_route(server) {
+            Some(route) => route.clone(),
+            None => outbox.clone(),
         }
     }
 
@@ -78,31 +104,48 @@ impl Relay {
         }
         let id: Arc<str> = Arc::from(mint_session_id());
         let outbox = Arc::new(Outbox::default());
-        let key = PoolKey {
-            server: Arc::from(server.id.as_str()),
-            session: Arc::clone(&id),
-        };
+        let key = pool_key(server, &id);
         // Until the session is registered, giving up (a client that disconnects)
-        // releases the slot and stops whatever was started.
+        // releases the slot and stops whatever was started for it alone.
         let mut pending = PendingSession {
             pool: self.pool.clone(),
-            key: key.clone(),
+            key: (server.session_mode == SessionMode::PerSession).then(|| key.clone()),
             admitted: Arc::clone(&self.admitted),
             armed: true,
         };
         let launched = self
             .pool
-            .connection(&key, server, &message, outbox.clone())
+            .connection(&key, server, &message, self.sink(server, &outbox))
             .await;
-        let response = match launched {
-            Ok(launched) => launched
-                .init_response
-                .expect("a new key always launches and answers initialize"),
+        let launched = match launched {
+            Ok(launched) => launched,
             Err(error) => {
                 return InitOutcome::Failed {
                     response: launch_error_response(peek.id, server, &error),
                 };
             }
+        };
+        // A shared process was initialised once, by the session that started it;
+        // later sessions get that answer with their own id.
+        let response = match launched.init_response {
+            Some(response) => response,
+            None => match launched
+                .conn
+                .init_result()
+                .and_then(|r| with_id(&r, peek.id))
+            {
+                Some(response) => response,
+                None => {
+                    return InitOutcome::Failed {
+                        response: jsonrpc::error_response(
+                            peek.id,
+                            jsonrpc::INTERNAL_ERROR,
+                            &format!("backend `{}` has no initialize result to share", server.id),
+                            None,
+                        ),
+                    };
+                }
+            },
         };
         let protocol_version = jsonrpc::peek(&response)
             .ok()
@@ -119,11 +162,28 @@ impl Relay {
             outbox,
         ));
         session.touch();
+        if let Some(route) = self.shared_route(server) {
+            route.join(Arc::clone(&session));
+        }
         self.sessions.insert(Arc::clone(&session));
         // The session now holds the slot; `end_session` gives it back.
         pending.armed = false;
-        tracing::info!(server = %server.id, session = %session.id, "session created");
+        tracing::info!(server = %server.id, session = %session.id, mode = server.session_mode.as_str(), "session created");
         InitOutcome::Created { session, response }
+    }
+
+    /// The live backend connection of a session, started (with the session's
+    /// `initialize` replayed) if there is none.
+    async fn conn(&self, session: &Session) -> Result<Arc<BackendConn>, LaunchError> {
+        self.pool
+            .connection(
+                &session.pool_key(),
+                &session.server,
+                &session.init_message,
+                self.sink(&session.server, &session.outbox),
+            )
+            .await
+            .map(|launched| launched.conn)
     }
 
     /// Forwards a request and returns the answer: the backend's own, or a JSON-RPC
@@ -131,20 +191,28 @@ impl Relay {
     pub async fn request(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) -> Bytes {
         let _in_flight = session.begin_request();
         let server = &session.server;
-        let launched = self
-            .pool
-            .connection(
-                &session.pool_key(),
-                server,
-                &session.init_message,
-                session.outbox.clone(),
-            )
-            .await;
-        let conn = match launched {
-            Ok(launched) => launched.conn,
+        let conn = match self.conn(session).await {
+            Ok(conn) => conn,
             Err(error) => return launch_error_response(peek.id, server, &error),
         };
-        match request_when_ready(&conn, message, peek, server).await {
+        // In shared mode, progress tokens are made unique across sessions.
+        let route = self.shared_route(server);
+        let mapped = route.and_then(|route| {
+            let (token, range) = jsonrpc::request_progress_token(message, peek.params?)?;
+            let ours = route.map_progress_token(&session.id, token);
+            Some((jsonrpc::splice(message, range, ours.as_bytes()), ours))
+        });
+        let rewritten = mapped
+            .as_ref()
+            .and_then(|(bytes, _)| Some((bytes, jsonrpc::peek(bytes).ok()?)));
+        let answer = match &rewritten {
+            Some((bytes, p)) => request_when_ready(&conn, &session.id, bytes, p, server).await,
+            None => request_when_ready(&conn, &session.id, message, peek, server).await,
+        };
+        if let (Some(route), Some((_, token))) = (route, &mapped) {
+            route.forget_progress_token(token);
+        }
+        match answer {
             Ok(answer) => answer,
             Err(failure) => failure_response(peek.id, server, &failure),
         }
@@ -160,17 +228,8 @@ impl Relay {
             return;
         }
         let server = &session.server;
-        let launched = self
-            .pool
-            .connection(
-                &session.pool_key(),
-                server,
-                &session.init_message,
-                session.outbox.clone(),
-            )
-            .await;
-        let conn = match launched {
-            Ok(launched) => launched.conn,
+        let conn = match self.conn(session).await {
+            Ok(conn) => conn,
             Err(error) => {
                 tracing::warn!(server = %server.id, session = %session.id, %error,
                     "client message not forwarded: backend unavailable");
@@ -180,7 +239,7 @@ impl Relay {
         let result = match (method, peek.params) {
             (Some("notifications/cancelled"), Some(params)) => {
                 match jsonrpc::cancelled_request_id(message, params) {
-                    Some((id, range)) => conn.forward_cancel(message, id, range).await,
+                    Some((id, range)) => conn.forward_cancel(&session.id, message, id, range).await,
                     None => Ok(()),
                 }
             }
@@ -192,14 +251,21 @@ impl Relay {
         }
     }
 
-    /// Ends a session and stops its backend. Returns false for an unknown session.
+    /// Ends a session and stops its backend (a shared backend when its last
+    /// session ends). Returns false for an unknown session.
     pub async fn end_session(&self, id: &str, reason: &'static str) -> bool {
         let Some(session) = self.sessions.remove(id) else {
             return false;
         };
         self.admitted.fetch_sub(1, Ordering::AcqRel);
         session.outbox.close();
-        self.pool.evict(&session.pool_key(), reason).await;
+        let last = match self.shared_route(&session.server) {
+            Some(route) => route.leave(id) == 0,
+            None => true,
+        };
+        if last {
+            self.pool.evict(&session.pool_key(), reason).await;
+        }
         tracing::info!(server = %session.server.id, session = %session.id, reason, "session ended");
         true
     }
@@ -242,11 +308,22 @@ impl Relay {
     }
 }
 
+/// `answer` with its id replaced by `id` (raw JSON).
+fn with_id(answer: &[u8], id: Option<&str>) -> Option<Bytes> {
+    let range = jsonrpc::peek(answer).ok()?.id_range?;
+    Some(Bytes::from(jsonrpc::splice(
+        answer,
+        range,
+        id.unwrap_or("null").as_bytes(),
+    )))
+}
+
 /// A session being initialised: dropped before it is registered, it gives
 /// back its admission slot and stops the backend that was started for it.
 struct PendingSession {
     pool: SessionPool,
-    key: PoolKey,
+    /// The key to evict; `None` for a shared process, which other sessions use.
+    key: Option<PoolKey>,
     admitted: Arc<AtomicUsize>,
     armed: bool,
 }
@@ -257,8 +334,10 @@ impl Drop for PendingSession {
             return;
         }
         self.admitted.fetch_sub(1, Ordering::AcqRel);
-        let (pool, key) = (self.pool.clone(), self.key.clone());
-        tokio::spawn(async move { pool.evict(&key, "initialize did not complete").await });
+        if let Some(key) = self.key.take() {
+            let pool = self.pool.clone();
+            tokio::spawn(async move { pool.evict(&key, "initialize did not complete").await });
+        }
     }
 }
 
@@ -267,6 +346,7 @@ impl Drop for PendingSession {
 /// `ready_timeout`; then its answer, whatever it is, goes to the client.
 async fn request_when_ready(
     conn: &BackendConn,
+    owner: &Arc<str>,
     message: &[u8],
     peek: &Peek<'_>,
     server: &ServerConfig,
@@ -276,7 +356,7 @@ async fn request_when_ready(
     let mut backoff = READY_BACKOFF_START;
     loop {
         let answer = conn
-            .request(message, id_range.clone(), server.tool_timeout)
+            .request(owner, message, id_range.clone(), server.tool_timeout)
             .await?;
         if !is_not_ready(&answer, &server.not_ready_patterns) {
             return Ok(answer);
@@ -309,17 +389,11 @@ fn stderr_data(tail: &[String]) -> serde_json::Value {
 
 /// The JSON-RPC error a client gets when its backend could not be started.
 fn launch_error_response(id: Option<&str>, server: &ServerConfig, error: &LaunchError) -> Bytes {
-    if let LaunchError::Refused(answer) = error {
+    if let LaunchError::Refused(answer) = error
+        && let Some(answer) = with_id(answer, id)
+    {
         // The backend's own refusal is the most precise answer there is.
-        if let Ok(p) = jsonrpc::peek(answer)
-            && let Some(range) = p.id_range
-        {
-            return Bytes::from(jsonrpc::splice(
-                answer,
-                range,
-                id.unwrap_or("null").as_bytes(),
-            ));
-        }
+        return answer;
     }
     jsonrpc::error_response(
         id,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, SessionMode};
 use crate::jsonrpc::Kind;
 use crate::launcher::{PoolKey, ServerMessageSink};
 
@@ -23,6 +23,21 @@ use crate::launcher::{PoolKey, ServerMessageSink};
 const BACKLOG_MAX: usize = 256;
 /// Messages queued on an open stream before it counts as stuck.
 const STREAM_QUEUE: usize = 1024;
+
+/// The pool key a session of `server` uses: its own id, or the one key that
+/// every session of a shared server uses.
+pub fn pool_key(server: &ServerConfig, session: &Arc<str>) -> PoolKey {
+    PoolKey {
+        server: Arc::from(server.id.as_str()),
+        session: match server.session_mode {
+            SessionMode::PerSession => Arc::clone(session),
+            SessionMode::Shared => Arc::from(SHARED_POOL_KEY),
+        },
+    }
+}
+
+/// The session part of a shared server's pool key (never a minted id: those are hex).
+pub const SHARED_POOL_KEY: &str = "*shared*";
 
 /// Makes a new session id: 128 bits from the OS's secure random source, as 32 hex digits.
 pub fn mint_session_id() -> String {
@@ -73,10 +88,12 @@ impl Session {
 
     /// The pool key of this session's backend connection.
     pub fn pool_key(&self) -> PoolKey {
-        PoolKey {
-            server: Arc::from(self.server.id.as_str()),
-            session: Arc::clone(&self.id),
-        }
+        pool_key(&self.server, &self.id)
+    }
+
+    /// Requests of this session now being handled.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Records client activity now.

@@ -91,6 +91,8 @@ pub struct ServerConfig {
     pub env: Vec<(String, EnvValue)>,
     /// Give the backend the gateway's whole environment.
     pub inherit_env: bool,
+    /// One process per session, or one shared by all sessions.
+    pub session_mode: SessionMode,
     pub working_directory: Option<PathBuf>,
     pub startup_timeout: Duration,
     pub tool_timeout: Duration,
@@ -106,6 +108,27 @@ pub struct ServerConfig {
     pub crash_loop_restarts: u32,
     /// Copied from `[gateway]`.
     pub crash_loop_window: Duration,
+}
+
+/// How a server's processes map to client sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionMode {
+    /// Each client session gets its own process (the default).
+    #[default]
+    PerSession,
+    /// One process serves every session; ids are rewritten so that sessions
+    /// never see each other's answers.
+    Shared,
+}
+
+impl SessionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionMode::PerSession => "per-session",
+            SessionMode::Shared => "shared",
+        }
+    }
 }
 
 /// One configured environment variable of a backend.
@@ -218,6 +241,8 @@ struct RawServer {
     env: IndexMap<String, Spanned<String>>,
     #[serde(default)]
     inherit_env: bool,
+    #[serde(default)]
+    session_mode: SessionMode,
     working_directory: Option<Spanned<String>>,
     startup_timeout: Option<ConfigDuration>,
     tool_timeout: Option<ConfigDuration>,
@@ -425,6 +450,7 @@ impl Config {
                 args,
                 env,
                 inherit_env: s.inherit_env,
+                session_mode: s.session_mode,
                 working_directory,
                 startup_timeout: dur(s.startup_timeout, gateway.startup_timeout),
                 tool_timeout: dur(s.tool_timeout, gateway.tool_timeout),
@@ -513,6 +539,10 @@ impl Config {
                 .collect();
             t.insert("env".into(), Value::Table(env));
             t.insert("inherit_env".into(), Value::Boolean(s.inherit_env));
+            t.insert(
+                "session_mode".into(),
+                Value::String(s.session_mode.as_str().into()),
+            );
             if let Some(dir) = &s.working_directory {
                 t.insert(
                     "working_directory".into(),
@@ -688,6 +718,17 @@ mod tests {
         assert!(printed.contains("<redacted>"), "{printed}");
         let again = parse(&printed).unwrap();
         assert_eq!(again.gateway, c.gateway);
+    }
+
+    #[test]
+    fn session_mode_defaults_to_per_session() {
+        let c = parse(
+            "[servers.a]\ncommand = \"x\"\n[servers.b]\ncommand = \"x\"\nsession_mode = \"shared\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.servers[0].session_mode, SessionMode::PerSession);
+        assert_eq!(c.servers[1].session_mode, SessionMode::Shared);
+        assert!(parse("[servers.a]\ncommand = \"x\"\nsession_mode = \"pooled\"\n").is_err());
     }
 
     #[test]

@@ -78,6 +78,9 @@ impl ConnFailure {
 }
 
 struct Pending {
+    /// The client session that sent the request (several share a process in
+    /// shared mode; their ids may be equal).
+    owner: Arc<str>,
     /// The id as the client wrote it, put back into the answer.
     client_id: Box<str>,
     reply: oneshot::Sender<Result<Bytes, ConnFailure>>,
@@ -105,6 +108,7 @@ pub struct BackendConn {
     consecutive_errors: AtomicU32,
     /// Failures in a row that close the connection.
     max_errors: u32,
+    init_result: std::sync::OnceLock<Bytes>,
 }
 
 impl BackendConn {
@@ -140,6 +144,7 @@ impl BackendConn {
             sink,
             consecutive_errors: AtomicU32::new(0),
             max_errors,
+            init_result: std::sync::OnceLock::new(),
         });
         let reader = tokio::spawn(Arc::clone(&conn).read_stdout(
             BufReader::with_capacity(64 * 1024, stdout),
@@ -156,6 +161,16 @@ impl BackendConn {
 
     pub fn label(&self) -> &ConnLabel {
         &self.label
+    }
+
+    /// The backend's answer to the handshake that started it.
+    pub fn init_result(&self) -> Option<Bytes> {
+        self.init_result.get().cloned()
+    }
+
+    /// Records the backend's answer to the handshake (once).
+    pub fn set_init_result(&self, answer: Bytes) {
+        let _ = self.init_result.set(answer);
     }
 
     /// True once the connection can serve no more requests.
@@ -219,11 +234,12 @@ impl BackendConn {
         lock(&self.stderr_tail).iter().cloned().collect()
     }
 
-    /// Sends a request and waits for its answer. `id_range` locates the client's id
-    /// in `message`; the answer comes back with that id, every other byte as the
-    /// backend wrote it.
+    /// Sends a request of session `owner` and waits for its answer. `id_range`
+    /// locates the client's id in `message`; the answer comes back with that id,
+    /// every other byte as the backend wrote it.
     pub async fn request(
         &self,
+        owner: &Arc<str>,
         message: &[u8],
         id_range: Range<usize>,
         timeout: Duration,
@@ -242,7 +258,14 @@ impl BackendConn {
             if let Some(failure) = &requests.closed {
                 return Err(failure.clone());
             }
-            requests.pending.insert(id, Pending { client_id, reply });
+            requests.pending.insert(
+                id,
+                Pending {
+                    owner: Arc::clone(owner),
+                    client_id,
+                    reply,
+                },
+            );
         }
         // Whatever happens next (error, timeout, or the caller giving up), the
         // pending entry must not outlive this call.
@@ -280,6 +303,7 @@ impl BackendConn {
     /// flight is dropped, as the spec asks.
     pub async fn forward_cancel(
         &self,
+        owner: &str,
         message: &[u8],
         request_id: &str,
         request_id_range: Range<usize>,
@@ -289,7 +313,7 @@ impl BackendConn {
             requests
                 .pending
                 .iter()
-                .find(|(_, p)| &*p.client_id == request_id)
+                .find(|(_, p)| &*p.owner == owner && &*p.client_id == request_id)
                 .map(|(id, _)| *id)
         };
         match backend_id {

@@ -289,7 +289,7 @@ impl SessionPool {
             .and_then(|p| p.id_range)
             .expect("the session layer stores only valid initialize requests");
         let answer = match conn
-            .request(init_message, id_range, server.startup_timeout)
+            .request(&key.session, init_message, id_range, server.startup_timeout)
             .await
         {
             Ok(answer) => answer,
@@ -314,6 +314,7 @@ impl SessionPool {
             conn.stop("initialized failed", self.inner.stop_grace).await;
             return Err(LaunchError::Handshake(failure));
         }
+        conn.set_init_result(answer.clone());
         Ok((conn, answer))
     }
 

@@ -6,3 +6,4 @@ mod lifecycle;
 mod pool;
 mod process_tree;
 mod routed_http;
+mod shared_mode;

@@ -458,3 +458,54 @@ pub async fn python_client(major: u32, url: &str, scenario: &str) -> Value {
     let last = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| panic!("bad client output {last:?}: {e}"))
 }
+
+// ---- SSE ----
+
+/// Reads JSON-RPC messages from an SSE response body, skipping comments and
+/// priming events.
+pub struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseReader {
+    /// Opens the session's GET stream.
+    pub async fn open(gw: &Gateway, server: &str, session: &str) -> SseReader {
+        let response = gw
+            .http
+            .get(gw.url(server))
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        SseReader {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next JSON-RPC message, or `None` if none arrives within `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        tokio::time::timeout(wait, self.next()).await.ok().flatten()
+    }
+
+    /// The next JSON-RPC message; `None` at the end of the stream.
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                let data: String = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+                    .collect();
+                if !data.trim().is_empty() {
+                    return Some(serde_json::from_str(&data).expect("SSE data is JSON"));
+                }
+            }
+            let chunk = self.response.chunk().await.ok()??;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
