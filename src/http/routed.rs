@@ -40,7 +40,7 @@ pub async fn post(
 ) -> Response {
     post_message(&app, &server_id, &headers, body)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(|e| refused(&server_id, e))
 }
 
 pub async fn get(
@@ -48,7 +48,7 @@ pub async fn get(
     Path(server_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    open_stream(&app, &server_id, &headers).unwrap_or_else(IntoResponse::into_response)
+    open_stream(&app, &server_id, &headers).unwrap_or_else(|e| refused(&server_id, e))
 }
 
 pub async fn delete(
@@ -58,7 +58,18 @@ pub async fn delete(
 ) -> Response {
     end_session(&app, &server_id, &headers)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(|e| refused(&server_id, e))
+}
+
+/// Logs a refused request (at debug level: clients probing is normal) and answers it.
+fn refused(server_id: &str, error: HttpError) -> Response {
+    tracing::debug!(
+        server = server_id,
+        status = error.status.as_u16(),
+        "request refused: {}",
+        error.message
+    );
+    error.into_response()
 }
 
 fn server<'a>(app: &'a App, server_id: &str) -> Result<&'a Arc<ServerConfig>, HttpError> {
