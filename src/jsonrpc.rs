@@ -20,6 +20,8 @@ pub const PARSE_ERROR: i32 = -32700;
 pub const INVALID_REQUEST: i32 = -32600;
 /// The method does not exist or is not available.
 pub const METHOD_NOT_FOUND: i32 = -32601;
+/// Invalid method parameters.
+pub const INVALID_PARAMS: i32 = -32602;
 /// Internal error (used for backend failures, with details in `data`).
 pub const INTERNAL_ERROR: i32 = -32603;
 /// Transport-level problem with the HTTP request (bad session, headers...), as the SDKs use it.

@@ -13,6 +13,8 @@
 //! - [`shared`]: shared mode: routing one shared backend's messages among its sessions.
 //! - [`launcher`]: the only module that starts processes: the `(server, session)` pool,
 //!   process trees, and the JSON-RPC connection over a child's pipes.
+//! - [`unified`]: the `/mcp` endpoint: merged lists, prefixed names, routing by name and URI.
+//!   The only module (with `unified::lists`) that rewrites message contents.
 //! - [`telemetry`]: logging setup.
 //!
 //! ## Invariants
@@ -34,6 +36,7 @@ pub mod relay;
 pub mod session;
 pub mod shared;
 pub mod telemetry;
+pub mod unified;
 
 use std::future::Future;
 use std::sync::Arc;

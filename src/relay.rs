@@ -21,7 +21,7 @@ use crate::jsonrpc::{self, Peek};
 use crate::launcher::{
     BackendConn, ConnFailure, LaunchError, PoolKey, ServerMessageSink, SessionPool,
 };
-use crate::session::{Outbox, Session, SessionStore, mint_session_id, pool_key};
+use crate::session::{Endpoint, Outbox, Session, SessionStore, mint_session_id, pool_key};
 use crate::shared::SharedRoute;
 
 /// The `protocolVersion` assumed when a backend's initialize result has none.
@@ -53,6 +53,8 @@ pub struct Relay {
     admitted: Arc<AtomicUsize>,
     /// The routes of the servers in shared mode, by server id.
     shared: HashMap<String, Arc<SharedRoute>>,
+    /// What the backends answered to their latest handshakes (unified endpoint).
+    pub(crate) backend_info: crate::unified::BackendInfo,
 }
 
 impl Relay {
@@ -70,19 +72,47 @@ impl Relay {
             pool,
             admitted: Arc::new(AtomicUsize::new(0)),
             shared,
+            backend_info: crate::unified::BackendInfo::default(),
         }
     }
 
-    fn shared_route(&self, server: &ServerConfig) -> Option<&Arc<SharedRoute>> {
+    pub(crate) fn shared_route(&self, server: &ServerConfig) -> Option<&Arc<SharedRoute>> {
         self.shared.get(&server.id)
     }
 
-    /// Where a backend's own messages for this session go.
-    fn sink(&self, server: &ServerConfig, outbox: &Arc<Outbox>) -> Arc<dyn ServerMessageSink> {
-        match self.shared_route(server) {
-            Some(route) => route.clone(),
-            None => outbox.clone(),
+    /// Takes an admission slot for a new session, or `None` at `max_sessions`.
+    /// Until disarmed, dropping it gives the slot back and evicts `keys`.
+    pub(crate) fn admit(&self, keys: Vec<PoolKey>) -> Option<PendingSession> {
+        let max = self.config.gateway.max_sessions;
+        self.admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(PendingSession {
+            pool: self.pool.clone(),
+            keys,
+            admitted: Arc::clone(&self.admitted),
+            armed: true,
+        })
+    }
+
+    /// Registers a new session (and joins it to the shared routes it uses).
+    pub(crate) fn register(&self, session: &Arc<Session>, pending: PendingSession) {
+        session.touch();
+        for server in &self.config.servers {
+            let uses = match session.server() {
+                Some(own) => own.id == server.id,
+                None => true,
+            };
+            if uses && let Some(route) = self.shared_route(server) {
+                route.join(Arc::clone(session));
+            }
         }
+        self.sessions.insert(Arc::clone(session));
+        // The session now holds the slot; `end_session` gives it back.
+        pending.disarm();
+        tracing::info!(endpoint = session.endpoint_name(), session = %session.id, "session created");
     }
 
     /// Starts a session on `server` with the client's `initialize` request.
@@ -92,30 +122,23 @@ impl Relay {
         message: Bytes,
         peek: &Peek<'_>,
     ) -> InitOutcome {
-        let max = self.config.gateway.max_sessions;
-        let admitted = self
-            .admitted
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            });
-        if admitted.is_err() {
-            tracing::warn!(server = %server.id, max, "max_sessions reached; initialize refused");
-            return InitOutcome::Busy;
-        }
         let id: Arc<str> = Arc::from(mint_session_id());
-        let outbox = Arc::new(Outbox::default());
         let key = pool_key(server, &id);
         // Until the session is registered, giving up (a client that disconnects)
         // releases the slot and stops whatever was started for it alone.
-        let mut pending = PendingSession {
-            pool: self.pool.clone(),
-            key: (server.session_mode == SessionMode::PerSession).then(|| key.clone()),
-            admitted: Arc::clone(&self.admitted),
-            armed: true,
+        let own_process = server.session_mode == SessionMode::PerSession;
+        let Some(pending) = self.admit(if own_process {
+            vec![key.clone()]
+        } else {
+            vec![]
+        }) else {
+            tracing::warn!(server = %server.id, "max_sessions reached; initialize refused");
+            return InitOutcome::Busy;
         };
+        let outbox = Arc::new(Outbox::default());
         let launched = self
             .pool
-            .connection(&key, server, &message, self.sink(server, &outbox))
+            .connection(&key, server, &message, self.routed_sink(server, &outbox))
             .await;
         let launched = match launched {
             Ok(launched) => launched,
@@ -156,46 +179,104 @@ impl Relay {
             .unwrap_or_else(|| FALLBACK_PROTOCOL_VERSION.to_owned());
         let session = Arc::new(Session::new(
             id,
-            Arc::clone(server),
+            Endpoint::Routed(Arc::clone(server)),
+            server.session_idle_timeout,
             message,
             protocol_version,
             outbox,
         ));
-        session.touch();
-        if let Some(route) = self.shared_route(server) {
-            route.join(Arc::clone(&session));
-        }
-        self.sessions.insert(Arc::clone(&session));
-        // The session now holds the slot; `end_session` gives it back.
-        pending.armed = false;
-        tracing::info!(server = %server.id, session = %session.id, mode = server.session_mode.as_str(), "session created");
+        self.register(&session, pending);
         InitOutcome::Created { session, response }
     }
 
-    /// The live backend connection of a session, started (with the session's
-    /// `initialize` replayed) if there is none.
-    async fn conn(&self, session: &Session) -> Result<Arc<BackendConn>, LaunchError> {
+    /// Where a routed session's backend messages go.
+    fn routed_sink(
+        &self,
+        server: &ServerConfig,
+        outbox: &Arc<Outbox>,
+    ) -> Arc<dyn ServerMessageSink> {
+        match self.shared_route(server) {
+            Some(route) => route.clone(),
+            None => outbox.clone(),
+        }
+    }
+
+    /// The live connection of `session` to `server`, started (with the session's
+    /// `initialize` replayed) if there is none. Also returns the backend's
+    /// initialize answer when this call started it.
+    pub(crate) async fn conn_for(
+        &self,
+        session: &Arc<Session>,
+        server: &Arc<ServerConfig>,
+    ) -> Result<(Arc<BackendConn>, Option<Bytes>), LaunchError> {
+        let sink = match (session.unified(), self.shared_route(server)) {
+            (_, Some(route)) => route.clone() as Arc<dyn ServerMessageSink>,
+            (Some(_), None) => crate::unified::sink(session, server),
+            (None, None) => session.outbox.clone(),
+        };
         self.pool
             .connection(
-                &session.pool_key(),
-                &session.server,
+                &pool_key(server, &session.id),
+                server,
                 &session.init_message,
-                self.sink(&session.server, &session.outbox),
+                sink,
             )
             .await
-            .map(|launched| launched.conn)
+            .map(|launched| (launched.conn, launched.init_response))
     }
 
     /// Forwards a request and returns the answer: the backend's own, or a JSON-RPC
     /// error naming what failed.
     pub async fn request(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) -> Bytes {
         let _in_flight = session.begin_request();
-        let server = &session.server;
-        let conn = match self.conn(session).await {
-            Ok(conn) => conn,
+        match &session.endpoint {
+            Endpoint::Routed(server) => self.routed_request(session, server, message, peek).await,
+            Endpoint::Unified(_) => self.unified_request(session, message, peek).await,
+        }
+    }
+
+    async fn routed_request(
+        &self,
+        session: &Arc<Session>,
+        server: &Arc<ServerConfig>,
+        message: &[u8],
+        peek: &Peek<'_>,
+    ) -> Bytes {
+        let method = peek.method.as_deref().unwrap_or_default();
+        let filtered = server.tools.iter().any(|t| t != "*");
+        if filtered
+            && method == "tools/call"
+            && let Some(name) = peek.params.and_then(|p| jsonrpc::string_member(p, "name"))
+            && !crate::unified::names::allowed(&server.tools, &name)
+        {
+            return tool_not_allowed(peek.id, server, &name);
+        }
+        let conn = match self.conn_for(session, server).await {
+            Ok((conn, _)) => conn,
             Err(error) => return launch_error_response(peek.id, server, &error),
         };
-        // In shared mode, progress tokens are made unique across sessions.
+        match self
+            .send_request(session, server, &conn, message, peek)
+            .await
+        {
+            Ok(answer) if filtered && method == "tools/list" => {
+                crate::unified::filter_tools(&answer, server)
+            }
+            Ok(answer) => answer,
+            Err(failure) => failure_response(peek.id, server, &failure),
+        }
+    }
+
+    /// Sends one request of `session` to `server`'s connection: progress tokens
+    /// made unique for a shared process, "not ready" answers retried.
+    pub(crate) async fn send_request(
+        &self,
+        session: &Arc<Session>,
+        server: &ServerConfig,
+        conn: &BackendConn,
+        message: &[u8],
+        peek: &Peek<'_>,
+    ) -> Result<Bytes, ConnFailure> {
         let route = self.shared_route(server);
         let mapped = route.and_then(|route| {
             let (token, range) = jsonrpc::request_progress_token(message, peek.params?)?;
@@ -206,52 +287,40 @@ impl Relay {
             .as_ref()
             .and_then(|(bytes, _)| Some((bytes, jsonrpc::peek(bytes).ok()?)));
         let answer = match &rewritten {
-            Some((bytes, p)) => request_when_ready(&conn, &session.id, bytes, p, server).await,
-            None => request_when_ready(&conn, &session.id, message, peek, server).await,
+            Some((bytes, p)) => request_when_ready(conn, &session.id, bytes, p, server).await,
+            None => request_when_ready(conn, &session.id, message, peek, server).await,
         };
         if let (Some(route), Some((_, token))) = (route, &mapped) {
             route.forget_progress_token(token);
         }
-        match answer {
-            Ok(answer) => answer,
-            Err(failure) => failure_response(peek.id, server, &failure),
-        }
+        answer
     }
 
     /// Forwards a client notification (or a client's answer to a backend request).
     pub async fn forward(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) {
         let _in_flight = session.begin_request();
-        let method = peek.method.as_deref();
         // The gateway sent `notifications/initialized` itself right after the
         // handshake (it must, on every relaunch), so the client's copy is dropped.
-        if method == Some("notifications/initialized") {
+        if peek.method.as_deref() == Some("notifications/initialized") {
             return;
         }
-        let server = &session.server;
-        let conn = match self.conn(session).await {
-            Ok(conn) => conn,
-            Err(error) => {
-                tracing::warn!(server = %server.id, session = %session.id, %error,
-                    "client message not forwarded: backend unavailable");
-                return;
+        match &session.endpoint {
+            Endpoint::Routed(server) => {
+                let conn = match self.conn_for(session, server).await {
+                    Ok((conn, _)) => conn,
+                    Err(error) => {
+                        tracing::warn!(server = %server.id, session = %session.id, %error,
+                            "client message not forwarded: backend unavailable");
+                        return;
+                    }
+                };
+                forward_to(session, server, &conn, message, peek).await;
             }
-        };
-        let result = match (method, peek.params) {
-            (Some("notifications/cancelled"), Some(params)) => {
-                match jsonrpc::cancelled_request_id(message, params) {
-                    Some((id, range)) => conn.forward_cancel(&session.id, message, id, range).await,
-                    None => Ok(()),
-                }
-            }
-            _ => conn.send(message).await,
-        };
-        if let Err(failure) = result {
-            tracing::warn!(server = %server.id, session = %session.id, %failure,
-                "client message not forwarded");
+            Endpoint::Unified(_) => self.unified_forward(session, message, peek).await,
         }
     }
 
-    /// Ends a session and stops its backend (a shared backend when its last
+    /// Ends a session and stops its backends (a shared backend when its last
     /// session ends). Returns false for an unknown session.
     pub async fn end_session(&self, id: &str, reason: &'static str) -> bool {
         let Some(session) = self.sessions.remove(id) else {
@@ -259,14 +328,20 @@ impl Relay {
         };
         self.admitted.fetch_sub(1, Ordering::AcqRel);
         session.outbox.close();
-        let last = match self.shared_route(&session.server) {
-            Some(route) => route.leave(id) == 0,
-            None => true,
+        let servers: Vec<&Arc<ServerConfig>> = match session.server() {
+            Some(server) => vec![server],
+            None => self.config.servers.iter().collect(),
         };
-        if last {
-            self.pool.evict(&session.pool_key(), reason).await;
-        }
-        tracing::info!(server = %session.server.id, session = %session.id, reason, "session ended");
+        let stops = servers.into_iter().filter_map(|server| {
+            let last = match self.shared_route(server) {
+                Some(route) => route.leave(id) == 0,
+                None => true,
+            };
+            let key = pool_key(server, &session.id);
+            last.then_some(async move { self.pool.evict(&key, reason).await })
+        });
+        futures_util::future::join_all(stops).await;
+        tracing::info!(endpoint = session.endpoint_name(), session = %session.id, reason, "session ended");
         true
     }
 
@@ -309,7 +384,7 @@ impl Relay {
 }
 
 /// `answer` with its id replaced by `id` (raw JSON).
-fn with_id(answer: &[u8], id: Option<&str>) -> Option<Bytes> {
+pub(crate) fn with_id(answer: &[u8], id: Option<&str>) -> Option<Bytes> {
     let range = jsonrpc::peek(answer).ok()?.id_range?;
     Some(Bytes::from(jsonrpc::splice(
         answer,
@@ -319,13 +394,24 @@ fn with_id(answer: &[u8], id: Option<&str>) -> Option<Bytes> {
 }
 
 /// A session being initialised: dropped before it is registered, it gives
-/// back its admission slot and stops the backend that was started for it.
-struct PendingSession {
+/// back its admission slot and stops the backends started for it alone.
+pub(crate) struct PendingSession {
     pool: SessionPool,
-    /// The key to evict; `None` for a shared process, which other sessions use.
-    key: Option<PoolKey>,
+    /// Keys to evict (never a shared process's, which other sessions use).
+    keys: Vec<PoolKey>,
     admitted: Arc<AtomicUsize>,
     armed: bool,
+}
+
+impl PendingSession {
+    /// Adds a key to evict if the session is never registered.
+    pub(crate) fn also_evict(&mut self, key: PoolKey) {
+        self.keys.push(key);
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
 }
 
 impl Drop for PendingSession {
@@ -334,11 +420,49 @@ impl Drop for PendingSession {
             return;
         }
         self.admitted.fetch_sub(1, Ordering::AcqRel);
-        if let Some(key) = self.key.take() {
-            let pool = self.pool.clone();
-            tokio::spawn(async move { pool.evict(&key, "initialize did not complete").await });
+        let (pool, keys) = (self.pool.clone(), std::mem::take(&mut self.keys));
+        if !keys.is_empty() {
+            tokio::spawn(async move {
+                for key in keys {
+                    pool.evict(&key, "initialize did not complete").await;
+                }
+            });
         }
     }
+}
+
+/// Forwards a client notification or response to one backend connection;
+/// a cancellation's request id is mapped to the connection's own.
+pub(crate) async fn forward_to(
+    session: &Session,
+    server: &ServerConfig,
+    conn: &BackendConn,
+    message: &[u8],
+    peek: &Peek<'_>,
+) {
+    let result = match (peek.method.as_deref(), peek.params) {
+        (Some("notifications/cancelled"), Some(params)) => {
+            match jsonrpc::cancelled_request_id(message, params) {
+                Some((id, range)) => conn.forward_cancel(&session.id, message, id, range).await,
+                None => Ok(()),
+            }
+        }
+        _ => conn.send(message).await,
+    };
+    if let Err(failure) = result {
+        tracing::warn!(server = %server.id, session = %session.id, %failure,
+            "client message not forwarded");
+    }
+}
+
+/// The answer to a call of a tool the server's allow-list hides.
+pub(crate) fn tool_not_allowed(id: Option<&str>, server: &ServerConfig, name: &str) -> Bytes {
+    jsonrpc::error_response(
+        id,
+        jsonrpc::INVALID_PARAMS,
+        &format!("tool `{name}` is not allowed on server `{}`", server.id),
+        None,
+    )
 }
 
 /// Sends a request, and while the backend answers with an error matching one of
@@ -388,7 +512,11 @@ fn stderr_data(tail: &[String]) -> serde_json::Value {
 }
 
 /// The JSON-RPC error a client gets when its backend could not be started.
-fn launch_error_response(id: Option<&str>, server: &ServerConfig, error: &LaunchError) -> Bytes {
+pub(crate) fn launch_error_response(
+    id: Option<&str>,
+    server: &ServerConfig,
+    error: &LaunchError,
+) -> Bytes {
     if let LaunchError::Refused(answer) = error
         && let Some(answer) = with_id(answer, id)
     {
@@ -404,7 +532,11 @@ fn launch_error_response(id: Option<&str>, server: &ServerConfig, error: &Launch
 }
 
 /// The JSON-RPC error a client gets when its request got no answer.
-fn failure_response(id: Option<&str>, server: &ServerConfig, failure: &ConnFailure) -> Bytes {
+pub(crate) fn failure_response(
+    id: Option<&str>,
+    server: &ServerConfig,
+    failure: &ConnFailure,
+) -> Bytes {
     let (code, message) = match failure {
         ConnFailure::Timeout(after) => (
             jsonrpc::REQUEST_TIMEOUT,

@@ -51,10 +51,20 @@ pub fn is_plausible_session_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 256 && id.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
-/// One client session on a routed endpoint.
+/// Which endpoint a session belongs to.
+pub enum Endpoint {
+    /// `/mcp/<serverID>`: one backend.
+    Routed(Arc<ServerConfig>),
+    /// `/mcp`: every backend, with the unified endpoint's own state.
+    Unified(crate::unified::UnifiedState),
+}
+
+/// One client session.
 pub struct Session {
     pub id: Arc<str>,
-    pub server: Arc<ServerConfig>,
+    pub endpoint: Endpoint,
+    /// A session idle this long is ended.
+    pub idle_timeout: Duration,
     /// The client's `initialize` request as it sent it, replayed to every new process.
     pub init_message: Bytes,
     /// The version the backend answered in its initialize result.
@@ -69,14 +79,16 @@ pub struct Session {
 impl Session {
     pub fn new(
         id: Arc<str>,
-        server: Arc<ServerConfig>,
+        endpoint: Endpoint,
+        idle_timeout: Duration,
         init_message: Bytes,
         protocol_version: String,
         outbox: Arc<Outbox>,
     ) -> Session {
         Session {
             id,
-            server,
+            endpoint,
+            idle_timeout,
             init_message,
             protocol_version,
             outbox,
@@ -86,9 +98,28 @@ impl Session {
         }
     }
 
-    /// The pool key of this session's backend connection.
-    pub fn pool_key(&self) -> PoolKey {
-        pool_key(&self.server, &self.id)
+    /// The backend of a routed session.
+    pub fn server(&self) -> Option<&Arc<ServerConfig>> {
+        match &self.endpoint {
+            Endpoint::Routed(server) => Some(server),
+            Endpoint::Unified(_) => None,
+        }
+    }
+
+    /// The unified endpoint's state of a unified session.
+    pub fn unified(&self) -> Option<&crate::unified::UnifiedState> {
+        match &self.endpoint {
+            Endpoint::Unified(state) => Some(state),
+            Endpoint::Routed(_) => None,
+        }
+    }
+
+    /// What the logs call this session's endpoint.
+    pub fn endpoint_name(&self) -> &str {
+        match &self.endpoint {
+            Endpoint::Routed(server) => &server.id,
+            Endpoint::Unified(_) => "(unified)",
+        }
     }
 
     /// Requests of this session now being handled.
@@ -267,7 +298,7 @@ impl SessionStore {
     pub fn idle(&self) -> Vec<Arc<Session>> {
         self.read()
             .values()
-            .filter(|s| s.idle_for() >= s.server.session_idle_timeout)
+            .filter(|s| s.idle_for() >= s.idle_timeout)
             .cloned()
             .collect()
     }

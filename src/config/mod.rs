@@ -77,6 +77,8 @@ pub struct GatewayConfig {
     /// How often an idle SSE stream gets a keep-alive comment (a vanished client
     /// shows up as a failed write).
     pub sse_keepalive: Duration,
+    /// Unified endpoint: tool and prompt names are `<serverID><tool_separator><name>`.
+    pub tool_separator: String,
 }
 
 /// `[servers.<id>]`: one stdio backend.
@@ -93,6 +95,9 @@ pub struct ServerConfig {
     pub inherit_env: bool,
     /// One process per session, or one shared by all sessions.
     pub session_mode: SessionMode,
+    /// Tool allow-list (globs; `*` matches any run of characters). Other tools
+    /// are hidden from lists and refused, on both endpoints.
+    pub tools: Vec<String>,
     pub working_directory: Option<PathBuf>,
     pub startup_timeout: Duration,
     pub tool_timeout: Duration,
@@ -229,6 +234,7 @@ struct RawGateway {
     crash_loop_restarts: Option<u32>,
     crash_loop_window: Option<ConfigDuration>,
     sse_keepalive: Option<ConfigDuration>,
+    tool_separator: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -243,6 +249,7 @@ struct RawServer {
     inherit_env: bool,
     #[serde(default)]
     session_mode: SessionMode,
+    tools: Option<Vec<String>>,
     working_directory: Option<Spanned<String>>,
     startup_timeout: Option<ConfigDuration>,
     tool_timeout: Option<ConfigDuration>,
@@ -273,6 +280,7 @@ impl Default for GatewayConfig {
             crash_loop_restarts: 5,
             crash_loop_window: Duration::from_secs(60),
             sse_keepalive: Duration::from_secs(15),
+            tool_separator: "___".to_owned(),
         }
     }
 }
@@ -366,6 +374,17 @@ impl Config {
                 .unwrap_or(defaults.crash_loop_restarts),
             crash_loop_window: dur(g.crash_loop_window, defaults.crash_loop_window),
             sse_keepalive: dur(g.sse_keepalive, defaults.sse_keepalive),
+            tool_separator: match &g.tool_separator {
+                None => defaults.tool_separator,
+                Some(sep) if sep.get_ref().is_empty() => {
+                    return Err(at(
+                        Some(sep.span()),
+                        Some("gateway.tool_separator".into()),
+                        "must not be empty".into(),
+                    ));
+                }
+                Some(sep) => sep.get_ref().clone(),
+            },
         };
         for (key, value) in [
             ("gateway.cleanup_interval", gateway.cleanup_interval),
@@ -416,6 +435,16 @@ impl Config {
                     "a server id may hold only letters, digits, `-`, `_` and `.`".into(),
                 ));
             }
+            if id.contains(&gateway.tool_separator) {
+                return Err(at(
+                    Some(spanned.span()),
+                    Some(format!("servers.{id}")),
+                    format!(
+                        "a server id must not contain the tool_separator `{}`",
+                        gateway.tool_separator
+                    ),
+                ));
+            }
             let s = spanned.get_ref();
             let command = expand_at(&s.command, key("command"))?;
             if command.trim().is_empty() {
@@ -451,6 +480,7 @@ impl Config {
                 env,
                 inherit_env: s.inherit_env,
                 session_mode: s.session_mode,
+                tools: s.tools.clone().unwrap_or_else(|| vec!["*".to_owned()]),
                 working_directory,
                 startup_timeout: dur(s.startup_timeout, gateway.startup_timeout),
                 tool_timeout: dur(s.tool_timeout, gateway.tool_timeout),
@@ -516,6 +546,10 @@ impl Config {
         );
         gateway.insert("crash_loop_window".into(), dur(g.crash_loop_window));
         gateway.insert("sse_keepalive".into(), dur(g.sse_keepalive));
+        gateway.insert(
+            "tool_separator".into(),
+            Value::String(g.tool_separator.clone()),
+        );
 
         let mut servers = Table::new();
         for s in &self.servers {
@@ -543,6 +577,7 @@ impl Config {
                 "session_mode".into(),
                 Value::String(s.session_mode.as_str().into()),
             );
+            t.insert("tools".into(), strings(&s.tools));
             if let Some(dir) = &s.working_directory {
                 t.insert(
                     "working_directory".into(),

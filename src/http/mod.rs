@@ -2,11 +2,11 @@
 //!
 //! Owns the axum router, the listener, and graceful shutdown (stop accepting,
 //! end SSE streams, let in-flight requests finish until `shutdown_timeout`).
-//! `rules` checks headers, `reply` shapes responses, `routed` handles
-//! `/mcp/{serverID}`. It never spawns processes or reads backend output.
+//! `rules` checks headers, `reply` shapes responses, `endpoint` handles
+//! `/mcp/{serverID}` and `/mcp`. It never spawns processes or reads backend output.
 
+mod endpoint;
 mod reply;
-mod routed;
 mod rules;
 
 use std::future::Future;
@@ -30,7 +30,15 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route(
             "/mcp/{server_id}",
-            get(routed::get).post(routed::post).delete(routed::delete),
+            get(endpoint::get)
+                .post(endpoint::post)
+                .delete(endpoint::delete),
+        )
+        .route(
+            "/mcp",
+            get(endpoint::unified_get)
+                .post(endpoint::unified_post)
+                .delete(endpoint::unified_delete),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(app)

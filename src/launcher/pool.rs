@@ -332,6 +332,12 @@ impl SessionPool {
         });
     }
 
+    /// The live connection of `key`, without starting one.
+    pub fn live(&self, key: &PoolKey) -> Option<Arc<BackendConn>> {
+        let entry = self.entries().get(key).cloned()?;
+        entry.live()
+    }
+
     /// Removes `key` and stops its process tree. Returns false if there was nothing.
     pub async fn evict(&self, key: &PoolKey, reason: &'static str) -> bool {
         let Some(entry) = self.entries().remove(key) else {

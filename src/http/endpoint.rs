@@ -1,6 +1,7 @@
-//! Handlers of the routed endpoint, `POST`/`GET`/`DELETE /mcp/{serverID}`.
+//! Handlers of both endpoints: routed `POST`/`GET`/`DELETE /mcp/{serverID}`
+//! and unified `POST`/`GET`/`DELETE /mcp`, with the same session rules.
 //!
-//! Owns the order of the checks (server, headers, body, message, session) and
+//! Owns the order of the checks (endpoint, headers, body, message, session) and
 //! the choice of status for each outcome, per the Streamable HTTP transport of
 //! 2025-11-25 (accepting 2025-03-26 and 2025-06-18 clients). What a message
 //! *does* is the relay's business; these handlers never touch a backend.
@@ -32,15 +33,35 @@ const BUSY_RETRY_AFTER_SECS: &str = "5";
 /// First protocol version whose streams start with a priming event.
 const PRIMING_SINCE: &str = "2025-11-25";
 
+/// Which endpoint a request came to.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Routed(&'a Arc<ServerConfig>),
+    Unified,
+}
+
+impl Target<'_> {
+    /// True when `session` was created on this endpoint.
+    fn owns(&self, session: &Session) -> bool {
+        match (self, session.server()) {
+            (Target::Routed(server), Some(own)) => own.id == server.id,
+            (Target::Unified, None) => true,
+            _ => false,
+        }
+    }
+}
+
 pub async fn post(
     State(app): State<Arc<App>>,
     Path(server_id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    post_message(&app, &server_id, &headers, body)
-        .await
-        .unwrap_or_else(|e| refused(&server_id, e))
+    let result = match server(&app, &server_id) {
+        Ok(server) => post_message(&app, Target::Routed(server), &headers, body).await,
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(|e| refused(&server_id, e))
 }
 
 pub async fn get(
@@ -48,7 +69,9 @@ pub async fn get(
     Path(server_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    open_stream(&app, &server_id, &headers).unwrap_or_else(|e| refused(&server_id, e))
+    server(&app, &server_id)
+        .and_then(|server| open_stream(&app, Target::Routed(server), &headers))
+        .unwrap_or_else(|e| refused(&server_id, e))
 }
 
 pub async fn delete(
@@ -56,9 +79,27 @@ pub async fn delete(
     Path(server_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    end_session(&app, &server_id, &headers)
+    let result = match server(&app, &server_id) {
+        Ok(server) => end_session(&app, Target::Routed(server), &headers).await,
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(|e| refused(&server_id, e))
+}
+
+pub async fn unified_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    post_message(&app, Target::Unified, &headers, body)
         .await
-        .unwrap_or_else(|e| refused(&server_id, e))
+        .unwrap_or_else(|e| refused("(unified)", e))
+}
+
+pub async fn unified_get(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    open_stream(&app, Target::Unified, &headers).unwrap_or_else(|e| refused("(unified)", e))
+}
+
+pub async fn unified_delete(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    end_session(&app, Target::Unified, &headers)
+        .await
+        .unwrap_or_else(|e| refused("(unified)", e))
 }
 
 /// Logs a refused request (at debug level: clients probing is normal) and answers it.
@@ -82,17 +123,13 @@ fn server<'a>(app: &'a App, server_id: &str) -> Result<&'a Arc<ServerConfig>, Ht
     })
 }
 
-/// The live session a request names, on this server.
-fn session(
-    app: &App,
-    server: &ServerConfig,
-    headers: &HeaderMap,
-) -> Result<Arc<Session>, HttpError> {
+/// The live session a request names, on this endpoint.
+fn session(app: &App, target: Target<'_>, headers: &HeaderMap) -> Result<Arc<Session>, HttpError> {
     let id = rules::require_session_id(headers)?;
     app.relay
         .sessions
         .get(id)
-        .filter(|s| s.server.id == server.id)
+        .filter(|s| target.owns(s))
         .ok_or_else(rules::unknown_session)
 }
 
@@ -136,11 +173,10 @@ async fn read_body(body: Body, limit: u64) -> Result<Bytes, HttpError> {
 
 async fn post_message(
     app: &App,
-    server_id: &str,
+    target: Target<'_>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    let server = server(app, server_id)?;
     rules::require_json_content(headers)?;
     let answer_as = rules::post_answer_as(headers)?;
     rules::protocol_version(headers)?;
@@ -165,35 +201,37 @@ async fn post_message(
             )
             .with_id(peek.id));
         }
-        return Ok(
-            match app.relay.initialize(server, bytes.clone(), &peek).await {
-                InitOutcome::Created { session, response } => {
-                    let mut reply = answer(answer_as, &session, response);
-                    if let Ok(value) = HeaderValue::from_str(&session.id) {
-                        reply.headers_mut().insert(SESSION_HEADER, value);
-                    }
-                    reply
+        let outcome = match target {
+            Target::Routed(server) => app.relay.initialize(server, bytes.clone(), &peek).await,
+            Target::Unified => app.relay.unified_initialize(bytes.clone(), &peek).await,
+        };
+        return Ok(match outcome {
+            InitOutcome::Created { session, response } => {
+                let mut reply = answer(answer_as, &session, response);
+                if let Ok(value) = HeaderValue::from_str(&session.id) {
+                    reply.headers_mut().insert(SESSION_HEADER, value);
                 }
-                InitOutcome::Failed { response } => reply::json_body(StatusCode::OK, response),
-                InitOutcome::Busy => {
-                    let mut busy = HttpError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        jsonrpc::SERVER_ERROR,
-                        "Service Unavailable: the gateway holds max_sessions sessions; retry later",
-                    )
-                    .with_id(peek.id)
-                    .into_response();
-                    busy.headers_mut().insert(
-                        header::RETRY_AFTER,
-                        HeaderValue::from_static(BUSY_RETRY_AFTER_SECS),
-                    );
-                    busy
-                }
-            },
-        );
+                reply
+            }
+            InitOutcome::Failed { response } => reply::json_body(StatusCode::OK, response),
+            InitOutcome::Busy => {
+                let mut busy = HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    jsonrpc::SERVER_ERROR,
+                    "Service Unavailable: the gateway holds max_sessions sessions; retry later",
+                )
+                .with_id(peek.id)
+                .into_response();
+                busy.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(BUSY_RETRY_AFTER_SECS),
+                );
+                busy
+            }
+        });
     }
 
-    let session = session(app, server, headers)?;
+    let session = session(app, target, headers)?;
     match peek.kind {
         Kind::Request => {
             let response = app.relay.request(&session, &bytes, &peek).await;
@@ -226,11 +264,10 @@ fn answer(answer_as: AnswerAs, session: &Session, message: Bytes) -> Response {
     }
 }
 
-fn open_stream(app: &App, server_id: &str, headers: &HeaderMap) -> Result<Response, HttpError> {
-    let server = server(app, server_id)?;
+fn open_stream(app: &App, target: Target<'_>, headers: &HeaderMap) -> Result<Response, HttpError> {
     rules::get_accepts_stream(headers)?;
     rules::protocol_version(headers)?;
-    let session = session(app, server, headers)?;
+    let session = session(app, target, headers)?;
     session.touch();
     let mut stream = session.outbox.attach();
     let keepalive_every = app.relay.config.gateway.sse_keepalive;
@@ -269,12 +306,11 @@ fn open_stream(app: &App, server_id: &str, headers: &HeaderMap) -> Result<Respon
 
 async fn end_session(
     app: &App,
-    server_id: &str,
+    target: Target<'_>,
     headers: &HeaderMap,
 ) -> Result<Response, HttpError> {
-    let server = server(app, server_id)?;
     rules::protocol_version(headers)?;
-    let session = session(app, server, headers)?;
+    let session = session(app, target, headers)?;
     if app.relay.end_session(&session.id, "client DELETE").await {
         Ok(StatusCode::OK.into_response())
     } else {

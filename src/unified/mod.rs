@@ -1,0 +1,743 @@
+//! The unified endpoint, `/mcp`: every configured backend behind one session.
+//!
+//! Owns what makes many backends look like one server: the gateway's own
+//! `initialize` answer (capabilities merged, instructions combined), list
+//! requests fanned out to every backend and merged with names prefixed
+//! (`<serverID><tool_separator><name>`) and the gateway's own cursor, calls
+//! routed back by prefix (tools, prompts, completions) or by URI (resources),
+//! and the mapping of ids between the client and each backend's own requests.
+//! This module and `lists` are the only code that rewrites message contents;
+//! everything else is passed through as the backend wrote it. It never starts
+//! processes itself (it asks the pool through the relay) and never knows HTTP.
+
+pub mod lists;
+pub mod names;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use self::lists::{ListKind, Rewrite};
+use crate::config::ServerConfig;
+use crate::http::SUPPORTED_VERSIONS;
+use crate::jsonrpc::{self, Kind, Peek};
+use crate::launcher::ServerMessageSink;
+use crate::relay::{InitOutcome, Relay, failure_response, forward_to, launch_error_response};
+use crate::session::{Endpoint, Outbox, Session, mint_session_id, pool_key};
+
+/// Most pages read from one backend when the gateway refreshes its URI map.
+const MAX_REFRESH_PAGES: usize = 20;
+
+/// What the unified endpoint remembers for one session.
+#[derive(Default)]
+pub struct UnifiedState {
+    routes: Mutex<Routes>,
+    next_server_request: AtomicU64,
+}
+
+#[derive(Default)]
+struct Routes {
+    /// Resource URI -> server id, from the lists the session has seen.
+    uris: HashMap<String, String>,
+    /// (URI template, server id), in config order.
+    templates: Vec<(String, String)>,
+    /// The client's in-flight request ids (raw JSON) -> the server handling them.
+    in_flight: HashMap<String, String>,
+    /// Gateway id of a backend's request (raw JSON) -> (server, the backend's own id).
+    server_requests: HashMap<String, (String, String)>,
+}
+
+impl UnifiedState {
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The initialize results of each server's latest handshake, for the unified
+/// endpoint's merged capabilities.
+#[derive(Default)]
+pub struct BackendInfo {
+    init_results: Mutex<HashMap<String, Bytes>>,
+}
+
+impl BackendInfo {
+    fn get(&self, server: &str) -> Option<Bytes> {
+        self.init_results
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(server)
+            .cloned()
+    }
+
+    fn set(&self, server: &str, result: Bytes) {
+        self.init_results
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(server.to_owned(), result);
+    }
+
+    /// The `capabilities` object of a server's cached initialize result.
+    fn capabilities(&self, server: &str) -> Option<Value> {
+        let answer = self.get(server)?;
+        let result = jsonrpc::peek(&answer).ok()?.result?;
+        serde_json::from_str(jsonrpc::member(result, "capabilities")?.get()).ok()
+    }
+}
+
+/// Where a unified session's messages from `server`'s backend go.
+pub fn sink(session: &Arc<Session>, server: &ServerConfig) -> Arc<dyn ServerMessageSink> {
+    Arc::new(UnifiedSink {
+        session: Arc::clone(session),
+        server: server.id.clone(),
+    })
+}
+
+/// A backend's messages for a unified session: its requests get ids of the
+/// gateway's own (two backends may use the same ids), the rest passes through.
+struct UnifiedSink {
+    session: Arc<Session>,
+    server: String,
+}
+
+impl ServerMessageSink for UnifiedSink {
+    fn deliver(&self, message: Bytes, kind: Kind) -> bool {
+        let Some(state) = self.session.unified() else {
+            return false;
+        };
+        let outbox = &self.session.outbox;
+        let Ok(peek) = jsonrpc::peek(&message) else {
+            return false;
+        };
+        match (kind, peek.method.as_deref()) {
+            (Kind::Request, _) => {
+                let (Some(id), Some(range)) = (peek.id, peek.id_range.clone()) else {
+                    return false;
+                };
+                let ours = format!(
+                    "\"mcpgate-{}\"",
+                    state.next_server_request.fetch_add(1, Ordering::Relaxed)
+                );
+                state
+                    .routes()
+                    .server_requests
+                    .insert(ours.clone(), (self.server.clone(), id.to_owned()));
+                let rewritten = Bytes::from(jsonrpc::splice(&message, range, ours.as_bytes()));
+                let delivered = outbox.deliver(rewritten, kind);
+                if !delivered {
+                    state.routes().server_requests.remove(&ours);
+                }
+                delivered
+            }
+            (Kind::Notification, Some("notifications/cancelled")) => {
+                let Some((id, range)) = peek
+                    .params
+                    .and_then(|p| jsonrpc::cancelled_request_id(&message, p))
+                else {
+                    return false;
+                };
+                let ours = state
+                    .routes()
+                    .server_requests
+                    .iter()
+                    .find(|(_, (server, original))| *server == self.server && original == id)
+                    .map(|(ours, _)| ours.clone());
+                match ours {
+                    Some(ours) => outbox.deliver(
+                        Bytes::from(jsonrpc::splice(&message, range, ours.as_bytes())),
+                        kind,
+                    ),
+                    None => false,
+                }
+            }
+            (_, Some("notifications/resources/list_changed")) => {
+                // The URI map is rebuilt from the next lists the client reads.
+                let mut routes = state.routes();
+                routes.uris.retain(|_, server| *server != self.server);
+                routes
+                    .templates
+                    .retain(|(_, server)| *server != self.server);
+                drop(routes);
+                outbox.deliver(message, kind)
+            }
+            _ => outbox.deliver(message, kind),
+        }
+    }
+}
+
+/// A routed `tools/list` answer with the tools the server's allow-list hides removed.
+pub fn filter_tools(answer: &Bytes, server: &ServerConfig) -> Bytes {
+    let rewrite = Rewrite {
+        prefix: None,
+        allow: Some(&server.tools),
+    };
+    let filtered = (|| {
+        let peek = jsonrpc::peek(answer).ok()?;
+        let result = peek.result?;
+        let page = lists::read_page(result, ListKind::Tools, &rewrite).ok()?;
+        let new_result = lists::replace_items(result, ListKind::Tools, &page).ok()?;
+        let range = jsonrpc::range_in(answer, result.get());
+        Some(Bytes::from(jsonrpc::splice(
+            answer,
+            range,
+            new_result.as_bytes(),
+        )))
+    })();
+    filtered.unwrap_or_else(|| answer.clone())
+}
+
+/// A success answer with a result built by the gateway.
+fn result_response(id: Option<&str>, result: &str) -> Bytes {
+    let mut out = Vec::with_capacity(40 + result.len());
+    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.extend_from_slice(id.unwrap_or("null").as_bytes());
+    out.extend_from_slice(b",\"result\":");
+    out.extend_from_slice(result.as_bytes());
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+fn invalid_params(id: Option<&str>, message: &str) -> Bytes {
+    jsonrpc::error_response(id, jsonrpc::INVALID_PARAMS, message, None)
+}
+
+/// Merges capability objects: every key any backend offers, boolean flags OR-ed.
+fn merge_capabilities(all: impl Iterator<Item = Value>) -> Value {
+    let mut merged = Map::new();
+    for caps in all {
+        let Value::Object(caps) = caps else { continue };
+        for (key, value) in caps {
+            match (merged.get_mut(&key), value) {
+                (None, value) => {
+                    merged.insert(key, value);
+                }
+                (Some(Value::Object(have)), Value::Object(more)) => {
+                    for (flag, v) in more {
+                        match (have.get_mut(&flag), v) {
+                            (Some(Value::Bool(a)), Value::Bool(b)) => *a |= b,
+                            (None, v) => {
+                                have.insert(flag, v);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Value::Object(merged)
+}
+
+impl Relay {
+    fn server_by_id(&self, id: &str) -> Option<&Arc<ServerConfig>> {
+        self.config.server(id)
+    }
+
+    /// Starts a unified session. The gateway answers `initialize` itself: the
+    /// client's version if the gateway serves it (else its latest), the union of
+    /// the backends' capabilities, and their instructions, each under its server's
+    /// name. Backends with no known capabilities yet are started now, in parallel;
+    /// one that fails is left out (and logged) and the others serve.
+    pub async fn unified_initialize(&self, message: Bytes, peek: &Peek<'_>) -> InitOutcome {
+        let id: Arc<str> = Arc::from(mint_session_id());
+        let requested = peek
+            .params
+            .and_then(|p| jsonrpc::string_member(p, "protocolVersion"));
+        let version = match requested {
+            Some(v) if SUPPORTED_VERSIONS.contains(&v.as_str()) => v,
+            _ => SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1].to_owned(),
+        };
+        let Some(mut pending) = self.admit(vec![]) else {
+            tracing::warn!("max_sessions reached; unified initialize refused");
+            return InitOutcome::Busy;
+        };
+        let session = Arc::new(Session::new(
+            Arc::clone(&id),
+            Endpoint::Unified(UnifiedState::default()),
+            self.config.gateway.session_idle_timeout,
+            message,
+            version.clone(),
+            Arc::new(Outbox::default()),
+        ));
+        let unknown: Vec<&Arc<ServerConfig>> = self
+            .config
+            .servers
+            .iter()
+            .filter(|s| self.backend_info.get(&s.id).is_none())
+            .collect();
+        for server in &unknown {
+            pending.also_evict(pool_key(server, &id));
+        }
+        let session_ref = &session;
+        let starts = unknown
+            .iter()
+            .map(|server| async move { (server, self.conn_for(session_ref, server).await) });
+        for (server, started) in futures_util::future::join_all(starts).await {
+            match started {
+                Ok((_, Some(answer))) => self.backend_info.set(&server.id, answer),
+                Ok((_, None)) => {}
+                Err(error) => tracing::warn!(server = %server.id, %error,
+                    "backend unavailable to the unified endpoint; its tools are left out"),
+            }
+        }
+        let capabilities = merge_capabilities(
+            self.config
+                .servers
+                .iter()
+                .filter_map(|s| self.backend_info.capabilities(&s.id)),
+        );
+        let instructions: Vec<String> = self
+            .config
+            .servers
+            .iter()
+            .filter_map(|s| {
+                let answer = self.backend_info.get(&s.id)?;
+                let result = jsonrpc::peek(&answer).ok()?.result?;
+                let text = jsonrpc::string_member(result, "instructions")?;
+                Some(format!("## {}\n{text}", s.id))
+            })
+            .collect();
+        let separator = &self.config.gateway.tool_separator;
+        let mut result = json!({
+            "protocolVersion": version,
+            "capabilities": capabilities,
+            "serverInfo": {"name": "mcpgate", "version": env!("CARGO_PKG_VERSION")},
+            "instructions": format!(
+                "mcpgate unified endpoint: tools and prompts of server S are named S{separator}<name>.\n\n{}",
+                instructions.join("\n\n")
+            ),
+        });
+        if instructions.is_empty() {
+            result["instructions"] = json!(format!(
+                "mcpgate unified endpoint: tools and prompts of server S are named S{separator}<name>."
+            ));
+        }
+        let response = result_response(peek.id, &result.to_string());
+        self.register(&session, pending);
+        InitOutcome::Created { session, response }
+    }
+
+    /// Answers a request of a unified session.
+    pub(crate) async fn unified_request(
+        &self,
+        session: &Arc<Session>,
+        message: &[u8],
+        peek: &Peek<'_>,
+    ) -> Bytes {
+        let method = peek.method.as_deref().unwrap_or_default();
+        if method == "ping" {
+            return result_response(peek.id, "{}");
+        }
+        if let Some(kind) = ListKind::from_method(method) {
+            return self.merged_list(session, kind, peek).await;
+        }
+        let Some(params) = peek.params else {
+            return invalid_params(peek.id, &format!("`{method}` needs params"));
+        };
+        match method {
+            "tools/call" | "prompts/get" => {
+                let Some(raw_name) = jsonrpc::member(params, "name") else {
+                    return invalid_params(peek.id, "params.name is missing");
+                };
+                self.call_by_name(session, message, peek, raw_name, method == "tools/call")
+                    .await
+            }
+            "completion/complete" => {
+                let Some(reference) = jsonrpc::member(params, "ref") else {
+                    return invalid_params(peek.id, "params.ref is missing");
+                };
+                if let Some(raw_name) = jsonrpc::member(reference, "name") {
+                    self.call_by_name(session, message, peek, raw_name, false)
+                        .await
+                } else if let Some(uri) = jsonrpc::string_member(reference, "uri") {
+                    self.call_by_uri(session, message, peek, &uri).await
+                } else {
+                    invalid_params(peek.id, "params.ref has neither name nor uri")
+                }
+            }
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                match jsonrpc::string_member(params, "uri") {
+                    Some(uri) => self.call_by_uri(session, message, peek, &uri).await,
+                    None => invalid_params(peek.id, "params.uri is missing"),
+                }
+            }
+            "logging/setLevel" => {
+                let targets: Vec<&Arc<ServerConfig>> = self
+                    .config
+                    .servers
+                    .iter()
+                    .filter(|s| {
+                        self.backend_info
+                            .capabilities(&s.id)
+                            .is_some_and(|c| c.get("logging").is_some())
+                    })
+                    .collect();
+                let sends = targets
+                    .iter()
+                    .map(|server| self.send_to(session, server, message, peek));
+                futures_util::future::join_all(sends).await;
+                result_response(peek.id, "{}")
+            }
+            _ => jsonrpc::error_response(
+                peek.id,
+                jsonrpc::METHOD_NOT_FOUND,
+                &format!("Method not found: `{method}` is not served by the unified endpoint"),
+                None,
+            ),
+        }
+    }
+
+    /// Routes a call by its prefixed name (`name` is the raw JSON string inside
+    /// `message`), with the prefix removed.
+    async fn call_by_name(
+        &self,
+        session: &Arc<Session>,
+        message: &[u8],
+        peek: &Peek<'_>,
+        raw_name: &serde_json::value::RawValue,
+        is_tool: bool,
+    ) -> Bytes {
+        let separator = self.config.gateway.tool_separator.as_str();
+        let Ok(name) = serde_json::from_str::<String>(raw_name.get()) else {
+            return invalid_params(peek.id, "the name must be a string");
+        };
+        let Some((server, backend_name)) =
+            names::split(&name, separator).and_then(|(s, n)| Some((self.server_by_id(s)?, n)))
+        else {
+            return invalid_params(
+                peek.id,
+                &format!(
+                    "`{name}` names no configured server (names are <serverID>{separator}<name>)"
+                ),
+            );
+        };
+        if is_tool && !names::allowed(&server.tools, backend_name) {
+            return crate::relay::tool_not_allowed(peek.id, server, backend_name);
+        }
+        let unprefixed = serde_json::to_string(backend_name).expect("strings serialise");
+        let range = jsonrpc::range_in(message, raw_name.get());
+        let rewritten = jsonrpc::splice(message, range, unprefixed.as_bytes());
+        match jsonrpc::peek(&rewritten) {
+            Ok(p) => self.send_to(session, server, &rewritten, &p).await,
+            Err(_) => invalid_params(peek.id, "the name could not be rewritten"),
+        }
+    }
+
+    /// Routes a call by resource URI; an unknown URI first refreshes the map.
+    async fn call_by_uri(
+        &self,
+        session: &Arc<Session>,
+        message: &[u8],
+        peek: &Peek<'_>,
+        uri: &str,
+    ) -> Bytes {
+        let mut server = self.server_for_uri(session, uri);
+        if server.is_none() {
+            self.refresh_resources(session).await;
+            server = self.server_for_uri(session, uri);
+        }
+        match server {
+            Some(server) => self.send_to(session, &server, message, peek).await,
+            None => invalid_params(
+                peek.id,
+                &format!("no configured server offers resource `{uri}`"),
+            ),
+        }
+    }
+
+    fn server_for_uri(&self, session: &Session, uri: &str) -> Option<Arc<ServerConfig>> {
+        let state = session.unified()?;
+        let routes = state.routes();
+        let id = routes.uris.get(uri).cloned().or_else(|| {
+            routes
+                .templates
+                .iter()
+                .find(|(template, _)| names::template_matches(template, uri))
+                .map(|(_, server)| server.clone())
+        })?;
+        self.server_by_id(&id).cloned()
+    }
+
+    /// Sends a request to one server for the session, tracking it for cancellation.
+    async fn send_to(
+        &self,
+        session: &Arc<Session>,
+        server: &Arc<ServerConfig>,
+        message: &[u8],
+        peek: &Peek<'_>,
+    ) -> Bytes {
+        let Some(state) = session.unified() else {
+            return jsonrpc::error_response(
+                peek.id,
+                jsonrpc::INTERNAL_ERROR,
+                "not a unified session",
+                None,
+            );
+        };
+        let conn = match self.conn_for(session, server).await {
+            Ok((conn, started)) => {
+                if let Some(answer) = started {
+                    self.backend_info.set(&server.id, answer);
+                }
+                conn
+            }
+            Err(error) => return launch_error_response(peek.id, server, &error),
+        };
+        let client_id = peek.id.unwrap_or("null").to_owned();
+        state
+            .routes()
+            .in_flight
+            .insert(client_id.clone(), server.id.clone());
+        let answer = self
+            .send_request(session, server, &conn, message, peek)
+            .await;
+        state.routes().in_flight.remove(&client_id);
+        match answer {
+            Ok(answer) => answer,
+            Err(failure) => failure_response(peek.id, server, &failure),
+        }
+    }
+
+    /// Fans a list request out to every backend that offers such items and
+    /// merges the pages; the cursor says which backends still have pages.
+    async fn merged_list(&self, session: &Arc<Session>, kind: ListKind, peek: &Peek<'_>) -> Bytes {
+        let cursor = peek
+            .params
+            .and_then(|p| jsonrpc::string_member(p, "cursor"));
+        let targets: Vec<(Arc<ServerConfig>, Option<String>)> = match cursor {
+            Some(cursor) => match lists::decode_cursor(&cursor) {
+                Some(pending) => pending
+                    .into_iter()
+                    .filter_map(|(s, c)| Some((Arc::clone(self.server_by_id(&s)?), Some(c))))
+                    .collect(),
+                None => return invalid_params(peek.id, "invalid cursor"),
+            },
+            None => self
+                .config
+                .servers
+                .iter()
+                .filter(|s| {
+                    self.backend_info
+                        .capabilities(&s.id)
+                        .is_none_or(|c| c.get(kind.capability()).is_some())
+                })
+                .map(|s| (Arc::clone(s), None))
+                .collect(),
+        };
+        let pages = futures_util::future::join_all(
+            targets
+                .iter()
+                .map(|(server, cursor)| self.list_page(session, server, kind, cursor.as_deref())),
+        )
+        .await;
+        let mut items = Vec::new();
+        let mut pending = Vec::new();
+        for ((server, _), page) in targets.iter().zip(pages) {
+            let Some(page) = page else { continue };
+            items.extend(page.items);
+            if let Some(next) = page.next_cursor {
+                pending.push((server.id.clone(), next));
+            }
+        }
+        let next = (!pending.is_empty()).then(|| lists::encode_cursor(&pending));
+        result_response(
+            peek.id,
+            &lists::merged_result(kind, &items, next.as_deref()),
+        )
+    }
+
+    /// One page of one backend's list, rewritten; `None` when the backend failed.
+    async fn list_page(
+        &self,
+        session: &Arc<Session>,
+        server: &Arc<ServerConfig>,
+        kind: ListKind,
+        cursor: Option<&str>,
+    ) -> Option<lists::Page> {
+        let params = match cursor {
+            Some(c) => json!({ "cursor": c }),
+            None => json!({}),
+        };
+        let request = json!({"jsonrpc": "2.0", "id": 0, "method": kind.method(), "params": params})
+            .to_string();
+        let peek = jsonrpc::peek(request.as_bytes()).ok()?;
+        let answer = self
+            .send_to(session, server, request.as_bytes(), &peek)
+            .await;
+        let answer_peek = jsonrpc::peek(&answer).ok()?;
+        let Some(result) = answer_peek.result else {
+            tracing::warn!(server = %server.id, method = kind.method(),
+                answer = %String::from_utf8_lossy(&answer), "backend left out of a merged list");
+            return None;
+        };
+        let filtered = server.tools.iter().any(|t| t != "*");
+        let rewrite = Rewrite {
+            prefix: Some((&server.id, &self.config.gateway.tool_separator)),
+            allow: filtered.then_some(server.tools.as_slice()),
+        };
+        let page = match lists::read_page(result, kind, &rewrite) {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(server = %server.id, method = kind.method(), error = %e,
+                    "backend's list result unreadable; left out");
+                return None;
+            }
+        };
+        self.learn_uris(session, server, kind, &page.uris);
+        Some(page)
+    }
+
+    /// Records which server offers which resource URIs; on a conflict the server
+    /// first in config order wins, and the conflict is logged.
+    fn learn_uris(
+        &self,
+        session: &Session,
+        server: &ServerConfig,
+        kind: ListKind,
+        uris: &[String],
+    ) {
+        let Some(state) = session.unified() else {
+            return;
+        };
+        let order = |id: &str| self.config.servers.iter().position(|s| s.id == id);
+        let mut routes = state.routes();
+        for uri in uris {
+            match kind {
+                ListKind::Resources => match routes.uris.get(uri) {
+                    Some(owner) if owner != &server.id => {
+                        tracing::warn!(uri, first = %owner, also = %server.id,
+                            "two servers offer the same resource; the one first in the config serves it");
+                        if order(&server.id) < order(owner) {
+                            routes.uris.insert(uri.clone(), server.id.clone());
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        routes.uris.insert(uri.clone(), server.id.clone());
+                    }
+                },
+                ListKind::ResourceTemplates
+                    if !routes
+                        .templates
+                        .iter()
+                        .any(|(t, s)| t == uri && *s == server.id) =>
+                {
+                    routes.templates.push((uri.clone(), server.id.clone()));
+                    routes
+                        .templates
+                        .sort_by_key(|(_, s)| order(s).unwrap_or(usize::MAX));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads every backend's resources and templates (bounded) to learn their URIs.
+    async fn refresh_resources(&self, session: &Arc<Session>) {
+        let servers: Vec<Arc<ServerConfig>> = self
+            .config
+            .servers
+            .iter()
+            .filter(|s| {
+                self.backend_info
+                    .capabilities(&s.id)
+                    .is_none_or(|c| c.get("resources").is_some())
+            })
+            .cloned()
+            .collect();
+        let reads = servers.iter().flat_map(|server| {
+            [ListKind::Resources, ListKind::ResourceTemplates].map(|kind| async move {
+                let mut cursor: Option<String> = None;
+                for _ in 0..MAX_REFRESH_PAGES {
+                    match self
+                        .list_page(session, server, kind, cursor.as_deref())
+                        .await
+                    {
+                        Some(page) if page.next_cursor.is_some() => cursor = page.next_cursor,
+                        _ => break,
+                    }
+                }
+            })
+        });
+        futures_util::future::join_all(reads).await;
+    }
+
+    /// Forwards a unified session's notification or response to the right backends.
+    pub(crate) async fn unified_forward(
+        &self,
+        session: &Arc<Session>,
+        message: &[u8],
+        peek: &Peek<'_>,
+    ) {
+        let Some(state) = session.unified() else {
+            return;
+        };
+        match (peek.kind, peek.method.as_deref()) {
+            (Kind::Response, _) => {
+                let (Some(id), Some(range)) = (peek.id, peek.id_range.clone()) else {
+                    return;
+                };
+                let Some((server_id, original)) = state.routes().server_requests.remove(id) else {
+                    tracing::debug!(id, "answer to no backend request; dropped");
+                    return;
+                };
+                let restored = jsonrpc::splice(message, range, original.as_bytes());
+                if let Some(server) = self.server_by_id(&server_id) {
+                    self.forward_to_live(session, server, &restored).await;
+                }
+            }
+            (_, Some("notifications/cancelled")) => {
+                let server_id = peek
+                    .params
+                    .and_then(|p| jsonrpc::cancelled_request_id(message, p))
+                    .and_then(|(id, _)| state.routes().in_flight.get(id).cloned());
+                if let Some(server) = server_id.as_deref().and_then(|s| self.server_by_id(s)) {
+                    self.forward_to_live(session, server, message).await;
+                }
+            }
+            _ => {
+                for server in &self.config.servers {
+                    self.forward_to_live(session, server, message).await;
+                }
+            }
+        }
+    }
+
+    /// Forwards to a backend only if this session already has it running.
+    async fn forward_to_live(
+        &self,
+        session: &Arc<Session>,
+        server: &Arc<ServerConfig>,
+        message: &[u8],
+    ) {
+        let Some(conn) = self.pool.live(&pool_key(server, &session.id)) else {
+            return;
+        };
+        if let Ok(peek) = jsonrpc::peek(message) {
+            forward_to(session, server, &conn, message, &peek).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_are_merged_with_flags_ored() {
+        let merged = merge_capabilities(
+            [
+                json!({"tools": {"listChanged": false}, "logging": {}}),
+                json!({"tools": {"listChanged": true}, "resources": {"subscribe": true}}),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            merged,
+            json!({"tools": {"listChanged": true}, "logging": {}, "resources": {"subscribe": true}})
+        );
+    }
+}
