@@ -3,21 +3,10 @@
 
 use std::collections::HashSet;
 
-use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ClientConfig};
-use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::json;
 
 use crate::common::*;
-
-type RmcpClient = rmcp::service::RunningService<rmcp::RoleClient, ClientConfig>;
-
-async fn rmcp_client(url: &str) -> RmcpClient {
-    ClientConfig::default()
-        .serve(StreamableHttpClientTransport::from_uri(url.to_owned()))
-        .await
-        .expect("rmcp client initialises through the gateway")
-}
 
 async fn rmcp_pid(client: &RmcpClient) -> u64 {
     let result = client
@@ -141,24 +130,6 @@ async fn python_sdk_2x_client_falls_back_from_discover_to_initialize_at_once() {
         .await;
     assert!(out["elapsed_ms"].as_f64().unwrap() < 10_000.0, "{out}");
     gw.stop().await;
-}
-
-/// A `[servers.<id>]` block running a reference server installed from npm by
-/// `scripts/install-test-deps.sh`, under the Node 22 installed beside it.
-fn npm_server(id: &str, package: &str, args: &[&str], env: &str) -> String {
-    let deps = concat!(env!("CARGO_MANIFEST_DIR"), "/.testdeps/npm/node_modules");
-    let node = format!("{deps}/.bin/node");
-    assert!(
-        std::path::Path::new(&node).exists(),
-        "{node} is missing: run scripts/install-test-deps.sh (the README's test command does)"
-    );
-    let mut all = vec![format!(
-        "{deps}/@modelcontextprotocol/{package}/dist/index.js"
-    )];
-    all.extend(args.iter().map(|a| a.to_string()));
-    format!(
-        "[servers.{id}]\ncommand = {node:?}\nargs = {all:?}\nenv = {{ MCPGATE_TEST_TAG = \"\"{env} }}\n"
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

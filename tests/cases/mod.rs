@@ -7,3 +7,4 @@ mod pool;
 mod process_tree;
 mod routed_http;
 mod shared_mode;
+mod unified;

@@ -146,16 +146,21 @@ async def run_v2(url: str, body):
         return await body(conn)
 
 
+# Prepended to the names of the tools `basic` calls: e.g. "t___" on the unified
+# endpoint, where the test server's tools are named <serverID>___<name>.
+TOOL_PREFIX = os.environ.get("PY_CLIENT_TOOL_PREFIX", "")
+
+
 async def scenario_basic(conn: Conn) -> dict[str, Any]:
     tools = await conn.tool_names()
     pids = []
     for _ in range(2):
-        text = await conn.call_text("pid", {})
+        text = await conn.call_text(TOOL_PREFIX + "pid", {})
         try:
             pids.append(int(text.strip()))
         except ValueError:
             raise ScenarioError(f"tool 'pid' returned non-integer text {text!r}") from None
-    echo = await conn.call_text("echo", {"message": "héllo"})
+    echo = await conn.call_text(TOOL_PREFIX + "echo", {"message": "héllo"})
     return {
         "sdk_version": SDK_VERSION,
         "protocol_version": conn.protocol_version,

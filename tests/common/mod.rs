@@ -430,6 +430,11 @@ fn describe(pid: u32) -> String {
 
 /// Runs `tests/clients/py_client.py` with the Python SDK of `major` version.
 pub async fn python_client(major: u32, url: &str, scenario: &str) -> Value {
+    python_client_with(major, url, scenario, "").await
+}
+
+/// Like [`python_client`], with the tools it calls named `<prefix><name>`.
+pub async fn python_client_with(major: u32, url: &str, scenario: &str, prefix: &str) -> Value {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(format!(".testdeps/py-mcp{major}/bin/python"));
     assert!(
@@ -443,6 +448,7 @@ pub async fn python_client(major: u32, url: &str, scenario: &str) -> Value {
         .arg(url)
         .arg(scenario)
         .env("PY_CLIENT_TIMEOUT", "15")
+        .env("PY_CLIENT_TOOL_PREFIX", prefix)
         .kill_on_drop(true);
     let output = tokio::time::timeout(DEADLINE, command.output())
         .await
@@ -508,4 +514,37 @@ impl SseReader {
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }
     }
+}
+
+/// A `[servers.<id>]` block running a reference server installed from npm by
+/// `scripts/install-test-deps.sh`, under the Node 22 installed beside it.
+pub fn npm_server(id: &str, package: &str, args: &[&str], env: &str) -> String {
+    let deps = concat!(env!("CARGO_MANIFEST_DIR"), "/.testdeps/npm/node_modules");
+    let node = format!("{deps}/.bin/node");
+    assert!(
+        std::path::Path::new(&node).exists(),
+        "{node} is missing: run scripts/install-test-deps.sh (the README's test command does)"
+    );
+    let mut all = vec![format!(
+        "{deps}/@modelcontextprotocol/{package}/dist/index.js"
+    )];
+    all.extend(args.iter().map(|a| a.to_string()));
+    format!(
+        "[servers.{id}]\ncommand = {node:?}\nargs = {all:?}\nenv = {{ MCPGATE_TEST_TAG = \"\"{env} }}\n"
+    )
+}
+
+// ---- the Rust SDK ----
+
+pub type RmcpClient = rmcp::service::RunningService<rmcp::RoleClient, rmcp::model::ClientConfig>;
+
+/// An rmcp client, initialised through the gateway at `url`.
+pub async fn rmcp_client(url: &str) -> RmcpClient {
+    use rmcp::ServiceExt;
+    rmcp::model::ClientConfig::default()
+        .serve(rmcp::transport::StreamableHttpClientTransport::from_uri(
+            url.to_owned(),
+        ))
+        .await
+        .expect("rmcp client initialises through the gateway")
 }
