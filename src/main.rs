@@ -7,8 +7,17 @@ use anyhow::Context;
 use clap::Parser;
 use mcpgate::cli::{Cli, Command};
 use mcpgate::config::Config;
+use mcpgate::launcher::supervisor;
 
 fn main() -> ExitCode {
+    // A backend's supervisor is this binary re-executed in a hidden mode: it
+    // must start before the command line is parsed or any runtime exists.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == supervisor::MODE_ARG)
+    {
+        supervisor::main(std::env::args_os().skip(2));
+    }
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@
 mod conn;
 mod pool;
 mod process;
+pub mod supervisor;
 
 pub use conn::{BackendConn, ConnFailure, ConnLabel, ServerMessageSink};
 pub use pool::{LaunchError, Launched, PoolKey, SessionPool};

@@ -20,19 +20,28 @@ async fn two_sessions_get_two_processes_and_each_session_keeps_its_own() {
         assert_eq!(gw.backend_pid("t", &a).await, pid_a);
         assert_eq!(gw.backend_pid("t", &b).await, pid_b);
     }
-    // The backend is a child of the gateway, in a process group of its own.
-    let stat = std::fs::read_to_string(format!("/proc/{pid_a}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    assert_eq!(fields[1], gw.pid.to_string(), "parent is the gateway");
+    // The backend runs under its supervisor (the gateway's child), in the
+    // process group the supervisor leads.
+    let stat_of = |pid: u32| -> Vec<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields = stat.rsplit_once(')').unwrap().1.split_whitespace();
+        fields.map(str::to_owned).collect()
+    };
+    let backend = stat_of(pid_a);
+    let supervisor = &backend[1];
+    assert_ne!(
+        supervisor,
+        &gw.pid.to_string(),
+        "the backend has a supervisor"
+    );
     assert_eq!(
-        fields[2],
-        pid_a.to_string(),
-        "process group id is the backend's own pid"
+        stat_of(supervisor.parse().unwrap())[1],
+        gw.pid.to_string(),
+        "the supervisor's parent is the gateway"
+    );
+    assert_eq!(
+        &backend[2], supervisor,
+        "process group id is the supervisor's pid"
     );
     gw.stop().await;
 }
@@ -113,7 +122,10 @@ async fn delete_ends_the_backend_and_its_grandchildren_and_the_session() {
     // The other session is untouched.
     let other_pid = gw.backend_pid("t", &keep).await;
     assert!(process_alive(other_pid));
-    assert_eq!(children_of(gw.pid), vec![other_pid]);
+    // The gateway's only child is the other backend's supervisor.
+    let supervisors = children_of(gw.pid);
+    assert_eq!(supervisors.len(), 1, "{supervisors:?}");
+    assert_eq!(children_of(supervisors[0]), vec![other_pid]);
     gw.stop().await;
 }
 
