@@ -9,7 +9,8 @@
 //! - [`http`]: the only module that knows HTTP: router, Streamable HTTP rules, SSE, shutdown.
 //! - [`jsonrpc`]: peeks at raw messages (kind, method, id) and splices ids without re-serialising.
 //! - [`relay`]: what a client message does (create a session, forward, answer, end).
-//! - [`session`]: client sessions, their ids, idle tracking, and the outbox of server messages.
+//! - [`session`]: client sessions, their ids, idle tracking.
+//! - [`outbox`]: which client stream carries a backend's own messages; event ids and resumption.
 //! - [`shared`]: shared mode: routing one shared backend's messages among its sessions.
 //! - [`launcher`]: the only module that starts processes: the `(server, session)` pool,
 //!   process trees, and the JSON-RPC connection over a child's pipes.
@@ -32,6 +33,7 @@ pub mod config;
 pub mod http;
 pub mod jsonrpc;
 pub mod launcher;
+pub mod outbox;
 pub mod relay;
 pub mod session;
 pub mod shared;

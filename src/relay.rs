@@ -135,7 +135,7 @@ impl Relay {
             tracing::warn!(server = %server.id, "max_sessions reached; initialize refused");
             return InitOutcome::Busy;
         };
-        let outbox = Arc::new(Outbox::default());
+        let outbox = Arc::new(Outbox::new(self.config.gateway.sse_replay_events));
         let launched = self
             .pool
             .connection(&key, server, &message, self.routed_sink(server, &outbox))

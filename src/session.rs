@@ -4,25 +4,19 @@
 //! Owns minting `Mcp-Session-Id` values (128 random bits), the table of live
 //! sessions, each session's `initialize` message (replayed to a fresh backend
 //! process), its negotiated protocol version, its last activity, and its
-//! [`Outbox`]. It never starts or stops processes (it asks the pool) and never
+//! outbox (see `outbox`). It never starts or stops processes (it asks the pool) and never
 //! formats HTTP.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::config::{ServerConfig, SessionMode};
-use crate::jsonrpc::Kind;
-use crate::launcher::{PoolKey, ServerMessageSink};
-
-/// Server-initiated messages kept while no client stream is open.
-const BACKLOG_MAX: usize = 256;
-/// Messages queued on an open stream before it counts as stuck.
-const STREAM_QUEUE: usize = 1024;
+use crate::launcher::PoolKey;
+pub use crate::outbox::Outbox;
 
 /// The pool key a session of `server` uses: its own id, or the one key that
 /// every session of a shared server uses.
@@ -160,113 +154,6 @@ impl Drop for InFlight {
     }
 }
 
-/// Carries a backend's requests and notifications to the session's open GET
-/// stream, keeping a bounded backlog of notifications while none is open.
-#[derive(Default)]
-pub struct Outbox {
-    state: Mutex<OutboxState>,
-    next_event_id: AtomicU64,
-}
-
-#[derive(Default)]
-struct OutboxState {
-    stream: Option<(u64, mpsc::Sender<Bytes>)>,
-    backlog: VecDeque<Bytes>,
-    next_stream: u64,
-}
-
-/// An attached client stream: receives messages until another stream replaces it.
-pub struct StreamHandle {
-    pub token: u64,
-    pub messages: mpsc::Receiver<Bytes>,
-}
-
-impl Outbox {
-    fn state(&self) -> std::sync::MutexGuard<'_, OutboxState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The next SSE event id of this session (unique within the session).
-    pub fn next_event_id(&self) -> u64 {
-        self.next_event_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Attaches a new client stream, replacing (and so ending) any earlier one;
-    /// backlogged notifications are delivered on it first.
-    pub fn attach(&self) -> StreamHandle {
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        let mut state = self.state();
-        state.next_stream += 1;
-        let token = state.next_stream;
-        for message in state.backlog.drain(..) {
-            let _ = tx.try_send(message);
-        }
-        state.stream = Some((token, tx));
-        StreamHandle {
-            token,
-            messages: rx,
-        }
-    }
-
-    /// Detaches the stream `token` if it is still the attached one.
-    pub fn detach(&self, token: u64) {
-        let mut state = self.state();
-        if state.stream.as_ref().is_some_and(|(t, _)| *t == token) {
-            state.stream = None;
-        }
-    }
-
-    /// True while a client stream is attached and its receiver alive.
-    pub fn has_stream(&self) -> bool {
-        self.state()
-            .stream
-            .as_ref()
-            .is_some_and(|(_, tx)| !tx.is_closed())
-    }
-
-    /// Ends the attached stream (session over).
-    pub fn close(&self) {
-        let mut state = self.state();
-        state.stream = None;
-        state.backlog.clear();
-    }
-}
-
-impl ServerMessageSink for Outbox {
-    fn deliver(&self, message: Bytes, kind: Kind) -> bool {
-        let mut state = self.state();
-        if let Some((_, tx)) = &state.stream {
-            match tx.try_send(message) {
-                Ok(()) => return true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!("client stream is not reading; server message dropped");
-                    return false;
-                }
-                Err(mpsc::error::TrySendError::Closed(m)) => {
-                    state.stream = None;
-                    return backlog(&mut state, m, kind);
-                }
-            }
-        }
-        backlog(&mut state, message, kind)
-    }
-}
-
-/// Keeps a notification for the next stream; a request cannot wait (the
-/// backend gets an error answer instead).
-fn backlog(state: &mut OutboxState, message: Bytes, kind: Kind) -> bool {
-    if kind == Kind::Request {
-        return false;
-    }
-    if state.backlog.len() == BACKLOG_MAX {
-        state.backlog.pop_front();
-    }
-    state.backlog.push_back(message);
-    true
-}
-
 /// The table of live sessions.
 #[derive(Default)]
 pub struct SessionStore {
@@ -340,27 +227,5 @@ mod tests {
         assert!(!is_plausible_session_id("has space"));
         assert!(!is_plausible_session_id(""));
         assert!(!is_plausible_session_id(&"x".repeat(300)));
-    }
-
-    #[tokio::test]
-    async fn outbox_backlogs_notifications_but_refuses_requests_without_a_stream() {
-        let outbox = Outbox::default();
-        assert!(outbox.deliver(Bytes::from_static(b"n1"), Kind::Notification));
-        assert!(!outbox.deliver(Bytes::from_static(b"r1"), Kind::Request));
-        let mut stream = outbox.attach();
-        assert_eq!(stream.messages.recv().await.unwrap(), "n1");
-        assert!(outbox.deliver(Bytes::from_static(b"r2"), Kind::Request));
-        assert_eq!(stream.messages.recv().await.unwrap(), "r2");
-    }
-
-    #[tokio::test]
-    async fn a_new_stream_replaces_the_old_one() {
-        let outbox = Outbox::default();
-        let mut first = outbox.attach();
-        let mut second = outbox.attach();
-        assert!(first.messages.recv().await.is_none(), "old stream ends");
-        outbox.detach(first.token); // stale detach is ignored
-        assert!(outbox.deliver(Bytes::from_static(b"x"), Kind::Notification));
-        assert_eq!(second.messages.recv().await.unwrap(), "x");
     }
 }

@@ -79,6 +79,11 @@ pub struct GatewayConfig {
     pub sse_keepalive: Duration,
     /// Unified endpoint: tool and prompt names are `<serverID><tool_separator><name>`.
     pub tool_separator: String,
+    /// Origins (`scheme://host[:port]`) allowed besides loopback ones on a
+    /// loopback listen address; a request with any other `Origin` gets 403.
+    pub allowed_origins: Vec<String>,
+    /// Replayable SSE events kept per session for `Last-Event-ID` resumes.
+    pub sse_replay_events: usize,
 }
 
 /// `[servers.<id>]`: one stdio backend.
@@ -235,6 +240,8 @@ struct RawGateway {
     crash_loop_window: Option<ConfigDuration>,
     sse_keepalive: Option<ConfigDuration>,
     tool_separator: Option<Spanned<String>>,
+    allowed_origins: Option<Vec<String>>,
+    sse_replay_events: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +288,8 @@ impl Default for GatewayConfig {
             crash_loop_window: Duration::from_secs(60),
             sse_keepalive: Duration::from_secs(15),
             tool_separator: "___".to_owned(),
+            allowed_origins: Vec::new(),
+            sse_replay_events: 256,
         }
     }
 }
@@ -385,6 +394,8 @@ impl Config {
                 }
                 Some(sep) => sep.get_ref().clone(),
             },
+            allowed_origins: g.allowed_origins.unwrap_or_default(),
+            sse_replay_events: g.sse_replay_events.unwrap_or(defaults.sse_replay_events),
         };
         for (key, value) in [
             ("gateway.cleanup_interval", gateway.cleanup_interval),
@@ -549,6 +560,11 @@ impl Config {
         gateway.insert(
             "tool_separator".into(),
             Value::String(g.tool_separator.clone()),
+        );
+        gateway.insert("allowed_origins".into(), strings(&g.allowed_origins));
+        gateway.insert(
+            "sse_replay_events".into(),
+            Value::Integer(i64::try_from(g.sse_replay_events).unwrap_or(i64::MAX)),
         );
 
         let mut servers = Table::new();

@@ -30,6 +30,9 @@ const DRAIN_OVERSIZED_BODY_FOR: std::time::Duration = std::time::Duration::from_
 /// `Retry-After` of a 503 when `max_sessions` are open.
 const BUSY_RETRY_AFTER_SECS: &str = "5";
 
+/// The last protocol version with JSON-RPC batches.
+const BATCHES_UNTIL: &str = "2025-03-26";
+
 /// First protocol version whose streams start with a priming event.
 const PRIMING_SINCE: &str = "2025-11-25";
 
@@ -57,8 +60,11 @@ pub async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = match server(&app, &server_id) {
-        Ok(server) => post_message(&app, Target::Routed(server), &headers, body).await,
+    let result = match read_post_body(&app, body).await {
+        Ok(bytes) => match server(&app, &server_id) {
+            Ok(server) => post_message(&app, Target::Routed(server), &headers, bytes).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     result.unwrap_or_else(|e| refused(&server_id, e))
@@ -87,9 +93,11 @@ pub async fn delete(
 }
 
 pub async fn unified_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    post_message(&app, Target::Unified, &headers, body)
-        .await
-        .unwrap_or_else(|e| refused("(unified)", e))
+    let result = match read_post_body(&app, body).await {
+        Ok(bytes) => post_message(&app, Target::Unified, &headers, bytes).await,
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(|e| refused("(unified)", e))
 }
 
 pub async fn unified_get(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
@@ -171,23 +179,37 @@ async fn read_body(body: Body, limit: u64) -> Result<Bytes, HttpError> {
     Ok(collected.freeze())
 }
 
+/// Reads a POST's body before anything else is checked: a connection whose
+/// request body was left unread cannot be reused, and a client that already
+/// sent its next request on it would see it closed under it.
+async fn read_post_body(app: &App, body: Body) -> Result<Bytes, HttpError> {
+    read_body(body, app.relay.config.gateway.max_body_bytes).await
+}
+
+/// The checks every request to an MCP endpoint passes first.
+fn check_caller(app: &App, headers: &HeaderMap) -> Result<(), HttpError> {
+    let gateway = &app.relay.config.gateway;
+    rules::check_origin_and_host(
+        headers,
+        gateway.listen.ip().is_loopback(),
+        &gateway.allowed_origins,
+    )
+}
+
 async fn post_message(
     app: &App,
     target: Target<'_>,
     headers: &HeaderMap,
-    body: Body,
+    bytes: Bytes,
 ) -> Result<Response, HttpError> {
+    check_caller(app, headers)?;
     rules::require_json_content(headers)?;
     let answer_as = rules::post_answer_as(headers)?;
     rules::protocol_version(headers)?;
     let session_id = rules::session_id(headers)?;
-    let bytes = read_body(body, app.relay.config.gateway.max_body_bytes).await?;
     if jsonrpc::is_batch(&bytes) {
-        return Err(HttpError::new(
-            StatusCode::BAD_REQUEST,
-            jsonrpc::INVALID_REQUEST,
-            "Invalid Request: JSON-RPC batches are not supported on this endpoint",
-        ));
+        let session = session(app, target, headers)?;
+        return serve_batch(app, &session, answer_as, &bytes).await;
     }
     let peek = jsonrpc::peek_client(&bytes)
         .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
@@ -207,7 +229,7 @@ async fn post_message(
         };
         return Ok(match outcome {
             InitOutcome::Created { session, response } => {
-                let mut reply = answer(answer_as, &session, response);
+                let mut reply = single_answer(answer_as, &session, response);
                 if let Ok(value) = HeaderValue::from_str(&session.id) {
                     reply.headers_mut().insert(SESSION_HEADER, value);
                 }
@@ -233,10 +255,7 @@ async fn post_message(
 
     let session = session(app, target, headers)?;
     match peek.kind {
-        Kind::Request => {
-            let response = app.relay.request(&session, &bytes, &peek).await;
-            Ok(answer(answer_as, &session, response))
-        }
+        Kind::Request => Ok(serve_request(app, session, answer_as, bytes.clone(), &peek).await),
         Kind::Notification | Kind::Response => {
             app.relay.forward(&session, &bytes, &peek).await;
             Ok(reply::accepted())
@@ -244,39 +263,268 @@ async fn post_message(
     }
 }
 
-/// A request's answer as JSON or as a one-event SSE stream.
-fn answer(answer_as: AnswerAs, session: &Session, message: Bytes) -> Response {
+/// A request's answer as JSON or as an SSE stream that carries a single answer.
+fn single_answer(answer_as: AnswerAs, session: &Session, message: Bytes) -> Response {
     match answer_as {
-        AnswerAs::Json => reply::json_body(StatusCode::OK, message),
+        AnswerAs::Json | AnswerAs::JsonOrStream => reply::json_body(StatusCode::OK, message),
         AnswerAs::EventStream => {
+            let mut handle = session.outbox.open_request(None);
             let mut frames = Vec::with_capacity(2);
-            if session.protocol_version.as_str() >= PRIMING_SINCE {
+            if primes(session) {
                 frames.push(reply::sse_priming(
-                    &session.outbox.next_event_id().to_string(),
+                    &session.outbox.priming(handle.stream).id,
                 ));
             }
-            frames.push(reply::sse_message(
-                &session.outbox.next_event_id().to_string(),
-                &message,
-            ));
+            session.outbox.finish_request(handle.stream, message);
+            while let Ok(event) = handle.events.try_recv() {
+                frames.push(reply::sse_message(&event.id, &event.message));
+            }
             reply::sse_response(Body::from(frames.concat()))
         }
     }
 }
 
+/// True when the session's streams start with a priming event (2025-11-25 on).
+fn primes(session: &Session) -> bool {
+    session.protocol_version.as_str() >= PRIMING_SINCE
+}
+
+/// Serves one request. Its answer is JSON when the client accepts JSON and the
+/// backend answers before it sends anything else; as soon as the backend sends
+/// a request or notification while this request is in flight (sampling,
+/// progress, logs), the answer becomes an SSE stream that carries those
+/// messages and then the answer. A client that drops that stream can resume it
+/// with `Last-Event-ID`; the request itself runs to its end either way.
+async fn serve_request(
+    app: &App,
+    session: Arc<Session>,
+    answer_as: AnswerAs,
+    bytes: Bytes,
+    peek: &jsonrpc::Peek<'_>,
+) -> Response {
+    if answer_as == AnswerAs::Json {
+        let response = app.relay.request(&session, &bytes, peek).await;
+        return reply::json_body(StatusCode::OK, response);
+    }
+    let progress_token = peek
+        .params
+        .and_then(|p| jsonrpc::request_progress_token(&bytes, p))
+        .map(|(token, _)| token.to_owned());
+    let mut handle = session.outbox.open_request(progress_token);
+    let relay = Arc::clone(&app.relay);
+    let in_task = Arc::clone(&session);
+    let mut answer = Box::pin(async move {
+        match jsonrpc::peek(&bytes) {
+            Ok(peek) => relay.request(&in_task, &bytes, &peek).await,
+            Err(e) => jsonrpc::error_response(None, e.code(), &e.to_string(), None),
+        }
+    });
+    let mut first = None;
+    if answer_as == AnswerAs::JsonOrStream {
+        // Messages the backend sent before its answer are already queued when
+        // the answer arrives, so looking at them first keeps them in order.
+        tokio::select! {
+            biased;
+            event = handle.events.recv() => first = event,
+            response = &mut answer => {
+                session.outbox.abandon_request(handle);
+                return reply::json_body(StatusCode::OK, response);
+            }
+        }
+    }
+    let (frames, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let stream = handle.stream;
+        let mut sender = FrameSender::new(frames);
+        if primes(&session) {
+            let priming = session.outbox.priming(stream);
+            sender.send(reply::sse_priming(&priming.id)).await;
+        }
+        if let Some(event) = first {
+            sender
+                .send(reply::sse_message(&event.id, &event.message))
+                .await;
+        }
+        let mut answered = false;
+        loop {
+            tokio::select! {
+                event = handle.events.recv() => match event {
+                    Some(event) => {
+                        sender.send(reply::sse_message(&event.id, &event.message)).await;
+                        if event.last {
+                            break;
+                        }
+                    }
+                    // Resumed on another connection: only the answer is left to wait for.
+                    None => {
+                        if !answered {
+                            let response = answer.as_mut().await;
+                            session.outbox.finish_request(stream, response);
+                        }
+                        break;
+                    }
+                },
+                response = answer.as_mut(), if !answered => {
+                    answered = true;
+                    session.outbox.finish_request(stream, response);
+                }
+            }
+        }
+    });
+    reply::sse_response(Body::from_stream(ReceiverStream::new(body)))
+}
+
+/// Sends SSE frames to a client until it goes away; after that the frames are
+/// dropped (they stay in the session's replay buffer for a resume).
+struct FrameSender {
+    frames: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    gone: bool,
+}
+
+impl FrameSender {
+    fn new(frames: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>) -> FrameSender {
+        FrameSender {
+            frames,
+            gone: false,
+        }
+    }
+
+    async fn send(&mut self, frame: Bytes) {
+        if !self.gone && self.frames.send(Ok(frame)).await.is_err() {
+            self.gone = true;
+        }
+    }
+}
+
+/// Serves a JSON-RPC batch (2025-03-26 sessions only): requests run at once and
+/// are answered together, in order; notifications and responses are forwarded.
+async fn serve_batch(
+    app: &App,
+    session: &Arc<Session>,
+    answer_as: AnswerAs,
+    bytes: &[u8],
+) -> Result<Response, HttpError> {
+    if session.protocol_version.as_str() > BATCHES_UNTIL {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::INVALID_REQUEST,
+            format!(
+                "Invalid Request: JSON-RPC batches were removed after {BATCHES_UNTIL}; this session speaks {}",
+                session.protocol_version
+            ),
+        ));
+    }
+    if jsonrpc::nests_deeper_than(bytes, jsonrpc::MAX_DEPTH) {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::INVALID_REQUEST,
+            "Invalid Request: the batch nests too deep",
+        ));
+    }
+    let elements: Vec<&serde_json::value::RawValue> =
+        serde_json::from_slice(bytes).map_err(|e| {
+            HttpError::new(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::PARSE_ERROR,
+                format!("Parse error: {e}"),
+            )
+        })?;
+    if elements.is_empty() {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::INVALID_REQUEST,
+            "Invalid Request: an empty batch",
+        ));
+    }
+    let answers = elements.iter().map(|element| async move {
+        let bytes = element.get().as_bytes();
+        match jsonrpc::peek(bytes) {
+            Err(e) => Some(jsonrpc::error_response(
+                None,
+                e.code(),
+                &e.to_string(),
+                None,
+            )),
+            Ok(peek) if peek.method.as_deref() == Some("initialize") => {
+                Some(jsonrpc::error_response(
+                    peek.id,
+                    jsonrpc::INVALID_REQUEST,
+                    "initialize must not be part of a batch",
+                    None,
+                ))
+            }
+            Ok(peek) if peek.kind == Kind::Request => {
+                Some(app.relay.request(session, bytes, &peek).await)
+            }
+            Ok(peek) => {
+                app.relay.forward(session, bytes, &peek).await;
+                None
+            }
+        }
+    });
+    let answers: Vec<Bytes> = futures_util::future::join_all(answers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let Some((last, rest)) = answers.split_last() else {
+        return Ok(reply::accepted());
+    };
+    Ok(match answer_as {
+        AnswerAs::Json | AnswerAs::JsonOrStream => {
+            let mut body =
+                Vec::with_capacity(answers.iter().map(|a| a.len() + 1).sum::<usize>() + 2);
+            body.push(b'[');
+            for (i, answer) in answers.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(answer);
+            }
+            body.push(b']');
+            reply::json_body(StatusCode::OK, Bytes::from(body))
+        }
+        AnswerAs::EventStream => {
+            let mut handle = session.outbox.open_request(None);
+            for answer in rest {
+                session.outbox.deliver_on(handle.stream, answer.clone());
+            }
+            session.outbox.finish_request(handle.stream, last.clone());
+            let mut frames = Vec::new();
+            while let Ok(event) = handle.events.try_recv() {
+                frames.push(reply::sse_message(&event.id, &event.message));
+            }
+            reply::sse_response(Body::from(frames.concat()))
+        }
+    })
+}
+
 fn open_stream(app: &App, target: Target<'_>, headers: &HeaderMap) -> Result<Response, HttpError> {
+    check_caller(app, headers)?;
     rules::get_accepts_stream(headers)?;
     rules::protocol_version(headers)?;
     let session = session(app, target, headers)?;
     session.touch();
-    let mut stream = session.outbox.attach();
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let mut stream = match &last_event_id {
+        Some(id) => session.outbox.resume(id).map_err(|_| {
+            HttpError::new(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::SERVER_ERROR,
+                "Bad Request: Last-Event-ID is not an event id of this gateway",
+            )
+        })?,
+        None => session.outbox.attach(),
+    };
     let keepalive_every = app.relay.config.gateway.sse_keepalive;
     let (frames, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
-        if session.protocol_version.as_str() >= PRIMING_SINCE {
-            let priming = reply::sse_priming(&session.outbox.next_event_id().to_string());
+        if last_event_id.is_none() && primes(&session) {
+            let priming = reply::sse_priming(&session.outbox.priming(stream.stream).id);
             if frames.send(Ok(priming)).await.is_err() {
-                session.outbox.detach(stream.token);
+                session.outbox.detach(stream.stream);
                 return;
             }
         }
@@ -284,9 +532,9 @@ fn open_stream(app: &App, target: Target<'_>, headers: &HeaderMap) -> Result<Res
         keepalive.reset();
         loop {
             let frame = tokio::select! {
-                message = stream.messages.recv() => match message {
-                    Some(m) => reply::sse_message(&session.outbox.next_event_id().to_string(), &m),
-                    // Replaced by a newer stream, or the session ended.
+                event = stream.events.recv() => match event {
+                    Some(event) => reply::sse_message(&event.id, &event.message),
+                    // Replaced by a newer stream, finished, or the session ended.
                     None => break,
                 },
                 _ = keepalive.tick() => reply::sse_keepalive(),
@@ -296,7 +544,7 @@ fn open_stream(app: &App, target: Target<'_>, headers: &HeaderMap) -> Result<Res
                 break;
             }
         }
-        session.outbox.detach(stream.token);
+        session.outbox.detach(stream.stream);
         session.touch();
     });
     Ok(reply::sse_response(Body::from_stream(ReceiverStream::new(
@@ -309,6 +557,7 @@ async fn end_session(
     target: Target<'_>,
     headers: &HeaderMap,
 ) -> Result<Response, HttpError> {
+    check_caller(app, headers)?;
     rules::protocol_version(headers)?;
     let session = session(app, target, headers)?;
     if app.relay.end_session(&session.id, "client DELETE").await {

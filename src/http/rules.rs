@@ -16,8 +16,12 @@ pub const SUPPORTED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-
 /// How the client wants a request answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnswerAs {
+    /// Only JSON is acceptable.
     Json,
+    /// Only an event stream is acceptable.
     EventStream,
+    /// Either: JSON unless the backend sends something before its answer.
+    JsonOrStream,
 }
 
 /// Media ranges the client accepts, lower-cased, parameters dropped.
@@ -49,17 +53,19 @@ fn accepts(types: &[String], wanted: &str) -> bool {
 }
 
 /// POST: the client must accept JSON or an event stream (the spec asks clients to
-/// list both); JSON is preferred when it is acceptable, being the cheaper answer.
+/// list both).
 pub fn post_answer_as(headers: &HeaderMap) -> Result<AnswerAs, HttpError> {
     let types = accepted_types(headers);
-    if accepts(&types, "application/json") {
-        Ok(AnswerAs::Json)
-    } else if accepts(&types, "text/event-stream") {
-        Ok(AnswerAs::EventStream)
-    } else {
-        Err(not_acceptable(
+    match (
+        accepts(&types, "application/json"),
+        accepts(&types, "text/event-stream"),
+    ) {
+        (true, true) => Ok(AnswerAs::JsonOrStream),
+        (true, false) => Ok(AnswerAs::Json),
+        (false, true) => Ok(AnswerAs::EventStream),
+        (false, false) => Err(not_acceptable(
             "Accept must list application/json and text/event-stream",
-        ))
+        )),
     }
 }
 
@@ -142,6 +148,61 @@ pub fn require_session_id(headers: &HeaderMap) -> Result<&str, HttpError> {
     })
 }
 
+/// True for a host name that can only mean this machine.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(name, _)| name)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// DNS-rebinding and cross-site protection. A present `Origin` must be a
+/// loopback origin (when the gateway listens on loopback) or one of
+/// `allowed_origins`; on a loopback listen address the `Host` must name this
+/// machine too. Anything else gets 403.
+pub fn check_origin_and_host(
+    headers: &HeaderMap,
+    listen_is_loopback: bool,
+    allowed_origins: &[String],
+) -> Result<(), HttpError> {
+    let forbidden = |what: &str| {
+        HttpError::new(
+            StatusCode::FORBIDDEN,
+            jsonrpc::SERVER_ERROR,
+            format!("Forbidden: {what}"),
+        )
+    };
+    if listen_is_loopback
+        && let Some(host) = headers.get(header::HOST)
+        && !host.to_str().is_ok_and(is_loopback_host)
+    {
+        return Err(forbidden("the Host header does not name this machine"));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
+        let loopback = listen_is_loopback
+            && origin
+                .split_once("://")
+                .is_some_and(|(_, host)| is_loopback_host(host));
+        if !loopback
+            && !allowed_origins
+                .iter()
+                .any(|o| o.trim_end_matches('/') == origin)
+        {
+            return Err(forbidden("the Origin is not allowed (see allowed_origins)"));
+        }
+    }
+    Ok(())
+}
+
 /// What an unknown or ended session gets, so the client re-initialises.
 pub fn unknown_session() -> HttpError {
     HttpError::new(
@@ -167,11 +228,13 @@ mod tests {
     #[test]
     fn accept_rules() {
         let both = headers(&[("accept", "application/json, text/event-stream")]);
-        assert_eq!(post_answer_as(&both).unwrap(), AnswerAs::Json);
+        assert_eq!(post_answer_as(&both).unwrap(), AnswerAs::JsonOrStream);
         let sse = headers(&[("accept", "text/event-stream")]);
         assert_eq!(post_answer_as(&sse).unwrap(), AnswerAs::EventStream);
         let any = headers(&[("accept", "*/*")]);
-        assert_eq!(post_answer_as(&any).unwrap(), AnswerAs::Json);
+        assert_eq!(post_answer_as(&any).unwrap(), AnswerAs::JsonOrStream);
+        let json = headers(&[("accept", "application/json")]);
+        assert_eq!(post_answer_as(&json).unwrap(), AnswerAs::Json);
         let html = headers(&[("accept", "text/html")]);
         assert_eq!(
             post_answer_as(&html).unwrap_err().status,
@@ -210,6 +273,36 @@ mod tests {
         let err =
             protocol_version(&headers(&[("mcp-protocol-version", "1999-01-01")])).unwrap_err();
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn origin_and_host_rules() {
+        let ok = |pairs: &[(&'static str, &'static str)]| {
+            check_origin_and_host(&headers(pairs), true, &["https://app.example".into()]).is_ok()
+        };
+        assert!(ok(&[("host", "127.0.0.1:3000")]));
+        assert!(ok(&[("host", "localhost")]));
+        assert!(ok(&[("host", "[::1]:80")]));
+        assert!(!ok(&[("host", "evil.example.com")]));
+        assert!(!ok(&[("host", "127.0.0.1.evil.com:80")]));
+        assert!(ok(&[
+            ("host", "localhost:1"),
+            ("origin", "http://localhost:5173")
+        ]));
+        assert!(ok(&[
+            ("host", "localhost:1"),
+            ("origin", "https://app.example")
+        ]));
+        assert!(!ok(&[
+            ("host", "localhost:1"),
+            ("origin", "http://evil.example.com")
+        ]));
+        assert!(!ok(&[("host", "localhost:1"), ("origin", "null")]));
+        // Not on loopback: any Host, and only listed origins.
+        assert!(check_origin_and_host(&headers(&[("host", "gw.internal")]), false, &[]).is_ok());
+        assert!(
+            check_origin_and_host(&headers(&[("origin", "http://localhost")]), false, &[]).is_err()
+        );
     }
 
     #[test]

@@ -260,7 +260,7 @@ impl Relay {
             self.config.gateway.session_idle_timeout,
             message,
             version.clone(),
-            Arc::new(Outbox::default()),
+            Arc::new(Outbox::new(self.config.gateway.sse_replay_events)),
         ));
         let unknown: Vec<&Arc<ServerConfig>> = self
             .config

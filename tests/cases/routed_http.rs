@@ -269,45 +269,68 @@ async fn backend_results_reach_the_client_byte_for_byte_with_the_client_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_notifications_reach_the_sessions_get_stream() {
+async fn messages_a_request_causes_arrive_on_its_own_stream_before_its_answer() {
     let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
     let session = gw.open_session("t").await;
-    let mut stream = gw
-        .http
-        .get(gw.url("t"))
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
-    assert_eq!(stream.headers()["content-type"], "text/event-stream");
-    let answer = gw
-        .call_tool("t", &session, "n", "notify", json!({"count": 2}))
+    let mut get = SseReader::open(&gw, "t", &session).await;
+    // The client accepts both: the answer turns into an SSE stream as soon as
+    // the backend sends something while the request is in flight.
+    let body = json!({"jsonrpc":"2.0","id":"n","method":"tools/call",
+        "params":{"name":"notify","arguments":{"count":2},"_meta":{"progressToken":"tok"}}});
+    let response = gw.post("t", Some(&session), &body.to_string(), &[]).await;
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut post = SseReader::from_response(response);
+    let mut messages = Vec::new();
+    while let Some(message) = post.next_within(DEADLINE).await {
+        messages.push(message);
+    }
+    let methods: Vec<&str> = messages
+        .iter()
+        .map(|m| m["method"].as_str().unwrap_or("(answer)"))
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "notifications/message",
+            "notifications/progress",
+            "notifications/message",
+            "notifications/progress",
+            "(answer)"
+        ]
+    );
+    assert_eq!(messages[1]["params"]["progressToken"], "tok");
+    assert_eq!(messages[4]["id"], "n");
+    assert_eq!(messages[4]["result"]["content"][0]["text"], "sent 2");
+    // None of it went to the GET stream.
+    assert!(
+        get.next_within(std::time::Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_json_only_client_server_messages_reach_the_get_stream() {
+    let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
+    let session = gw.open_session("t").await;
+    let mut get = SseReader::open(&gw, "t", &session).await;
+    let body = json!({"jsonrpc":"2.0","id":"n","method":"tools/call","params":{"name":"notify","arguments":{"count":2}}});
+    let response = gw
+        .post(
+            "t",
+            Some(&session),
+            &body.to_string(),
+            &[("accept", "application/json")],
+        )
         .await;
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["result"]["content"][0]["text"], "sent 2");
-    let mut seen = String::new();
-    let got_both = tokio::time::timeout(DEADLINE, async {
-        while let Some(chunk) = stream.chunk().await.unwrap() {
-            seen.push_str(&String::from_utf8_lossy(&chunk));
-            if seen.contains("note 1") {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap_or(false);
-    assert!(got_both, "stream so far: {seen}");
-    assert!(
-        seen.contains(r#""method":"notifications/message""#),
-        "{seen}"
-    );
-    assert!(
-        seen.find("note 0") < seen.find("note 1"),
-        "in order: {seen}"
-    );
-    drop(stream);
+    let first = get.next_within(DEADLINE).await.unwrap();
+    let second = get.next_within(DEADLINE).await.unwrap();
+    assert_eq!(first["params"]["data"], "note 0");
+    assert_eq!(second["params"]["data"], "note 1");
     gw.stop().await;
 }
 
@@ -315,15 +338,20 @@ async fn server_notifications_reach_the_sessions_get_stream() {
 async fn a_backend_request_with_no_client_stream_gets_an_error_answer() {
     let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
     let session = gw.open_session("t").await;
-    let answer = gw
-        .call_tool(
+    // A JSON-only client with no GET stream: nothing can carry the backend's request.
+    let body = json!({"jsonrpc":"2.0","id":"a","method":"tools/call",
+        "params":{"name":"ask_client","arguments":{"method":"roots/list"}}});
+    let answer: Value = gw
+        .post(
             "t",
-            &session,
-            "a",
-            "ask_client",
-            json!({"method": "roots/list"}),
+            Some(&session),
+            &body.to_string(),
+            &[("accept", "application/json")],
         )
-        .await;
+        .await
+        .json()
+        .await
+        .unwrap();
     let response = &answer["result"]["structuredContent"]["response"];
     assert_eq!(response["id"], "srv-1", "{answer}");
     assert_eq!(response["error"]["code"], -32603, "{answer}");

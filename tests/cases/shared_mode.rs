@@ -82,23 +82,23 @@ async fn progress_with_the_same_token_in_two_sessions_never_crosses() {
     let gw = Gateway::start(&shared_server("")).await;
     let a = gw.open_session("s").await;
     let b = gw.open_session("s").await;
-    let mut stream_a = SseReader::open(&gw, "s", &a).await;
-    let mut stream_b = SseReader::open(&gw, "s", &b).await;
     let call = |session: &String, count: u64| {
         let body = json!({"jsonrpc":"2.0","id":"p","method":"tools/call",
             "params":{"name":"notify","arguments":{"count":count},"_meta":{"progressToken":1}}});
         let session = session.clone();
         let gw = &gw;
         async move {
-            gw.post("s", Some(&session), &body.to_string(), &[])
-                .await
-                .status()
+            // Each request's progress arrives on its own answer stream.
+            let response = gw.post("s", Some(&session), &body.to_string(), &[]).await;
+            let mut stream = SseReader::from_response(response);
+            let mut messages = Vec::new();
+            while let Some(message) = stream.next_within(DEADLINE).await {
+                messages.push(message);
+            }
+            messages
         }
     };
-    let (sa, sb) = tokio::join!(call(&a, 2), call(&b, 3));
-    assert_eq!((sa.as_u16(), sb.as_u16()), (200, 200));
-
-    // Each stream gets its own progress notifications, with the client's own token.
+    let (got_a, got_b) = tokio::join!(call(&a, 2), call(&b, 3));
     let progress_of = |messages: &[Value]| -> Vec<u64> {
         messages
             .iter()
@@ -109,27 +109,17 @@ async fn progress_with_the_same_token_in_two_sessions_never_crosses() {
             })
             .collect()
     };
-    let mut got_a = Vec::new();
-    while progress_of(&got_a).len() < 2 {
-        got_a.push(
-            stream_a
-                .next_within(DEADLINE)
-                .await
-                .expect("progress for a"),
-        );
-    }
-    let mut got_b = Vec::new();
-    while progress_of(&got_b).len() < 3 {
-        got_b.push(
-            stream_b
-                .next_within(DEADLINE)
-                .await
-                .expect("progress for b"),
-        );
-    }
-    assert_eq!(progress_of(&got_a), vec![2, 2], "a's own calls only");
-    assert_eq!(progress_of(&got_b), vec![3, 3, 3], "b's own calls only");
-    drop((stream_a, stream_b));
+    // Each client sees its own progress, with the token it chose, and its answer.
+    assert_eq!(progress_of(&got_a), vec![2, 2], "{got_a:?}");
+    assert_eq!(progress_of(&got_b), vec![3, 3, 3], "{got_b:?}");
+    assert_eq!(
+        got_a.last().unwrap()["result"]["content"][0]["text"],
+        "sent 2"
+    );
+    assert_eq!(
+        got_b.last().unwrap()["result"]["content"][0]["text"],
+        "sent 3"
+    );
     gw.stop().await;
 }
 
@@ -138,27 +128,22 @@ async fn a_backend_request_goes_to_the_session_whose_request_caused_it() {
     let gw = Gateway::start(&shared_server("")).await;
     let a = gw.open_session("s").await;
     let b = gw.open_session("s").await;
-    let mut stream_a = SseReader::open(&gw, "s", &a).await;
     let mut stream_b = SseReader::open(&gw, "s", &b).await;
-    let asking = gw.call_tool(
-        "s",
-        &a,
-        "ask",
-        "ask_client",
-        json!({"method": "roots/list"}),
-    );
-    let answering = async {
-        let request = stream_a
-            .next_within(DEADLINE)
-            .await
-            .expect("a gets the backend's request");
-        assert_eq!(request["method"], "roots/list", "{request}");
-        let reply =
-            json!({"jsonrpc":"2.0","id":request["id"],"result":{"roots":[{"uri":"file:///a"}]}});
-        let posted = gw.post("s", Some(&a), &reply.to_string(), &[]).await;
-        assert_eq!(posted.status(), 202);
-    };
-    let (answer, ()) = tokio::join!(asking, answering);
+    let call = json!({"jsonrpc":"2.0","id":"ask","method":"tools/call",
+        "params":{"name":"ask_client","arguments":{"method":"roots/list"}}});
+    let response = gw.post("s", Some(&a), &call.to_string(), &[]).await;
+    // The backend's request arrives on the stream of a's own request.
+    let mut stream_a = SseReader::from_response(response);
+    let request = stream_a
+        .next_within(DEADLINE)
+        .await
+        .expect("a gets the backend's request");
+    assert_eq!(request["method"], "roots/list", "{request}");
+    let reply =
+        json!({"jsonrpc":"2.0","id":request["id"],"result":{"roots":[{"uri":"file:///a"}]}});
+    let posted = gw.post("s", Some(&a), &reply.to_string(), &[]).await;
+    assert_eq!(posted.status(), 202);
+    let answer = stream_a.next_within(DEADLINE).await.expect("a's answer");
     let response = &answer["result"]["structuredContent"]["response"];
     assert_eq!(
         response["result"]["roots"][0]["uri"], "file:///a",
@@ -171,7 +156,6 @@ async fn a_backend_request_goes_to_the_session_whose_request_caused_it() {
             .is_none(),
         "b saw nothing of a's exchange"
     );
-    drop((stream_a, stream_b));
     gw.stop().await;
 }
 

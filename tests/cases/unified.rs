@@ -112,7 +112,7 @@ async fn merged_lists_are_the_union_of_every_backend_with_prefixes() {
         .send()
         .await
         .unwrap();
-    let page: Value = page.json().await.unwrap();
+    let page = answer_of(page).await;
     assert_eq!(page["id"], 7);
     assert!(page["result"]["nextCursor"].is_string(), "{page}");
     drop(unified);

@@ -293,7 +293,7 @@ impl Gateway {
             .post(server, Some(session), &body.to_string(), &[])
             .await;
         assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
+        answer_of(response).await
     }
 
     /// The pid the test server reports for this session.
@@ -467,6 +467,25 @@ pub async fn python_client_with(major: u32, url: &str, scenario: &str, prefix: &
 
 // ---- SSE ----
 
+/// The JSON-RPC answer in a POST's response, sent as JSON or as an SSE stream
+/// (whose last message is the answer; earlier ones are the backend's own).
+pub async fn answer_of(response: reqwest::Response) -> Value {
+    let is_stream = response.headers().get("content-type").is_some_and(|v| {
+        v.to_str()
+            .unwrap_or_default()
+            .starts_with("text/event-stream")
+    });
+    if !is_stream {
+        return response.json().await.unwrap();
+    }
+    let mut reader = SseReader::from_response(response);
+    let mut last = None;
+    while let Some(message) = reader.next_within(DEADLINE).await {
+        last = Some(message);
+    }
+    last.expect("the stream carried an answer")
+}
+
 /// Reads JSON-RPC messages from an SSE response body, skipping comments and
 /// priming events.
 pub struct SseReader {
@@ -486,6 +505,14 @@ impl SseReader {
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
+        SseReader {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// Reads the SSE body of a response.
+    pub fn from_response(response: reqwest::Response) -> SseReader {
         SseReader {
             response,
             buffer: String::new(),

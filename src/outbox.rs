@@ -1,0 +1,458 @@
+//! A session's outbox: every message the gateway sends a client on its own
+//! initiative, and the streams that carry them.
+//!
+//! Owns which stream carries a backend's request or notification (the POST
+//! stream of the request that caused it while it is in flight, else the
+//! session's GET stream, else a bounded backlog or a refusal), the event ids
+//! (`<stream>-<seq>`, unique within the session), and the bounded replay
+//! buffer that lets a client resume a broken stream with `Last-Event-ID`
+//! without ever receiving another stream's events. It never formats HTTP and
+//! never talks to backends.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::jsonrpc::{self, Kind};
+use crate::launcher::ServerMessageSink;
+
+/// Notifications kept while no stream is open.
+const BACKLOG_MAX: usize = 256;
+/// Events queued on one open stream before its client counts as stuck.
+const STREAM_QUEUE: usize = 1024;
+/// Replayable events kept per session by `Outbox::default` (tests).
+const DEFAULT_REPLAY_EVENTS: usize = 256;
+
+/// One SSE event for a client stream.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// `<stream>-<seq>`: unique within the session, and says which stream it belongs to.
+    pub id: String,
+    /// The JSON-RPC message; empty for a priming event.
+    pub message: Bytes,
+    /// True for the final answer of a request stream: the stream ends after it.
+    pub last: bool,
+}
+
+/// Streams are numbered per session: GET streams even, request streams odd,
+/// so an event id alone says which kind of stream it came from.
+fn is_request_stream(stream: u64) -> bool {
+    stream % 2 == 1
+}
+
+struct RequestStream {
+    stream: u64,
+    /// The request's `_meta.progressToken` (raw JSON), which routes progress exactly.
+    progress_token: Option<String>,
+    tx: mpsc::Sender<Event>,
+}
+
+struct State {
+    next_stream: u64,
+    next_seq: u64,
+    get: Option<(u64, mpsc::Sender<Event>)>,
+    requests: Vec<RequestStream>,
+    backlog: VecDeque<Bytes>,
+    /// (stream, seq, message) of recent events, oldest first.
+    replay: VecDeque<(u64, u64, Bytes)>,
+    replay_capacity: usize,
+    /// Request streams whose final answer was sent (the last few, for resumes).
+    finished: VecDeque<u64>,
+}
+
+/// The outbox of one session.
+pub struct Outbox {
+    state: Mutex<State>,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox::new(DEFAULT_REPLAY_EVENTS)
+    }
+}
+
+/// A stream to read events from.
+pub struct StreamHandle {
+    pub stream: u64,
+    pub events: mpsc::Receiver<Event>,
+}
+
+/// Why a resume was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ResumeError {
+    /// `Last-Event-ID` is not an id this gateway issues.
+    Malformed,
+}
+
+impl Outbox {
+    pub fn new(replay_capacity: usize) -> Outbox {
+        Outbox {
+            state: Mutex::new(State {
+                next_stream: 0,
+                next_seq: 0,
+                get: None,
+                requests: Vec::new(),
+                backlog: VecDeque::new(),
+                replay: VecDeque::new(),
+                replay_capacity,
+                finished: VecDeque::new(),
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens a request stream for a request in flight; backend messages it
+    /// caused arrive on it until [`Outbox::finish_request`] or
+    /// [`Outbox::abandon_request`].
+    pub fn open_request(&self, progress_token: Option<String>) -> StreamHandle {
+        let (tx, events) = mpsc::channel(STREAM_QUEUE);
+        let mut state = self.state();
+        let stream = state.new_stream(true);
+        state.requests.push(RequestStream {
+            stream,
+            progress_token,
+            tx,
+        });
+        StreamHandle { stream, events }
+    }
+
+    /// The request was answered as plain JSON: its stream is closed, and any
+    /// message that raced onto it is delivered elsewhere.
+    pub fn abandon_request(&self, handle: StreamHandle) {
+        let StreamHandle { stream, mut events } = handle;
+        self.state().requests.retain(|r| r.stream != stream);
+        events.close();
+        while let Ok(event) = events.try_recv() {
+            if let Ok(peek) = jsonrpc::peek(&event.message) {
+                let kind = peek.kind;
+                self.deliver(event.message.clone(), kind);
+            }
+        }
+    }
+
+    /// A priming event for a stream: an id and no data.
+    pub fn priming(&self, stream: u64) -> Event {
+        let mut state = self.state();
+        let seq = state.next_seq();
+        Event {
+            id: event_id(stream, seq),
+            message: Bytes::new(),
+            last: false,
+        }
+    }
+
+    /// Sends a request's final answer on its stream (kept for resumes) and
+    /// closes the stream.
+    pub fn finish_request(&self, stream: u64, answer: Bytes) {
+        let mut state = self.state();
+        let event = state.record(stream, answer, true);
+        if let Some(i) = state.requests.iter().position(|r| r.stream == stream) {
+            let request = state.requests.remove(i);
+            let _ = request.tx.try_send(event);
+        }
+        state.finished.push_back(stream);
+        if state.finished.len() > BACKLOG_MAX {
+            state.finished.pop_front();
+        }
+    }
+
+    /// Sends one more answer on a request stream (a batch's), kept for resumes.
+    pub fn deliver_on(&self, stream: u64, message: Bytes) {
+        let mut state = self.state();
+        let event = state.record(stream, message, false);
+        if let Some(request) = state.requests.iter().find(|r| r.stream == stream) {
+            let _ = request.tx.try_send(event);
+        }
+    }
+
+    /// Opens the session's GET stream, replacing (and so ending) any earlier
+    /// one; backlogged notifications are delivered on it first.
+    pub fn attach(&self) -> StreamHandle {
+        let (tx, events) = mpsc::channel(STREAM_QUEUE);
+        let mut state = self.state();
+        let stream = state.new_stream(false);
+        let backlog: Vec<Bytes> = state.backlog.drain(..).collect();
+        for message in backlog {
+            let event = state.record(stream, message, false);
+            let _ = tx.try_send(event);
+        }
+        state.get = Some((stream, tx));
+        StreamHandle { stream, events }
+    }
+
+    /// Resumes the stream that `last_event_id` came from: the events after it on
+    /// that stream, then whatever that stream still carries. A GET stream
+    /// resumes as the session's GET stream; a request stream still in flight
+    /// goes on on the new connection; a finished one ends after the replay.
+    pub fn resume(&self, last_event_id: &str) -> Result<StreamHandle, ResumeError> {
+        let (stream, seq) = parse_event_id(last_event_id).ok_or(ResumeError::Malformed)?;
+        let (tx, events) = mpsc::channel(STREAM_QUEUE);
+        let mut state = self.state();
+        let missed: Vec<Event> = state
+            .replay
+            .iter()
+            .filter(|(s, q, _)| *s == stream && *q > seq)
+            .map(|(s, q, message)| Event {
+                id: event_id(*s, *q),
+                message: message.clone(),
+                last: false,
+            })
+            .collect();
+        for event in missed {
+            let _ = tx.try_send(event);
+        }
+        if !is_request_stream(stream) {
+            // The GET stream goes on here (a newer GET stream is replaced too).
+            let backlog: Vec<Bytes> = state.backlog.drain(..).collect();
+            for message in backlog {
+                let event = state.record(stream, message, false);
+                let _ = tx.try_send(event);
+            }
+            state.get = Some((stream, tx));
+        } else if let Some(request) = state.requests.iter_mut().find(|r| r.stream == stream) {
+            request.tx = tx;
+        } else {
+            // Finished: the replay above ends with its answer, if it was kept.
+            drop(tx);
+        }
+        Ok(StreamHandle { stream, events })
+    }
+
+    /// Detaches the GET stream `stream` if it is still the attached one.
+    pub fn detach(&self, stream: u64) {
+        let mut state = self.state();
+        if state.get.as_ref().is_some_and(|(s, _)| *s == stream) {
+            state.get = None;
+        }
+    }
+
+    /// True while a GET stream is attached and its client alive.
+    pub fn has_stream(&self) -> bool {
+        self.state()
+            .get
+            .as_ref()
+            .is_some_and(|(_, tx)| !tx.is_closed())
+    }
+
+    /// Ends the GET stream (shutdown, or the session is over). Request streams
+    /// end with their answers.
+    pub fn close(&self) {
+        let mut state = self.state();
+        state.get = None;
+        state.backlog.clear();
+    }
+}
+
+impl State {
+    fn new_stream(&mut self, request: bool) -> u64 {
+        // GET streams even, request streams odd.
+        self.next_stream += 1;
+        if is_request_stream(self.next_stream) != request {
+            self.next_stream += 1;
+        }
+        self.next_stream
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// Gives a message its event id on `stream` and keeps it for resumes.
+    fn record(&mut self, stream: u64, message: Bytes, last: bool) -> Event {
+        let seq = self.next_seq();
+        if self.replay_capacity > 0 {
+            if self.replay.len() == self.replay_capacity {
+                self.replay.pop_front();
+            }
+            self.replay.push_back((stream, seq, message.clone()));
+        }
+        Event {
+            id: event_id(stream, seq),
+            message,
+            last,
+        }
+    }
+
+    /// The request stream a backend message belongs to. Progress goes to the
+    /// request whose token it carries; a backend request (sampling, elicitation,
+    /// roots, ping), a log message or a cancellation to the newest request in
+    /// flight, since over stdio nothing says which request caused it. Other
+    /// notifications (list changes, resource updates) are not about a request:
+    /// they go to the GET stream.
+    fn request_stream_for(&self, message: &[u8], kind: Kind) -> Option<usize> {
+        if self.requests.is_empty() {
+            return None;
+        }
+        let newest = Some(self.requests.len() - 1);
+        if kind == Kind::Request {
+            return newest;
+        }
+        let peek = jsonrpc::peek(message).ok()?;
+        match peek.method.as_deref()? {
+            "notifications/progress" => {
+                let (token, _) = jsonrpc::notification_progress_token(message, peek.params?)?;
+                self.requests
+                    .iter()
+                    .position(|r| r.progress_token.as_deref() == Some(token))
+            }
+            "notifications/message" | "notifications/cancelled" => newest,
+            _ => None,
+        }
+    }
+}
+
+impl ServerMessageSink for Outbox {
+    fn deliver(&self, message: Bytes, kind: Kind) -> bool {
+        let mut state = self.state();
+        if let Some(i) = state.request_stream_for(&message, kind) {
+            let stream = state.requests[i].stream;
+            let event = state.record(stream, message, false);
+            // A client that dropped the stream can still resume it from the replay buffer.
+            return match state.requests[i].tx.try_send(event) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!("client stream is not reading; server message dropped");
+                    false
+                }
+            };
+        }
+        if let Some((stream, tx)) = &state.get
+            && !tx.is_closed()
+        {
+            let (stream, tx) = (*stream, tx.clone());
+            let event = state.record(stream, message, false);
+            return match tx.try_send(event) {
+                Ok(()) => true,
+                Err(_) => {
+                    tracing::warn!("client stream is not reading; server message dropped");
+                    false
+                }
+            };
+        }
+        // No stream: a notification waits for the next GET stream; a request
+        // cannot wait (the backend gets an error answer instead).
+        if kind == Kind::Request {
+            return false;
+        }
+        if state.backlog.len() == BACKLOG_MAX {
+            state.backlog.pop_front();
+        }
+        state.backlog.push_back(message);
+        true
+    }
+}
+
+fn event_id(stream: u64, seq: u64) -> String {
+    format!("{stream}-{seq}")
+}
+
+fn parse_event_id(id: &str) -> Option<(u64, u64)> {
+    let (stream, seq) = id.trim().split_once('-')?;
+    Some((stream.parse().ok()?, seq.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(text: &str) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"data":"{text}"}}}}"#
+        ))
+    }
+
+    fn request() -> Bytes {
+        Bytes::from_static(br#"{"jsonrpc":"2.0","id":"s1","method":"roots/list"}"#)
+    }
+
+    #[tokio::test]
+    async fn notifications_wait_for_a_stream_and_requests_are_refused_without_one() {
+        let outbox = Outbox::default();
+        assert!(outbox.deliver(note("n1"), Kind::Notification));
+        assert!(!outbox.deliver(request(), Kind::Request));
+        let mut get = outbox.attach();
+        assert_eq!(get.events.recv().await.unwrap().message, note("n1"));
+        assert!(outbox.deliver(request(), Kind::Request));
+        assert_eq!(get.events.recv().await.unwrap().message, request());
+    }
+
+    #[tokio::test]
+    async fn a_request_in_flight_gets_the_messages_it_causes() {
+        let outbox = Outbox::default();
+        let mut get = outbox.attach();
+        let mut post = outbox.open_request(None);
+        assert!(outbox.deliver(note("during"), Kind::Notification));
+        assert_eq!(post.events.recv().await.unwrap().message, note("during"));
+        outbox.finish_request(post.stream, Bytes::from_static(b"{}"));
+        let last = post.events.recv().await.unwrap();
+        assert!(last.last);
+        assert!(
+            post.events.recv().await.is_none(),
+            "the stream ends after the answer"
+        );
+        assert!(outbox.deliver(note("after"), Kind::Notification));
+        assert_eq!(get.events.recv().await.unwrap().message, note("after"));
+    }
+
+    #[tokio::test]
+    async fn progress_goes_to_the_request_with_that_token() {
+        let outbox = Outbox::default();
+        let mut first = outbox.open_request(Some("\"a\"".into()));
+        let mut second = outbox.open_request(Some("\"b\"".into()));
+        let progress = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"a","progress":1}}"#,
+        );
+        outbox.deliver(progress.clone(), Kind::Notification);
+        assert_eq!(first.events.recv().await.unwrap().message, progress);
+        outbox.deliver(note("x"), Kind::Notification);
+        assert_eq!(second.events.recv().await.unwrap().message, note("x"));
+    }
+
+    #[tokio::test]
+    async fn event_ids_are_unique_and_resume_replays_only_that_stream() {
+        let outbox = Outbox::default();
+        let mut get = outbox.attach();
+        outbox.deliver(note("g1"), Kind::Notification);
+        let g1 = get.events.recv().await.unwrap();
+        let mut post = outbox.open_request(None);
+        outbox.deliver(note("p1"), Kind::Notification);
+        let p1 = post.events.recv().await.unwrap();
+        assert_ne!(g1.id, p1.id);
+        outbox.deliver(note("p2"), Kind::Notification);
+        drop(post.events); // the client's connection broke
+        outbox.finish_request(post.stream, Bytes::from_static(b"{\"answer\":1}"));
+        outbox.deliver(note("g2"), Kind::Notification);
+
+        let mut resumed = outbox.resume(&p1.id).unwrap();
+        assert_eq!(resumed.events.recv().await.unwrap().message, note("p2"));
+        let answer = resumed.events.recv().await.unwrap();
+        assert_eq!(answer.message, Bytes::from_static(b"{\"answer\":1}"));
+        assert!(resumed.events.recv().await.is_none());
+
+        let mut get_again = outbox.resume(&g1.id).unwrap();
+        assert_eq!(get_again.events.recv().await.unwrap().message, note("g2"));
+        assert!(outbox.resume("junk").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_replay_buffer_is_bounded() {
+        let outbox = Outbox::new(2);
+        let mut get = outbox.attach();
+        let first = {
+            outbox.deliver(note("0"), Kind::Notification);
+            get.events.recv().await.unwrap()
+        };
+        for i in 1..5 {
+            outbox.deliver(note(&i.to_string()), Kind::Notification);
+        }
+        let mut resumed = outbox.resume(&first.id).unwrap();
+        assert_eq!(resumed.events.recv().await.unwrap().message, note("3"));
+        assert_eq!(resumed.events.recv().await.unwrap().message, note("4"));
+    }
+}
