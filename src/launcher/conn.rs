@@ -63,6 +63,8 @@ pub enum ConnFailure {
     Stopped(&'static str),
     #[error("the backend was evicted after {0} transport failures in a row")]
     TooManyErrors(u32),
+    #[error("the backend's answer ({len} bytes) exceeds max_message_bytes ({max} bytes)")]
+    MessageTooLarge { len: usize, max: usize },
 }
 
 impl ConnFailure {
@@ -401,13 +403,15 @@ impl BackendConn {
 
     async fn read_stdout<R: AsyncBufRead + Unpin>(self: Arc<Self>, mut reader: R, max: usize) {
         let mut line = Vec::with_capacity(8 * 1024);
+        let mut oversize = Oversize::default();
         loop {
-            match read_bounded_line(&mut reader, &mut line, max).await {
+            match read_bounded_line(&mut reader, &mut line, max, &mut oversize).await {
                 Ok(LineRead::Line) => self.route(&line),
                 Ok(LineRead::TooLong(len)) => {
                     tracing::warn!(server = %self.label.server, session = %self.label.session,
                         len, max, "backend wrote a message larger than max_message_bytes; dropped");
                     self.record_failure("message too large");
+                    self.fail_oversized(&oversize, len, max);
                 }
                 Ok(LineRead::Eof) | Err(_) => break,
             }
@@ -462,6 +466,24 @@ impl BackendConn {
         }
     }
 
+    /// Fails the request an oversized answer was for, so its client gets a clear
+    /// error at once instead of a timeout. The id is looked for at the start of
+    /// the line and at its end (where SDKs that write `result` first put it); if
+    /// it cannot be found and exactly one request is pending, that one is failed.
+    fn fail_oversized(&self, oversize: &Oversize, len: usize, max: usize) {
+        let id = find_id(&oversize.head).or_else(|| find_id(&oversize.tail));
+        let pending = {
+            let mut requests = self.lock_requests();
+            let id = id.or_else(|| {
+                (requests.pending.len() == 1).then(|| *requests.pending.keys().next().expect("one"))
+            });
+            id.and_then(|id| requests.pending.remove(&id))
+        };
+        if let Some(p) = pending {
+            let _ = p.reply.send(Err(ConnFailure::MessageTooLarge { len, max }));
+        }
+    }
+
     /// Answers a backend's request that no client stream can carry. The write
     /// happens in a task: the stdout reader must never wait on stdin.
     fn refuse_server_request(self: &Arc<Self>, id: String) {
@@ -484,8 +506,9 @@ impl BackendConn {
 
     async fn read_stderr<R: AsyncBufRead + Unpin>(self: Arc<Self>, mut reader: R) {
         let mut line = Vec::with_capacity(512);
+        let mut oversize = Oversize::default();
         loop {
-            match read_bounded_line(&mut reader, &mut line, STDERR_LINE_MAX).await {
+            match read_bounded_line(&mut reader, &mut line, STDERR_LINE_MAX, &mut oversize).await {
                 Ok(LineRead::Line) => {
                     let text = String::from_utf8_lossy(trim_ascii_end(&line)).into_owned();
                     tracing::info!(target: "mcpgate::backend", server = %self.label.server,
@@ -589,14 +612,29 @@ enum LineRead {
     TooLong(usize),
 }
 
+/// How much of the start and of the end of an oversized line is kept, to find
+/// the id of the request it answers.
+const OVERSIZE_KEEP: usize = 512;
+
+/// The start and the end of the last oversized line.
+#[derive(Default)]
+struct Oversize {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
 /// Reads one `\n`-terminated line into `line` without ever holding more than
-/// `max` bytes of it; a longer line is consumed and reported as too long.
+/// `max` bytes of it; a longer line is consumed and reported as too long, with
+/// its first and last bytes kept in `oversize`.
 async fn read_bounded_line<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     line: &mut Vec<u8>,
     max: usize,
+    oversize: &mut Oversize,
 ) -> std::io::Result<LineRead> {
     line.clear();
+    oversize.head.clear();
+    oversize.tail.clear();
     let mut skipped = 0usize;
     loop {
         let chunk = reader.fill_buf().await?;
@@ -614,8 +652,20 @@ async fn read_bounded_line<R: AsyncBufRead + Unpin>(
         if skipped == 0 && line.len() + used <= max.saturating_add(1) {
             line.extend_from_slice(&chunk[..used]);
         } else {
-            skipped = skipped.max(line.len()) + used;
+            if skipped == 0 {
+                skipped = line.len();
+                let mut start = std::mem::take(line);
+                start.extend_from_slice(&chunk[..used.min(OVERSIZE_KEEP)]);
+                start.truncate(OVERSIZE_KEEP);
+                oversize.head = start;
+            }
+            skipped += used;
             line.clear();
+            oversize
+                .tail
+                .extend_from_slice(&chunk[used.saturating_sub(OVERSIZE_KEEP)..used]);
+            let excess = oversize.tail.len().saturating_sub(OVERSIZE_KEEP);
+            oversize.tail.drain(..excess);
         }
         reader.consume(used);
         if done {
@@ -626,6 +676,20 @@ async fn read_bounded_line<R: AsyncBufRead + Unpin>(
             });
         }
     }
+}
+
+/// The gateway id (an integer) after a top-level-looking `"id":` in a fragment.
+fn find_id(fragment: &[u8]) -> Option<u64> {
+    let text = String::from_utf8_lossy(fragment);
+    text.match_indices("\"id\"").find_map(|(at, _)| {
+        let rest = text[at + 4..].trim_start().strip_prefix(':')?.trim_start();
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let after = rest[digits.len()..].trim_start();
+        (!digits.is_empty()
+            && (after.starts_with(',') || after.starts_with('}') || after.is_empty()))
+        .then(|| digits.parse().ok())
+        .flatten()
+    })
 }
 
 fn memchr_newline(bytes: &[u8]) -> Option<usize> {
@@ -640,16 +704,32 @@ mod tests {
         let mut reader = BufReader::with_capacity(4, input);
         let mut line = Vec::new();
         let mut out = Vec::new();
+        let mut oversize = Oversize::default();
         loop {
-            match read_bounded_line(&mut reader, &mut line, max)
+            match read_bounded_line(&mut reader, &mut line, max, &mut oversize)
                 .await
                 .unwrap()
             {
                 LineRead::Line => out.push(Ok(line.clone())),
-                LineRead::TooLong(n) => out.push(Err(n)),
+                LineRead::TooLong(n) => {
+                    assert!(oversize.head.len() <= OVERSIZE_KEEP && !oversize.head.is_empty());
+                    assert!(oversize.tail.ends_with(b"\n"));
+                    out.push(Err(n))
+                }
                 LineRead::Eof => return out,
             }
         }
+    }
+
+    #[test]
+    fn ids_are_found_at_either_end_of_an_oversized_line() {
+        assert_eq!(
+            find_id(br#"{"jsonrpc":"2.0","id":17,"result":{"content":[{"text":"xxxx"#),
+            Some(17)
+        );
+        assert_eq!(find_id(br#"xxxx"}]},"jsonrpc":"2.0","id":4}"#), Some(4));
+        assert_eq!(find_id(br#"{"text":"the "id": 99 in prose xxx"#), None);
+        assert_eq!(find_id(b"no id here"), None);
     }
 
     #[tokio::test]

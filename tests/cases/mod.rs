@@ -2,6 +2,7 @@
 
 mod cli;
 mod clients;
+mod fidelity;
 mod lifecycle;
 mod pool;
 mod process_tree;
