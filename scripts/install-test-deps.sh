@@ -3,8 +3,10 @@
 #
 #   .testdeps/py-mcp1/   Python venv with the MCP Python SDK 1.x  (pip 'mcp==1.*')
 #   .testdeps/py-mcp2/   Python venv with the MCP Python SDK 2.x  (pip 'mcp==2.*')
-#   .testdeps/npm/       npm prefix with the reference MCP servers and a Node 22
-#                        binary (npm package `node`, major 22; the host node may be older)
+#   .testdeps/npm/       npm prefix with the reference MCP servers, the official
+#                        conformance suite (@modelcontextprotocol/conformance, run by
+#                        tests/conformance/run.sh) and a Node 22 binary (npm package
+#                        `node`, major 22; the host node may be older)
 #
 # Idempotent: each component has a stamp file holding the spec it was installed
 # from; a component is reinstalled from scratch only when its stamp is missing or
@@ -36,6 +38,8 @@ PY_MCP2_SPEC='mcp==2.*'
 NPM_DEPS=(
   '@modelcontextprotocol/server-everything=2026'
   '@modelcontextprotocol/server-memory=2026'
+  # 0.x: pin major.minor (0.2 alphas exist and are not picked by a plain "0.1").
+  '@modelcontextprotocol/conformance=0.1'
   'node=22'
 )
 
@@ -123,7 +127,8 @@ NODE22="$NPM_DIR/node_modules/node/bin/node"
 npm_ok() {
   [[ -x "$NODE22" ]] && "$NODE22" --version 2>/dev/null | grep -q '^v22\.' &&
   [[ -f "$NPM_DIR/node_modules/@modelcontextprotocol/server-everything/package.json" ]] &&
-  [[ -f "$NPM_DIR/node_modules/@modelcontextprotocol/server-memory/package.json" ]]
+  [[ -f "$NPM_DIR/node_modules/@modelcontextprotocol/server-memory/package.json" ]] &&
+  [[ -f "$NPM_DIR/node_modules/@modelcontextprotocol/conformance/package.json" ]]
 }
 
 npm_state="cached"
@@ -137,7 +142,7 @@ if ! stamp_ok "$NPM_STAMP" "$PKG_JSON" || ! npm_ok; then
   # preinstall fetches node-linux-<arch>@22 from the npm registry (no other host).
   npm install --prefix "$NPM_DIR" --no-audit --no-fund --no-progress \
     --no-update-notifier --loglevel=error >&2
-  npm_ok || die "npm: install finished but node@22 or the servers are missing"
+  npm_ok || die "npm: install finished but node@22, the servers or the conformance suite are missing"
   printf '%s' "$PKG_JSON" >"$NPM_STAMP"
 fi
 
@@ -147,10 +152,13 @@ pkg_version() {
 NODE22_VER="$("$NODE22" --version)"
 EVERYTHING_VER="$(pkg_version @modelcontextprotocol/server-everything)"
 MEMORY_VER="$(pkg_version @modelcontextprotocol/server-memory)"
+CONFORMANCE_VER="$(pkg_version @modelcontextprotocol/conformance)"
 log "npm: node $NODE22_VER -> $NODE22 ($npm_state)"
 log "npm: @modelcontextprotocol/server-everything $EVERYTHING_VER -> $NPM_DIR/node_modules/.bin/mcp-server-everything"
 log "npm: @modelcontextprotocol/server-memory $MEMORY_VER -> $NPM_DIR/node_modules/.bin/mcp-server-memory"
-SUMMARY+=("node $NODE22_VER" "server-everything $EVERYTHING_VER" "server-memory $MEMORY_VER")
+log "npm: @modelcontextprotocol/conformance $CONFORMANCE_VER -> $NPM_DIR/node_modules/.bin/conformance"
+SUMMARY+=("node $NODE22_VER" "server-everything $EVERYTHING_VER" "server-memory $MEMORY_VER"
+  "conformance $CONFORMANCE_VER")
 
 # ---- one-line summary on stdout --------------------------------------------
 summary="$(printf '%s, ' "${SUMMARY[@]}")"

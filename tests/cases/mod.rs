@@ -2,6 +2,7 @@
 
 mod cli;
 mod clients;
+mod conformance;
 mod fidelity;
 mod lifecycle;
 mod pool;
