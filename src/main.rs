@@ -34,6 +34,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     if let Some(listen) = cli.listen {
         config.gateway.listen = listen;
     }
+    config.check_exposure().map_err(anyhow::Error::msg)?;
     if let Some(Command::Check) = cli.command {
         println!("{}", config.to_redacted_toml().trim_end());
         eprintln!("mcpgate: {} is valid", path.display());
@@ -41,6 +42,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     }
     mcpgate::telemetry::init(cli.log_format);
     tracing::info!(config = %path.display(), "config loaded");
+    let gateway = &config.gateway;
+    if gateway.api_keys.is_empty() && !gateway.listen.ip().is_loopback() {
+        tracing::warn!(listen = %gateway.listen,
+            "serving a non-loopback address without api_keys (allow_unauthenticated = true): \
+             anyone who can reach it can run the configured commands");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

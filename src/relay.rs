@@ -119,6 +119,7 @@ impl Relay {
     pub async fn initialize(
         &self,
         server: &Arc<ServerConfig>,
+        caller: Option<Arc<str>>,
         message: Bytes,
         peek: &Peek<'_>,
     ) -> InitOutcome {
@@ -180,6 +181,7 @@ impl Relay {
         let session = Arc::new(Session::new(
             id,
             Endpoint::Routed(Arc::clone(server)),
+            caller,
             server.session_idle_timeout,
             message,
             protocol_version,

@@ -59,6 +59,8 @@ pub struct Session {
     pub endpoint: Endpoint,
     /// A session idle this long is ended.
     pub idle_timeout: Duration,
+    /// The API key name that created the session; only it may use the session.
+    pub caller: Option<Arc<str>>,
     /// The client's `initialize` request as it sent it, replayed to every new process.
     pub init_message: Bytes,
     /// The version the backend answered in its initialize result.
@@ -74,6 +76,7 @@ impl Session {
     pub fn new(
         id: Arc<str>,
         endpoint: Endpoint,
+        caller: Option<Arc<str>>,
         idle_timeout: Duration,
         init_message: Bytes,
         protocol_version: String,
@@ -82,6 +85,7 @@ impl Session {
         Session {
             id,
             endpoint,
+            caller,
             idle_timeout,
             init_message,
             protocol_version,

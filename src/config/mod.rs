@@ -25,6 +25,9 @@ use toml::Spanned;
 pub use expand::{ExpandError, ProcessEnv, VarSource, expand};
 pub use units::{ByteSize, ConfigDuration, format_duration, format_size, parse_duration};
 
+/// Shortest API key accepted (a guessable key is no key).
+pub const MIN_API_KEY_LEN: usize = 16;
+
 /// Where `mcpgate` looks for its config when `--config` is not given, in order.
 pub const DEFAULT_CONFIG_PATHS: [&str; 2] = ["./mcpgate.toml", "/etc/mcpgate/mcpgate.toml"];
 
@@ -84,6 +87,16 @@ pub struct GatewayConfig {
     pub allowed_origins: Vec<String>,
     /// Replayable SSE events kept per session for `Last-Event-ID` resumes.
     pub sse_replay_events: usize,
+    /// API keys by name (`Authorization: Bearer <key>`); empty means no auth.
+    pub api_keys: Vec<(String, String)>,
+    /// Serve a non-loopback address without API keys anyway.
+    pub allow_unauthenticated: bool,
+    /// Largest request head (request line and headers) accepted.
+    pub max_header_bytes: u64,
+    /// How long a client may take to send a request's head.
+    pub header_read_timeout: Duration,
+    /// Requests of one session being handled at once; more get 429.
+    pub max_in_flight_per_session: usize,
 }
 
 /// `[servers.<id>]`: one stdio backend.
@@ -242,6 +255,13 @@ struct RawGateway {
     tool_separator: Option<Spanned<String>>,
     allowed_origins: Option<Vec<String>>,
     sse_replay_events: Option<usize>,
+    #[serde(default)]
+    api_keys: IndexMap<String, Spanned<String>>,
+    #[serde(default)]
+    allow_unauthenticated: bool,
+    max_header_bytes: Option<ByteSize>,
+    header_read_timeout: Option<ConfigDuration>,
+    max_in_flight_per_session: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -290,6 +310,11 @@ impl Default for GatewayConfig {
             tool_separator: "___".to_owned(),
             allowed_origins: Vec::new(),
             sse_replay_events: 256,
+            api_keys: Vec::new(),
+            allow_unauthenticated: false,
+            max_header_bytes: 16 << 10,
+            header_read_timeout: Duration::from_secs(10),
+            max_in_flight_per_session: 64,
         }
     }
 }
@@ -396,13 +421,49 @@ impl Config {
             },
             allowed_origins: g.allowed_origins.unwrap_or_default(),
             sse_replay_events: g.sse_replay_events.unwrap_or(defaults.sse_replay_events),
+            api_keys: Vec::new(),
+            allow_unauthenticated: g.allow_unauthenticated,
+            max_header_bytes: g
+                .max_header_bytes
+                .map_or(defaults.max_header_bytes, |b| b.0),
+            header_read_timeout: dur(g.header_read_timeout, defaults.header_read_timeout),
+            max_in_flight_per_session: g
+                .max_in_flight_per_session
+                .unwrap_or(defaults.max_in_flight_per_session),
         };
+        let mut gateway = gateway;
+        for (name, key) in &g.api_keys {
+            let value = expand_at(key, format!("gateway.api_keys.{name}"))?;
+            if value.len() < MIN_API_KEY_LEN {
+                return Err(at(
+                    Some(key.span()),
+                    Some(format!("gateway.api_keys.{name}")),
+                    format!("an API key must be at least {MIN_API_KEY_LEN} characters"),
+                ));
+            }
+            if gateway.api_keys.iter().any(|(_, k)| *k == value) {
+                return Err(at(
+                    Some(key.span()),
+                    Some(format!("gateway.api_keys.{name}")),
+                    "two names share one key; give each caller its own".into(),
+                ));
+            }
+            gateway.api_keys.push((name.clone(), value));
+        }
+        if gateway.max_header_bytes < 8192 {
+            return Err(at(
+                None,
+                Some("gateway.max_header_bytes".into()),
+                "must be at least 8KiB".into(),
+            ));
+        }
         for (key, value) in [
             ("gateway.cleanup_interval", gateway.cleanup_interval),
             ("gateway.startup_timeout", gateway.startup_timeout),
             ("gateway.tool_timeout", gateway.tool_timeout),
             ("gateway.session_idle_timeout", gateway.session_idle_timeout),
             ("gateway.crash_loop_window", gateway.crash_loop_window),
+            ("gateway.header_read_timeout", gateway.header_read_timeout),
             ("gateway.sse_keepalive", gateway.sse_keepalive),
         ] {
             if value.is_zero() {
@@ -419,6 +480,10 @@ impl Config {
                 gateway.max_consecutive_errors as usize,
             ),
             ("gateway.max_sessions", gateway.max_sessions),
+            (
+                "gateway.max_in_flight_per_session",
+                gateway.max_in_flight_per_session,
+            ),
             (
                 "gateway.crash_loop_restarts",
                 gateway.crash_loop_restarts as usize,
@@ -514,6 +579,23 @@ impl Config {
         })
     }
 
+    /// Refuses a config that would expose backends without authentication: a
+    /// non-loopback listen address needs API keys, unless
+    /// `allow_unauthenticated = true` says the risk is taken on purpose.
+    pub fn check_exposure(&self) -> Result<(), String> {
+        let g = &self.gateway;
+        if g.listen.ip().is_loopback() || !g.api_keys.is_empty() || g.allow_unauthenticated {
+            return Ok(());
+        }
+        Err(format!(
+            "{}: refusing to listen on {} without api_keys: anyone who can reach it could run the \
+             configured commands. Add [gateway] api_keys, listen on loopback, or set \
+             allow_unauthenticated = true if something in front of mcpgate authenticates callers",
+            self.source.display(),
+            g.listen
+        ))
+    }
+
     /// The server with this id.
     pub fn server(&self, id: &str) -> Option<&Arc<ServerConfig>> {
         self.servers.iter().find(|s| s.id == id)
@@ -562,6 +644,25 @@ impl Config {
             Value::String(g.tool_separator.clone()),
         );
         gateway.insert("allowed_origins".into(), strings(&g.allowed_origins));
+        let keys: Table = g
+            .api_keys
+            .iter()
+            .map(|(name, _)| (name.clone(), Value::String("<redacted>".into())))
+            .collect();
+        gateway.insert("api_keys".into(), Value::Table(keys));
+        gateway.insert(
+            "allow_unauthenticated".into(),
+            Value::Boolean(g.allow_unauthenticated),
+        );
+        gateway.insert(
+            "max_header_bytes".into(),
+            Value::String(format_size(g.max_header_bytes)),
+        );
+        gateway.insert("header_read_timeout".into(), dur(g.header_read_timeout));
+        gateway.insert(
+            "max_in_flight_per_session".into(),
+            Value::Integer(i64::try_from(g.max_in_flight_per_session).unwrap_or(i64::MAX)),
+        );
         gateway.insert(
             "sse_replay_events".into(),
             Value::Integer(i64::try_from(g.sse_replay_events).unwrap_or(i64::MAX)),
@@ -780,6 +881,40 @@ mod tests {
         assert_eq!(c.servers[0].session_mode, SessionMode::PerSession);
         assert_eq!(c.servers[1].session_mode, SessionMode::Shared);
         assert!(parse("[servers.a]\ncommand = \"x\"\nsession_mode = \"pooled\"\n").is_err());
+    }
+
+    #[test]
+    fn api_keys_expand_are_checked_and_redacted() {
+        let c = parse("[gateway]\napi_keys = { ci = \"${TOKEN}-0123456789abcdef\" }\n").unwrap();
+        assert_eq!(
+            c.gateway.api_keys,
+            vec![("ci".to_owned(), "s3cret-0123456789abcdef".to_owned())]
+        );
+        let printed = c.to_redacted_toml();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("ci = \"<redacted>\""), "{printed}");
+        let err = parse("[gateway]\napi_keys = { ci = \"short\" }\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("gateway.api_keys.ci"));
+        let err = parse(
+            "[gateway]\napi_keys = { a = \"0123456789abcdef0\", b = \"0123456789abcdef0\" }\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("share one key"), "{err}");
+    }
+
+    #[test]
+    fn exposure_without_keys_is_refused_unless_allowed() {
+        let open = parse("[gateway]\nlisten = \"0.0.0.0:3000\"\n").unwrap();
+        assert!(open.check_exposure().unwrap_err().contains("api_keys"));
+        let allowed =
+            parse("[gateway]\nlisten = \"0.0.0.0:3000\"\nallow_unauthenticated = true\n").unwrap();
+        assert!(allowed.check_exposure().is_ok());
+        let keyed = parse(
+            "[gateway]\nlisten = \"0.0.0.0:3000\"\napi_keys = { a = \"0123456789abcdef0\" }\n",
+        )
+        .unwrap();
+        assert!(keyed.check_exposure().is_ok());
+        assert!(parse("").unwrap().check_exposure().is_ok());
     }
 
     #[test]

@@ -131,13 +131,19 @@ fn server<'a>(app: &'a App, server_id: &str) -> Result<&'a Arc<ServerConfig>, Ht
     })
 }
 
-/// The live session a request names, on this endpoint.
-fn session(app: &App, target: Target<'_>, headers: &HeaderMap) -> Result<Arc<Session>, HttpError> {
+/// The live session a request names, on this endpoint, created with the same
+/// API key: presented with another key, a session is as unknown as any (404).
+fn session(
+    app: &App,
+    target: Target<'_>,
+    caller: &Option<Arc<str>>,
+    headers: &HeaderMap,
+) -> Result<Arc<Session>, HttpError> {
     let id = rules::require_session_id(headers)?;
     app.relay
         .sessions
         .get(id)
-        .filter(|s| target.owns(s))
+        .filter(|s| target.owns(s) && s.caller == *caller)
         .ok_or_else(rules::unknown_session)
 }
 
@@ -186,14 +192,16 @@ async fn read_post_body(app: &App, body: Body) -> Result<Bytes, HttpError> {
     read_body(body, app.relay.config.gateway.max_body_bytes).await
 }
 
-/// The checks every request to an MCP endpoint passes first.
-fn check_caller(app: &App, headers: &HeaderMap) -> Result<(), HttpError> {
+/// The checks every request to an MCP endpoint passes first (origin, host,
+/// API key); returns the caller's key name when the gateway has keys.
+fn check_caller(app: &App, headers: &HeaderMap) -> Result<Option<Arc<str>>, HttpError> {
     let gateway = &app.relay.config.gateway;
     rules::check_origin_and_host(
         headers,
         gateway.listen.ip().is_loopback(),
         &gateway.allowed_origins,
-    )
+    )?;
+    rules::authenticate(headers, &gateway.api_keys)
 }
 
 async fn post_message(
@@ -202,13 +210,13 @@ async fn post_message(
     headers: &HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, HttpError> {
-    check_caller(app, headers)?;
+    let caller = check_caller(app, headers)?;
     rules::require_json_content(headers)?;
     let answer_as = rules::post_answer_as(headers)?;
     rules::protocol_version(headers)?;
     let session_id = rules::session_id(headers)?;
     if jsonrpc::is_batch(&bytes) {
-        let session = session(app, target, headers)?;
+        let session = session(app, target, &caller, headers)?;
         return serve_batch(app, &session, answer_as, &bytes).await;
     }
     let peek = jsonrpc::peek_client(&bytes)
@@ -224,8 +232,16 @@ async fn post_message(
             .with_id(peek.id));
         }
         let outcome = match target {
-            Target::Routed(server) => app.relay.initialize(server, bytes.clone(), &peek).await,
-            Target::Unified => app.relay.unified_initialize(bytes.clone(), &peek).await,
+            Target::Routed(server) => {
+                app.relay
+                    .initialize(server, caller, bytes.clone(), &peek)
+                    .await
+            }
+            Target::Unified => {
+                app.relay
+                    .unified_initialize(caller, bytes.clone(), &peek)
+                    .await
+            }
         };
         return Ok(match outcome {
             InitOutcome::Created { session, response } => {
@@ -253,9 +269,22 @@ async fn post_message(
         });
     }
 
-    let session = session(app, target, headers)?;
+    let session = session(app, target, &caller, headers)?;
     match peek.kind {
-        Kind::Request => Ok(serve_request(app, session, answer_as, bytes.clone(), &peek).await),
+        Kind::Request => {
+            let limit = app.relay.config.gateway.max_in_flight_per_session;
+            if session.in_flight() >= limit {
+                return Err(HttpError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    jsonrpc::SERVER_ERROR,
+                    format!(
+                        "Too Many Requests: this session already has {limit} requests in flight (max_in_flight_per_session)"
+                    ),
+                )
+                .with_id(peek.id));
+            }
+            Ok(serve_request(app, session, answer_as, bytes.clone(), &peek).await)
+        }
         Kind::Notification | Kind::Response => {
             app.relay.forward(&session, &bytes, &peek).await;
             Ok(reply::accepted())
@@ -500,10 +529,10 @@ async fn serve_batch(
 }
 
 fn open_stream(app: &App, target: Target<'_>, headers: &HeaderMap) -> Result<Response, HttpError> {
-    check_caller(app, headers)?;
+    let caller = check_caller(app, headers)?;
     rules::get_accepts_stream(headers)?;
     rules::protocol_version(headers)?;
-    let session = session(app, target, headers)?;
+    let session = session(app, target, &caller, headers)?;
     session.touch();
     let last_event_id = headers
         .get("last-event-id")
@@ -557,9 +586,9 @@ async fn end_session(
     target: Target<'_>,
     headers: &HeaderMap,
 ) -> Result<Response, HttpError> {
-    check_caller(app, headers)?;
+    let caller = check_caller(app, headers)?;
     rules::protocol_version(headers)?;
-    let session = session(app, target, headers)?;
+    let session = session(app, target, &caller, headers)?;
     if app.relay.end_session(&session.id, "client DELETE").await {
         Ok(StatusCode::OK.into_response())
     } else {

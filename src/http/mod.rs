@@ -10,7 +10,6 @@ mod reply;
 mod rules;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -48,42 +47,64 @@ pub fn router(app: Arc<App>) -> Router {
 /// every SSE stream and waits up to `shutdown_timeout` for in-flight requests.
 /// Returns once the listener is closed; backends are still running (the caller
 /// stops them after this returns).
+///
+/// Connections are served by hyper directly (not `axum::serve`) so that the
+/// request-head limits hold: at most `max_header_bytes` of request line and
+/// headers (431 beyond), sent within `header_read_timeout` of the connection
+/// becoming idle (a slow client cannot hold a connection without sending).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     relay: Arc<Relay>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let timeout = relay.config.gateway.shutdown_timeout;
+    let gateway = relay.config.gateway.clone();
     let app = Arc::new(App {
         relay: Arc::clone(&relay),
     });
-    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new connections; ending SSE streams");
-        relay.close_streams();
-        let _ = draining_tx.send(());
-    };
-    let server = axum::serve(
-        listener,
-        router(app).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal);
-    let server = tokio::spawn(async move { server.await });
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result.unwrap_or_else(|e| Err(std::io::Error::other(e))),
-        _ = draining_rx => {}
+    let service = hyper_util::service::TowerToHyperService::new(router(app));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(gateway.header_read_timeout)
+        .max_buf_size(usize::try_from(gateway.max_header_bytes).unwrap_or(usize::MAX))
+        .keep_alive(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection =
+            builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
     }
-    match tokio::time::timeout(timeout, &mut server).await {
-        Ok(result) => result.unwrap_or_else(|e| Err(std::io::Error::other(e))),
-        Err(_) => {
-            tracing::warn!(
-                ?timeout,
-                "in-flight requests still running at shutdown_timeout; closing them"
-            );
-            server.abort();
-            Ok(())
-        }
+    drop(listener);
+    tracing::info!("shutting down: no new connections; ending SSE streams");
+    relay.close_streams();
+    let timeout = gateway.shutdown_timeout;
+    if tokio::time::timeout(timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?timeout,
+            "in-flight requests still running at shutdown_timeout; closing them"
+        );
     }
+    Ok(())
 }

@@ -203,6 +203,54 @@ pub fn check_origin_and_host(
     Ok(())
 }
 
+/// The name of the API key the request carries (`Authorization: Bearer <key>`),
+/// `None` when the gateway has no keys. A missing or wrong key is a 401. Every
+/// key is compared, in time that does not depend on where they differ.
+pub fn authenticate(
+    headers: &HeaderMap,
+    keys: &[(String, String)],
+) -> Result<Option<std::sync::Arc<str>>, HttpError> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let unauthorized = |why: &str| {
+        HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            jsonrpc::SERVER_ERROR,
+            format!("Unauthorized: {why}"),
+        )
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("send Authorization: Bearer <key>"))?
+        .as_bytes();
+    let token = presented
+        .split_at_checked(7)
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+        .map(|(_, token)| token.trim_ascii())
+        .ok_or_else(|| unauthorized("the Authorization scheme must be Bearer"))?;
+    let mut found = None;
+    for (name, key) in keys {
+        if constant_time_eq(token, key.as_bytes()) {
+            found = Some(name);
+        }
+    }
+    found
+        .map(|name| Some(std::sync::Arc::from(name.as_str())))
+        .ok_or_else(|| unauthorized("the API key is not valid"))
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut difference = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        difference |= usize::from(x ^ y);
+    }
+    difference == 0
+}
+
 /// What an unknown or ended session gets, so the client re-initialises.
 pub fn unknown_session() -> HttpError {
     HttpError::new(
@@ -303,6 +351,41 @@ mod tests {
         assert!(
             check_origin_and_host(&headers(&[("origin", "http://localhost")]), false, &[]).is_err()
         );
+    }
+
+    #[test]
+    fn api_keys_are_checked() {
+        let keys = vec![
+            ("ci".to_owned(), "key-of-ci-0123456789".to_owned()),
+            ("ops".to_owned(), "key-of-ops-0123456789".to_owned()),
+        ];
+        assert_eq!(authenticate(&HeaderMap::new(), &[]).unwrap(), None);
+        let with = |value: &'static str| headers(&[("authorization", value)]);
+        assert_eq!(
+            authenticate(&with("Bearer key-of-ops-0123456789"), &keys)
+                .unwrap()
+                .as_deref(),
+            Some("ops")
+        );
+        assert_eq!(
+            authenticate(&with("bearer key-of-ci-0123456789"), &keys)
+                .unwrap()
+                .as_deref(),
+            Some("ci")
+        );
+        for bad in [
+            "Bearer key-of-ci-012345678",
+            "Basic a2V5",
+            "Bearer ",
+            "key-of-ci-0123456789",
+        ] {
+            let err = authenticate(&with(bad), &keys).unwrap_err();
+            assert_eq!(err.status, StatusCode::UNAUTHORIZED, "{bad}");
+        }
+        assert!(authenticate(&HeaderMap::new(), &keys).is_err());
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 
     #[test]

@@ -241,7 +241,12 @@ impl Relay {
     /// the backends' capabilities, and their instructions, each under its server's
     /// name. Backends with no known capabilities yet are started now, in parallel;
     /// one that fails is left out (and logged) and the others serve.
-    pub async fn unified_initialize(&self, message: Bytes, peek: &Peek<'_>) -> InitOutcome {
+    pub async fn unified_initialize(
+        &self,
+        caller: Option<Arc<str>>,
+        message: Bytes,
+        peek: &Peek<'_>,
+    ) -> InitOutcome {
         let id: Arc<str> = Arc::from(mint_session_id());
         let requested = peek
             .params
@@ -257,6 +262,7 @@ impl Relay {
         let session = Arc::new(Session::new(
             Arc::clone(&id),
             Endpoint::Unified(UnifiedState::default()),
+            caller,
             self.config.gateway.session_idle_timeout,
             message,
             version.clone(),

@@ -8,5 +8,6 @@ mod lifecycle;
 mod pool;
 mod process_tree;
 mod routed_http;
+mod security;
 mod shared_mode;
 mod unified;
