@@ -56,6 +56,8 @@ pub enum RunError {
     },
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }
 
 /// Runs the gateway until `shutdown` resolves, then shuts down in order:
@@ -66,15 +68,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let addr = config.gateway.listen;
+    let tls = config
+        .gateway
+        .tls
+        .as_ref()
+        .map(http::tls::acceptor)
+        .transpose()
+        .map_err(RunError::Tls)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| RunError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(RunError::Serve)?;
-    announce(&config, local);
+    announce(&config, local, tls.is_some());
 
     let relay = Arc::new(Relay::new(Arc::new(config)));
     let sweeper = tokio::spawn(Arc::clone(&relay).sweep_idle_forever());
-    let served = http::serve(listener, Arc::clone(&relay), shutdown).await;
+    let served = http::serve(listener, tls, Arc::clone(&relay), shutdown).await;
     sweeper.abort();
     tracing::info!("stopping every backend");
     relay.shutdown().await;
@@ -83,14 +92,19 @@ pub async fn run(
 }
 
 /// Prints where the gateway listens and what it serves, one line per server.
-fn announce(config: &Config, local: std::net::SocketAddr) {
+fn announce(config: &Config, local: std::net::SocketAddr, tls: bool) {
     use std::io::Write;
+    let scheme = if tls { "https" } else { "http" };
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "mcpgate listening on http://{local}");
+    let _ = writeln!(out, "mcpgate listening on {scheme}://{local}");
+    let _ = writeln!(
+        out,
+        "  {scheme}://{local}/mcp  ->  every server below (unified)"
+    );
     for server in &config.servers {
         let _ = writeln!(
             out,
-            "  http://{local}/mcp/{}  ->  {} {}",
+            "  {scheme}://{local}/mcp/{}  ->  {} {}",
             server.id,
             server.command,
             server.args.join(" ")

@@ -97,6 +97,15 @@ pub struct GatewayConfig {
     pub header_read_timeout: Duration,
     /// Requests of one session being handled at once; more get 429.
     pub max_in_flight_per_session: usize,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of the gateway's own TLS certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `[servers.<id>]`: one stdio backend.
@@ -262,6 +271,8 @@ struct RawGateway {
     max_header_bytes: Option<ByteSize>,
     header_read_timeout: Option<ConfigDuration>,
     max_in_flight_per_session: Option<usize>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -315,6 +326,7 @@ impl Default for GatewayConfig {
             max_header_bytes: 16 << 10,
             header_read_timeout: Duration::from_secs(10),
             max_in_flight_per_session: 64,
+            tls: None,
         }
     }
 }
@@ -430,6 +442,7 @@ impl Config {
             max_in_flight_per_session: g
                 .max_in_flight_per_session
                 .unwrap_or(defaults.max_in_flight_per_session),
+            tls: None,
         };
         let mut gateway = gateway;
         for (name, key) in &g.api_keys {
@@ -450,6 +463,20 @@ impl Config {
             }
             gateway.api_keys.push((name.clone(), value));
         }
+        gateway.tls = match (&g.tls_cert, &g.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: expand_at(cert, "gateway.tls_cert".into())?.into(),
+                key: expand_at(key, "gateway.tls_key".into())?.into(),
+            }),
+            (Some(only), None) | (None, Some(only)) => {
+                return Err(at(
+                    Some(only.span()),
+                    Some("gateway.tls_cert / gateway.tls_key".into()),
+                    "set both tls_cert and tls_key, or neither".into(),
+                ));
+            }
+        };
         if gateway.max_header_bytes < 8192 {
             return Err(at(
                 None,
@@ -659,6 +686,16 @@ impl Config {
             Value::String(format_size(g.max_header_bytes)),
         );
         gateway.insert("header_read_timeout".into(), dur(g.header_read_timeout));
+        if let Some(tls) = &g.tls {
+            gateway.insert(
+                "tls_cert".into(),
+                Value::String(tls.cert.display().to_string()),
+            );
+            gateway.insert(
+                "tls_key".into(),
+                Value::String(tls.key.display().to_string()),
+            );
+        }
         gateway.insert(
             "max_in_flight_per_session".into(),
             Value::Integer(i64::try_from(g.max_in_flight_per_session).unwrap_or(i64::MAX)),

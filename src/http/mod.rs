@@ -8,6 +8,7 @@
 mod endpoint;
 mod reply;
 mod rules;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,6 +55,7 @@ pub fn router(app: Arc<App>) -> Router {
 /// becoming idle (a slow client cannot hold a connection without sending).
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     relay: Arc<Relay>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -84,14 +86,49 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection =
-            builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        match &tls {
+            None => {
+                let connection =
+                    builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                // The handshake is bounded like a request head: a client that
+                // starts one and stops cannot hold the connection.
+                let (acceptor, builder, service) =
+                    (acceptor.clone(), builder.clone(), service.clone());
+                let watcher = graceful.watcher();
+                let handshake_timeout = gateway.header_read_timeout;
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let connection =
+                        builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(connection).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     tracing::info!("shutting down: no new connections; ending SSE streams");

@@ -236,3 +236,102 @@ async fn a_client_that_sends_no_request_head_is_disconnected() {
     assert!(gw.backend_pid("t", &session).await > 0);
     gw.stop().await;
 }
+
+/// Runs curl (a real, independent HTTPS client) and returns (status, headers+body).
+fn curl(args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "20"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, text + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_is_served_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let config = format!(
+        "[gateway]\nstop_grace = \"500ms\"\ntls_cert = {:?}\ntls_key = {:?}\n{}",
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+        test_server("t", &[])
+    );
+    let gw = Gateway::start(&config).await;
+    assert!(gw.base.starts_with("https://"), "{}", gw.base);
+    let port = gw.base.rsplit(':').next().unwrap().to_owned();
+    let url = format!("https://localhost:{port}/mcp/t");
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let cacert = cert_path.display().to_string();
+    let (url2, resolve2, cacert2) = (url.clone(), resolve.clone(), cacert.clone());
+    let (status, text) = tokio::task::spawn_blocking(move || {
+        curl(&[
+            "--cacert",
+            &cacert2,
+            "--resolve",
+            &resolve2,
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "accept: application/json, text/event-stream",
+            "--data",
+            &initialize_body("1"),
+            &url2,
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, "200", "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("mcp-session-id: "),
+        "{text}"
+    );
+    assert!(text.contains("mcpgate-test-server"), "{text}");
+    // A client that does not trust the certificate is refused by TLS itself.
+    let (status, text) = tokio::task::spawn_blocking(move || {
+        curl(&[
+            "--resolve",
+            &resolve,
+            &format!("https://localhost:{port}/healthz"),
+        ])
+    })
+    .await
+    .unwrap();
+    assert_ne!(status, "200", "{text}");
+    gw.stop().await;
+}
+
+#[test]
+fn a_bad_tls_file_is_reported_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tls.toml");
+    let cert = dir.path().join("nope.pem");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\n",
+            cert.display().to_string(),
+            cert.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcpgate"))
+        .args(["--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("tls_cert") && stderr.contains("nope.pem"),
+        "{stderr}"
+    );
+}
