@@ -76,6 +76,9 @@ impl Default for Outbox {
 /// A stream to read events from.
 pub struct StreamHandle {
     pub stream: u64,
+    /// The stream's priming event, numbered before anything the stream carries,
+    /// so that resuming from it replays everything.
+    pub priming: Event,
     pub events: mpsc::Receiver<Event>,
 }
 
@@ -113,18 +116,25 @@ impl Outbox {
         let (tx, events) = mpsc::channel(STREAM_QUEUE);
         let mut state = self.state();
         let stream = state.new_stream(true);
+        let priming = state.priming(stream);
         state.requests.push(RequestStream {
             stream,
             progress_token,
             tx,
         });
-        StreamHandle { stream, events }
+        StreamHandle {
+            stream,
+            priming,
+            events,
+        }
     }
 
     /// The request was answered as plain JSON: its stream is closed, and any
     /// message that raced onto it is delivered elsewhere.
     pub fn abandon_request(&self, handle: StreamHandle) {
-        let StreamHandle { stream, mut events } = handle;
+        let StreamHandle {
+            stream, mut events, ..
+        } = handle;
         self.state().requests.retain(|r| r.stream != stream);
         events.close();
         while let Ok(event) = events.try_recv() {
@@ -132,17 +142,6 @@ impl Outbox {
                 let kind = peek.kind;
                 self.deliver(event.message.clone(), kind);
             }
-        }
-    }
-
-    /// A priming event for a stream: an id and no data.
-    pub fn priming(&self, stream: u64) -> Event {
-        let mut state = self.state();
-        let seq = state.next_seq();
-        Event {
-            id: event_id(stream, seq),
-            message: Bytes::new(),
-            last: false,
         }
     }
 
@@ -176,13 +175,18 @@ impl Outbox {
         let (tx, events) = mpsc::channel(STREAM_QUEUE);
         let mut state = self.state();
         let stream = state.new_stream(false);
+        let priming = state.priming(stream);
         let backlog: Vec<Bytes> = state.backlog.drain(..).collect();
         for message in backlog {
             let event = state.record(stream, message, false);
             let _ = tx.try_send(event);
         }
         state.get = Some((stream, tx));
-        StreamHandle { stream, events }
+        StreamHandle {
+            stream,
+            priming,
+            events,
+        }
     }
 
     /// Resumes the stream that `last_event_id` came from: the events after it on
@@ -193,6 +197,7 @@ impl Outbox {
         let (stream, seq) = parse_event_id(last_event_id).ok_or(ResumeError::Malformed)?;
         let (tx, events) = mpsc::channel(STREAM_QUEUE);
         let mut state = self.state();
+        let priming = state.priming(stream);
         let missed: Vec<Event> = state
             .replay
             .iter()
@@ -220,7 +225,11 @@ impl Outbox {
             // Finished: the replay above ends with its answer, if it was kept.
             drop(tx);
         }
-        Ok(StreamHandle { stream, events })
+        Ok(StreamHandle {
+            stream,
+            priming,
+            events,
+        })
     }
 
     /// Detaches the GET stream `stream` if it is still the attached one.
@@ -261,6 +270,16 @@ impl State {
     fn next_seq(&mut self) -> u64 {
         self.next_seq += 1;
         self.next_seq
+    }
+
+    /// A priming event for `stream`: an id and no data.
+    fn priming(&mut self, stream: u64) -> Event {
+        let seq = self.next_seq();
+        Event {
+            id: event_id(stream, seq),
+            message: Bytes::new(),
+            last: false,
+        }
     }
 
     /// Gives a message its event id on `stream` and keeps it for resumes.
@@ -438,6 +457,18 @@ mod tests {
         let mut get_again = outbox.resume(&g1.id).unwrap();
         assert_eq!(get_again.events.recv().await.unwrap().message, note("g2"));
         assert!(outbox.resume("junk").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_priming_event_is_numbered_before_the_streams_events() {
+        let outbox = Outbox::default();
+        let mut post = outbox.open_request(None);
+        outbox.deliver(note("first"), Kind::Notification);
+        let first = post.events.recv().await.unwrap();
+        // Resuming from the priming event replays the first message too.
+        drop(post.events);
+        let mut resumed = outbox.resume(&post.priming.id).unwrap();
+        assert_eq!(resumed.events.recv().await.unwrap().id, first.id);
     }
 
     #[tokio::test]

@@ -300,9 +300,7 @@ fn single_answer(answer_as: AnswerAs, session: &Session, message: Bytes) -> Resp
             let mut handle = session.outbox.open_request(None);
             let mut frames = Vec::with_capacity(2);
             if primes(session) {
-                frames.push(reply::sse_priming(
-                    &session.outbox.priming(handle.stream).id,
-                ));
+                frames.push(reply::sse_priming(&handle.priming.id));
             }
             session.outbox.finish_request(handle.stream, message);
             while let Ok(event) = handle.events.try_recv() {
@@ -366,8 +364,7 @@ async fn serve_request(
         let stream = handle.stream;
         let mut sender = FrameSender::new(frames);
         if primes(&session) {
-            let priming = session.outbox.priming(stream);
-            sender.send(reply::sse_priming(&priming.id)).await;
+            sender.send(reply::sse_priming(&handle.priming.id)).await;
         }
         if let Some(event) = first {
             sender
@@ -551,7 +548,7 @@ fn open_stream(app: &App, target: Target<'_>, headers: &HeaderMap) -> Result<Res
     let (frames, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
         if last_event_id.is_none() && primes(&session) {
-            let priming = reply::sse_priming(&session.outbox.priming(stream.stream).id);
+            let priming = reply::sse_priming(&stream.priming.id);
             if frames.send(Ok(priming)).await.is_err() {
                 session.outbox.detach(stream.stream);
                 return;
