@@ -4,6 +4,7 @@ mod cli;
 mod clients;
 mod conformance;
 mod fidelity;
+mod interop;
 mod lifecycle;
 mod pool;
 mod process_tree;

@@ -13,6 +13,14 @@ Scenarios:
          prints {"sdk_version", "protocol_version", "server_name", "tools",
                  "pids", "echo", "elapsed_ms"}
   list   connect, tools/list; prints {"tools": [...]}
+  everything
+         against @modelcontextprotocol/server-everything, with sampling,
+         elicitation and logging callbacks: logging/setLevel debug, then the
+         tools trigger-sampling-request, trigger-elicitation-request,
+         trigger-long-running-operation (with a progress callback) and
+         toggle-simulated-logging (twice: on, wait for a log message, off);
+         prints {"sdk_version", "sampling_result", "sampling_requests", "elicitation_result",
+                 "elicitation_requests", "progress", "log_messages", "tools"}
 
 SDK usage:
   1.x  mcp.client.streamable_http.streamablehttp_client + mcp.ClientSession,
@@ -44,7 +52,7 @@ TIMEOUT_S = float(os.environ.get("PY_CLIENT_TIMEOUT", "30"))
 # give up hard this long after the overall timeout.
 HARD_EXIT_GRACE_S = 5.0
 
-SCENARIOS = ("basic", "list")
+SCENARIOS = ("basic", "list", "everything")
 SDK_VERSION = importlib.metadata.version("mcp")
 SDK_MAJOR = int(SDK_VERSION.split(".")[0])
 CLIENT_NAME = "mcpgate-py-client"
@@ -83,11 +91,12 @@ def _first_text(result: Any, tool: str) -> str:
 class Conn:
     """The few operations the scenarios need, over either SDK major."""
 
-    def __init__(self, list_page, call_tool, protocol_version, server_name):
+    def __init__(self, list_page, call_tool, protocol_version, server_name, set_logging_level=None):
         self._list_page = list_page
         self._call_tool = call_tool
         self.protocol_version = protocol_version
         self.server_name = server_name
+        self.set_logging_level = set_logging_level
 
     async def tool_names(self) -> list[str]:
         names: list[str] = []
@@ -100,11 +109,24 @@ class Conn:
                 return names
         raise ScenarioError("tools/list did not finish within 100 pages")
 
-    async def call_text(self, name: str, arguments: dict[str, Any]) -> str:
-        return _first_text(await self._call_tool(name, arguments), name)
+    async def call_text(self, name: str, arguments: dict[str, Any], progress_callback=None) -> str:
+        return _first_text(await self.call(name, arguments, progress_callback), name)
+
+    async def call(self, name: str, arguments: dict[str, Any], progress_callback=None) -> Any:
+        """The whole tool result (no isError check)."""
+        if progress_callback is None:
+            return await self._call_tool(name, arguments)
+        return await self._call_tool(name, arguments, progress_callback=progress_callback)
+
+    async def all_texts(self, name: str, arguments: dict[str, Any]) -> str:
+        """The text items of a tool's result, joined with newlines."""
+        result = await self.call(name, arguments)
+        if _field(result, "isError", "is_error"):
+            raise ScenarioError(f"tool {name!r} returned isError: {result!r}")
+        return "\n".join(c.text for c in (result.content or []) if getattr(c, "type", None) == "text")
 
 
-async def run_v1(url: str, body):
+async def run_v1(url: str, body, callbacks: dict[str, Any]):
     info = types.Implementation(name=CLIENT_NAME, version=SDK_VERSION)
     with warnings.catch_warnings():
         # Recent 1.x releases deprecate streamablehttp_client for streamable_http_client;
@@ -112,7 +134,7 @@ async def run_v1(url: str, body):
         warnings.simplefilter("ignore", DeprecationWarning)
         transport = streamablehttp_client(url)
     async with transport as (read, write, _get_session_id):
-        async with ClientSession(read, write, client_info=info) as session:
+        async with ClientSession(read, write, client_info=info, **callbacks) as session:
             init = await session.initialize()
 
             async def list_page(cursor):
@@ -123,15 +145,16 @@ async def run_v1(url: str, body):
                 session.call_tool,
                 protocol_version=init.protocolVersion,
                 server_name=init.serverInfo.name if init.serverInfo else None,
+                set_logging_level=session.set_logging_level,
             )
             return await body(conn)
 
 
-async def run_v2(url: str, body):
+async def run_v2(url: str, body, callbacks: dict[str, Any]):
     info = types.Implementation(name=CLIENT_NAME, version=SDK_VERSION)
     # mode="auto" is the default; spelled out because the discover->initialize
     # fallback is what these tests exercise.
-    async with Client(url, mode="auto", client_info=info) as client:
+    async with Client(url, mode="auto", client_info=info, **callbacks) as client:
         server_info = client.server_info
 
         async def list_page(cursor):
@@ -142,6 +165,7 @@ async def run_v2(url: str, body):
             client.call_tool,
             protocol_version=client.protocol_version,
             server_name=server_info.name if server_info else None,
+            set_logging_level=client.set_logging_level,
         )
         return await body(conn)
 
@@ -175,11 +199,114 @@ async def scenario_list(conn: Conn) -> dict[str, Any]:
     return {"tools": await conn.tool_names()}
 
 
+# ---- everything: server-to-client requests, progress and logging ----
+
+# What the sampling callback answers; server-everything's trigger-sampling-request
+# tool returns the whole sampling result as JSON text, so this text appears in it.
+SAMPLED_TEXT = "sampled-by-mcpgate-test"
+# What the elicitation callback accepts with. server-everything's
+# trigger-elicitation-request asks for a form whose only required field is
+# `name`; its tool result lists the fields it got ("- Name: <name>", ...).
+ELICITED_CONTENT = {
+    "name": "mcpgate-test-user",
+    "check": True,
+    "email": "mcpgate-test@example.com",
+    "integer": 42,
+}
+# trigger-long-running-operation: `duration` seconds in `steps` equal steps, one
+# progress notification per step (progress = step number, total = steps).
+LONG_RUNNING_ARGS = {"duration": 0.5, "steps": 5}
+# How long to wait for the first log message after turning simulated logging on
+# (server-everything sends one at once, then one every 5 s).
+LOG_WAIT_S = 8.0
+
+
+class Recorder:
+    """The callbacks the `everything` scenario installs, and what they saw."""
+
+    def __init__(self) -> None:
+        self.sampling_requests: list[Any] = []
+        self.elicitation_requests: list[Any] = []
+        self.log_messages: list[Any] = []
+        self.progress: list[list[float | None]] = []
+        self._logged = asyncio.Event()
+
+    async def sampling(self, context, params):
+        self.sampling_requests.append(params)
+        return types.CreateMessageResult(
+            role="assistant",
+            content=types.TextContent(type="text", text=SAMPLED_TEXT),
+            model="mcpgate-test-model",
+        )
+
+    async def elicitation(self, context, params):
+        self.elicitation_requests.append(params)
+        return types.ElicitResult(action="accept", content=dict(ELICITED_CONTENT))
+
+    async def logging(self, params) -> None:
+        self.log_messages.append(params)
+        self._logged.set()
+
+    async def on_progress(self, progress, total, message) -> None:
+        self.progress.append([progress, total])
+
+    async def wait_for_log(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._logged.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise ScenarioError(f"no notifications/message arrived within {timeout}s") from None
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "sampling_callback": self.sampling,
+            "elicitation_callback": self.elicitation,
+            "logging_callback": self.logging,
+        }
+
+
+def scenario_everything(recorder: Recorder):
+    async def body(conn: Conn) -> dict[str, Any]:
+        tools = await conn.tool_names()
+        with warnings.catch_warnings():
+            # 2.x deprecates logging (for 2026-07-28); on handshake-era sessions
+            # logging/setLevel is still what turns log messages on.
+            warnings.simplefilter("ignore")
+            await conn.set_logging_level("debug")
+        sampling = await conn.all_texts(
+            "trigger-sampling-request", {"prompt": "say something", "maxTokens": 16}
+        )
+        elicitation = await conn.all_texts("trigger-elicitation-request", {})
+        await conn.call_text(
+            "trigger-long-running-operation", dict(LONG_RUNNING_ARGS), progress_callback=recorder.on_progress
+        )
+        await conn.call_text("toggle-simulated-logging", {})  # on
+        await recorder.wait_for_log(LOG_WAIT_S)
+        await conn.call_text("toggle-simulated-logging", {})  # off
+        return {
+            "sdk_version": SDK_VERSION,
+            "sampling_result": sampling,
+            "sampling_requests": len(recorder.sampling_requests),
+            "elicitation_result": elicitation,
+            "elicitation_requests": len(recorder.elicitation_requests),
+            "progress": list(recorder.progress),
+            "log_messages": len(recorder.log_messages),
+            "tools": tools,
+        }
+
+    return body
+
+
 async def run(url: str, scenario: str) -> dict[str, Any]:
-    body = {"basic": scenario_basic, "list": scenario_list}[scenario]
+    callbacks: dict[str, Any] = {}
+    if scenario == "everything":
+        recorder = Recorder()
+        body = scenario_everything(recorder)
+        callbacks = recorder.callbacks()
+    else:
+        body = {"basic": scenario_basic, "list": scenario_list}[scenario]
     runner = run_v1 if SDK_MAJOR < 2 else run_v2
     start = time.monotonic()
-    out = await runner(url, body)  # returns only after the session is closed
+    out = await runner(url, body, callbacks)  # returns only after the session is closed
     if scenario == "basic":
         out["elapsed_ms"] = round((time.monotonic() - start) * 1000)
     return out
