@@ -245,7 +245,7 @@ impl Relay {
         peek: &Peek<'_>,
     ) -> Bytes {
         let method = peek.method.as_deref().unwrap_or_default();
-        let filtered = server.tools.iter().any(|t| t != "*");
+        let filtered = server.filters_tools();
         if filtered
             && method == "tools/call"
             && let Some(name) = peek.params.and_then(|p| jsonrpc::string_member(p, "name"))

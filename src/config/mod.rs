@@ -184,6 +184,11 @@ impl fmt::Debug for EnvValue {
 }
 
 impl ServerConfig {
+    /// True when the allow-list hides some tools (anything but `["*"]`).
+    pub fn filters_tools(&self) -> bool {
+        self.tools.iter().any(|t| t != "*")
+    }
+
     /// The environment a backend process starts with.
     pub fn child_env(&self) -> Vec<(String, String)> {
         let mut env: BTreeMap<String, String> = if self.inherit_env {

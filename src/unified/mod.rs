@@ -236,6 +236,20 @@ impl Relay {
         self.config.server(id)
     }
 
+    /// The servers whose latest handshake offered `capability`, in config
+    /// order; servers never started yet count when `unknown_counts`.
+    fn servers_offering(&self, capability: &str, unknown_counts: bool) -> Vec<Arc<ServerConfig>> {
+        self.config
+            .servers
+            .iter()
+            .filter(|s| match self.backend_info.capabilities(&s.id) {
+                Some(caps) => caps.get(capability).is_some(),
+                None => unknown_counts,
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Starts a unified session. The gateway answers `initialize` itself: the
     /// client's version if the gateway serves it (else its latest), the union of
     /// the backends' capabilities, and their instructions, each under its server's
@@ -371,16 +385,7 @@ impl Relay {
                 }
             }
             "logging/setLevel" => {
-                let targets: Vec<&Arc<ServerConfig>> = self
-                    .config
-                    .servers
-                    .iter()
-                    .filter(|s| {
-                        self.backend_info
-                            .capabilities(&s.id)
-                            .is_some_and(|c| c.get("logging").is_some())
-                    })
-                    .collect();
+                let targets = self.servers_offering("logging", false);
                 let sends = targets
                     .iter()
                     .map(|server| self.send_to(session, server, message, peek));
@@ -522,15 +527,9 @@ impl Relay {
                 None => return invalid_params(peek.id, "invalid cursor"),
             },
             None => self
-                .config
-                .servers
-                .iter()
-                .filter(|s| {
-                    self.backend_info
-                        .capabilities(&s.id)
-                        .is_none_or(|c| c.get(kind.capability()).is_some())
-                })
-                .map(|s| (Arc::clone(s), None))
+                .servers_offering(kind.capability(), true)
+                .into_iter()
+                .map(|s| (s, None))
                 .collect(),
         };
         let pages = futures_util::future::join_all(
@@ -579,10 +578,9 @@ impl Relay {
                 answer = %String::from_utf8_lossy(&answer), "backend left out of a merged list");
             return None;
         };
-        let filtered = server.tools.iter().any(|t| t != "*");
         let rewrite = Rewrite {
             prefix: Some((&server.id, &self.config.gateway.tool_separator)),
-            allow: filtered.then_some(server.tools.as_slice()),
+            allow: server.filters_tools().then_some(server.tools.as_slice()),
         };
         let page = match lists::read_page(result, kind, &rewrite) {
             Ok(page) => page,
@@ -643,17 +641,7 @@ impl Relay {
 
     /// Reads every backend's resources and templates (bounded) to learn their URIs.
     async fn refresh_resources(&self, session: &Arc<Session>) {
-        let servers: Vec<Arc<ServerConfig>> = self
-            .config
-            .servers
-            .iter()
-            .filter(|s| {
-                self.backend_info
-                    .capabilities(&s.id)
-                    .is_none_or(|c| c.get("resources").is_some())
-            })
-            .cloned()
-            .collect();
+        let servers = self.servers_offering("resources", true);
         let reads = servers.iter().flat_map(|server| {
             [ListKind::Resources, ListKind::ResourceTemplates].map(|kind| async move {
                 let mut cursor: Option<String> = None;
