@@ -54,13 +54,21 @@ impl Target<'_> {
     }
 }
 
+/// The server id of `/mcp/{serverID}`; one that is not UTF-8 names no server.
+type ServerIdPath = Result<Path<String>, axum::extract::rejection::PathRejection>;
+
+fn server_id(path: ServerIdPath) -> String {
+    path.map_or_else(|_| "(not UTF-8)".to_owned(), |Path(id)| id)
+}
+
 pub async fn post(
     State(app): State<Arc<App>>,
-    Path(server_id): Path<String>,
+    path: ServerIdPath,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = match read_post_body(&app, body).await {
+    let server_id = server_id(path);
+    let result = match read_post_body(&app, &headers, body).await {
         Ok(bytes) => match server(&app, &server_id) {
             Ok(server) => post_message(&app, Target::Routed(server), &headers, bytes).await,
             Err(e) => Err(e),
@@ -70,11 +78,8 @@ pub async fn post(
     result.unwrap_or_else(|e| refused(&server_id, e))
 }
 
-pub async fn get(
-    State(app): State<Arc<App>>,
-    Path(server_id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn get(State(app): State<Arc<App>>, path: ServerIdPath, headers: HeaderMap) -> Response {
+    let server_id = server_id(path);
     server(&app, &server_id)
         .and_then(|server| open_stream(&app, Target::Routed(server), &headers))
         .unwrap_or_else(|e| refused(&server_id, e))
@@ -82,9 +87,10 @@ pub async fn get(
 
 pub async fn delete(
     State(app): State<Arc<App>>,
-    Path(server_id): Path<String>,
+    path: ServerIdPath,
     headers: HeaderMap,
 ) -> Response {
+    let server_id = server_id(path);
     let result = match server(&app, &server_id) {
         Ok(server) => end_session(&app, Target::Routed(server), &headers).await,
         Err(e) => Err(e),
@@ -93,7 +99,7 @@ pub async fn delete(
 }
 
 pub async fn unified_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    let result = match read_post_body(&app, body).await {
+    let result = match read_post_body(&app, &headers, body).await {
         Ok(bytes) => post_message(&app, Target::Unified, &headers, bytes).await,
         Err(e) => Err(e),
     };
@@ -174,11 +180,7 @@ async fn read_body(body: Body, limit: u64) -> Result<Bytes, HttpError> {
                 }
             };
             let _ = tokio::time::timeout(DRAIN_OVERSIZED_BODY_FOR, drain).await;
-            return Err(HttpError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                jsonrpc::SERVER_ERROR,
-                format!("Payload Too Large: the body exceeds max_body_bytes ({limit} bytes)"),
-            ));
+            return Err(too_large(limit as u64));
         }
         collected.extend_from_slice(&chunk);
     }
@@ -188,8 +190,43 @@ async fn read_body(body: Body, limit: u64) -> Result<Bytes, HttpError> {
 /// Reads a POST's body before anything else is checked: a connection whose
 /// request body was left unread cannot be reused, and a client that already
 /// sent its next request on it would see it closed under it.
-async fn read_post_body(app: &App, body: Body) -> Result<Bytes, HttpError> {
-    read_body(body, app.relay.config.gateway.max_body_bytes).await
+///
+/// A body declared (by `Content-Length`) larger than `max_body_bytes` is
+/// refused before it is read when the client waits for `100 Continue` or the
+/// excess is too large to drain: it is never sent at all.
+async fn read_post_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, HttpError> {
+    let limit = app.relay.config.gateway.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    let waits_for_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if let Some(declared) = declared
+        && declared > limit
+        && (waits_for_continue || declared > limit.saturating_mul(2))
+    {
+        return Err(too_large(limit));
+    }
+    read_body(body, limit).await
+}
+
+fn too_large(limit: u64) -> HttpError {
+    HttpError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        jsonrpc::SERVER_ERROR,
+        format!("Payload Too Large: the body exceeds max_body_bytes ({limit} bytes)"),
+    )
+}
+
+/// Any method other than GET, POST and DELETE on an MCP endpoint.
+pub async fn method_not_allowed() -> Response {
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        jsonrpc::SERVER_ERROR,
+        "Method Not Allowed: use POST, GET or DELETE",
+    )
+    .into_response()
 }
 
 /// The checks every request to an MCP endpoint passes first (origin, host,

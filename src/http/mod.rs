@@ -32,13 +32,15 @@ pub fn router(app: Arc<App>) -> Router {
             "/mcp/{server_id}",
             get(endpoint::get)
                 .post(endpoint::post)
-                .delete(endpoint::delete),
+                .delete(endpoint::delete)
+                .fallback(endpoint::method_not_allowed),
         )
         .route(
             "/mcp",
             get(endpoint::unified_get)
                 .post(endpoint::unified_post)
-                .delete(endpoint::unified_delete),
+                .delete(endpoint::unified_delete)
+                .fallback(endpoint::method_not_allowed),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(app)

@@ -406,7 +406,14 @@ impl BackendConn {
         let mut oversize = Oversize::default();
         loop {
             match read_bounded_line(&mut reader, &mut line, max, &mut oversize).await {
-                Ok(LineRead::Line) => self.route(&line),
+                Ok(LineRead::Line) => {
+                    self.route(&line);
+                    // One huge answer must not pin its size in every idle connection.
+                    if line.capacity() > LINE_BUFFER_KEEP {
+                        line.clear();
+                        line.shrink_to(LINE_BUFFER_KEEP);
+                    }
+                }
                 Ok(LineRead::TooLong(len)) => {
                     tracing::warn!(server = %self.label.server, session = %self.label.session,
                         len, max, "backend wrote a message larger than max_message_bytes; dropped");
@@ -612,6 +619,9 @@ enum LineRead {
     TooLong(usize),
 }
 
+/// Capacity a connection's line buffer keeps between messages.
+const LINE_BUFFER_KEEP: usize = 64 * 1024;
+
 /// How much of the start and of the end of an oversized line is kept, to find
 /// the id of the request it answers.
 const OVERSIZE_KEEP: usize = 512;
@@ -654,10 +664,12 @@ async fn read_bounded_line<R: AsyncBufRead + Unpin>(
         } else {
             if skipped == 0 {
                 skipped = line.len();
-                let mut start = std::mem::take(line);
-                start.extend_from_slice(&chunk[..used.min(OVERSIZE_KEEP)]);
-                start.truncate(OVERSIZE_KEEP);
+                // A small copy: the line buffer itself may have grown to `max`.
+                let mut start = line[..line.len().min(OVERSIZE_KEEP)].to_vec();
+                start.extend_from_slice(&chunk[..used.min(OVERSIZE_KEEP - start.len())]);
                 oversize.head = start;
+                line.clear();
+                line.shrink_to(LINE_BUFFER_KEEP);
             }
             skipped += used;
             line.clear();

@@ -1,5 +1,6 @@
 //! Integration tests, one module per area.
 
+mod bad_input;
 mod cli;
 mod clients;
 mod conformance;
