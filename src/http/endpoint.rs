@@ -377,7 +377,7 @@ async fn serve_request(
     let mut handle = session.outbox.open_request(progress_token);
     let relay = Arc::clone(&app.relay);
     let in_task = Arc::clone(&session);
-    let mut answer = Box::pin(async move {
+    let mut answer: std::pin::Pin<Box<dyn Future<Output = Bytes> + Send>> = Box::pin(async move {
         match jsonrpc::peek(&bytes) {
             Ok(peek) => relay.request(&in_task, &bytes, &peek).await,
             Err(e) => jsonrpc::error_response(None, e.code(), &e.to_string(), None),
@@ -385,14 +385,24 @@ async fn serve_request(
     });
     let mut first = None;
     if answer_as == AnswerAs::JsonOrStream {
-        // Messages the backend sent before its answer are already queued when
-        // the answer arrives, so looking at them first keeps them in order.
         tokio::select! {
             biased;
             event = handle.events.recv() => first = event,
             response = &mut answer => {
-                session.outbox.abandon_request(handle);
-                return reply::json_body(StatusCode::OK, response);
+                // Messages the backend sent before its answer are queued before
+                // the answer arrives; a poll may still have missed them (the
+                // runtime's cooperative budget can make a ready channel look
+                // empty), so the queue is looked at once more, directly.
+                match handle.events.try_recv() {
+                    Ok(event) => {
+                        first = Some(event);
+                        answer = Box::pin(std::future::ready(response));
+                    }
+                    Err(_) => {
+                        session.outbox.abandon_request(handle);
+                        return reply::json_body(StatusCode::OK, response);
+                    }
+                }
             }
         }
     }

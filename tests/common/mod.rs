@@ -83,7 +83,11 @@ impl Gateway {
             .arg(&config_path)
             .args(["--listen", "127.0.0.1:0"])
             .env("MCPGATE_TEST_TAG", &tag)
-            .env("RUST_LOG", "info,mcpgate=debug")
+            // MCPGATE_TEST_LOG overrides the gateway's log filter when debugging a test.
+            .env(
+                "RUST_LOG",
+                std::env::var("MCPGATE_TEST_LOG").unwrap_or_else(|_| "info,mcpgate=debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
