@@ -197,6 +197,9 @@ impl Outbox {
         let (stream, seq) = parse_event_id(last_event_id).ok_or(ResumeError::Malformed)?;
         let (tx, events) = mpsc::channel(STREAM_QUEUE);
         let mut state = self.state();
+        if stream == 0 || stream > state.next_stream || seq > state.next_seq {
+            return Err(ResumeError::Malformed);
+        }
         let priming = state.priming(stream);
         let missed: Vec<Event> = state
             .replay
@@ -371,9 +374,15 @@ fn event_id(stream: u64, seq: u64) -> String {
     format!("{stream}-{seq}")
 }
 
+/// `<stream>-<seq>`, both plain decimal numbers as this gateway writes them.
 fn parse_event_id(id: &str) -> Option<(u64, u64)> {
     let (stream, seq) = id.trim().split_once('-')?;
-    Some((stream.parse().ok()?, seq.parse().ok()?))
+    let number = |text: &str| {
+        (!text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse().ok())
+            .flatten()
+    };
+    Some((number(stream)?, number(seq)?))
 }
 
 #[cfg(test)]
@@ -457,6 +466,8 @@ mod tests {
         let mut get_again = outbox.resume(&g1.id).unwrap();
         assert_eq!(get_again.events.recv().await.unwrap().message, note("g2"));
         assert!(outbox.resume("junk").is_err());
+        assert!(outbox.resume("+2-+5").is_err());
+        assert!(outbox.resume("99-1").is_err(), "a stream never opened");
     }
 
     #[tokio::test]

@@ -25,6 +25,9 @@ use toml::Spanned;
 pub use expand::{ExpandError, ProcessEnv, VarSource, expand};
 pub use units::{ByteSize, ConfigDuration, format_duration, format_size, parse_duration};
 
+/// Largest value of the counting settings (sessions, requests, events).
+pub const MAX_COUNT: usize = 1_000_000;
+
 /// Shortest API key accepted (a guessable key is no key).
 pub const MIN_API_KEY_LEN: usize = 16;
 
@@ -115,6 +118,9 @@ pub struct ServerConfig {
     pub id: String,
     pub command: String,
     pub args: Vec<String>,
+    /// `command`, `args` and `working_directory` as written, before `${VAR}`
+    /// expansion: what `mcpgate check` prints (an expanded value may be a secret).
+    pub written: WrittenCommand,
     /// Configured variables, already expanded; pass-through entries hold the
     /// host's value read at load time (`None` when the host has none).
     pub env: Vec<(String, EnvValue)>,
@@ -140,6 +146,14 @@ pub struct ServerConfig {
     pub crash_loop_restarts: u32,
     /// Copied from `[gateway]`.
     pub crash_loop_window: Duration,
+}
+
+/// A server's command as the config file writes it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WrittenCommand {
+    pub command: String,
+    pub args: Vec<String>,
+    pub working_directory: Option<String>,
 }
 
 /// How a server's processes map to client sessions.
@@ -525,6 +539,22 @@ impl Config {
                 return Err(at(None, Some(key.into()), "must be at least 1".into()));
             }
         }
+        for (key, value) in [
+            ("gateway.max_sessions", gateway.max_sessions),
+            (
+                "gateway.max_in_flight_per_session",
+                gateway.max_in_flight_per_session,
+            ),
+            ("gateway.sse_replay_events", gateway.sse_replay_events),
+        ] {
+            if value > MAX_COUNT {
+                return Err(at(
+                    None,
+                    Some(key.into()),
+                    format!("must be at most {MAX_COUNT}"),
+                ));
+            }
+        }
         if gateway.max_body_bytes == 0 || gateway.max_message_bytes == 0 {
             return Err(at(
                 None,
@@ -588,6 +618,11 @@ impl Config {
                 env,
                 inherit_env: s.inherit_env,
                 session_mode: s.session_mode,
+                written: WrittenCommand {
+                    command: s.command.get_ref().clone(),
+                    args: s.args.iter().map(|a| a.get_ref().clone()).collect(),
+                    working_directory: s.working_directory.as_ref().map(|w| w.get_ref().clone()),
+                },
                 tools: s.tools.clone().unwrap_or_else(|| vec!["*".to_owned()]),
                 working_directory,
                 startup_timeout: dur(s.startup_timeout, gateway.startup_timeout),
@@ -713,11 +748,8 @@ impl Config {
         let mut servers = Table::new();
         for s in &self.servers {
             let mut t = Table::new();
-            t.insert("command".into(), Value::String(s.command.clone()));
-            t.insert(
-                "args".into(),
-                Value::Array(s.args.iter().cloned().map(Value::String).collect()),
-            );
+            t.insert("command".into(), Value::String(s.written.command.clone()));
+            t.insert("args".into(), strings(&s.written.args));
             let env: Table = s
                 .env
                 .iter()
@@ -737,11 +769,8 @@ impl Config {
                 Value::String(s.session_mode.as_str().into()),
             );
             t.insert("tools".into(), strings(&s.tools));
-            if let Some(dir) = &s.working_directory {
-                t.insert(
-                    "working_directory".into(),
-                    Value::String(dir.display().to_string()),
-                );
+            if let Some(dir) = &s.written.working_directory {
+                t.insert("working_directory".into(), Value::String(dir.clone()));
             }
             t.insert("startup_timeout".into(), dur(s.startup_timeout));
             t.insert("tool_timeout".into(), dur(s.tool_timeout));
@@ -902,6 +931,22 @@ mod tests {
         assert_eq!(minimal.get("EXTRA").map(String::as_str), Some("1"));
         let inherited = c.servers[1].child_env();
         assert_eq!(inherited.len(), std::env::vars().count());
+    }
+
+    #[test]
+    fn check_output_shows_commands_as_written_and_reparses_to_the_same() {
+        let text = "[servers.a]\ncommand = \"$${X}/bin\"\nargs = [\"--token\", \"${TOKEN}\"]\nworking_directory = \"${DIR}\"\n";
+        let c = parse(text).unwrap();
+        assert_eq!(c.servers[0].command, "${X}/bin");
+        let printed = c.to_redacted_toml();
+        assert!(
+            !printed.contains("s3cret"),
+            "an expanded argument may be a secret: {printed}"
+        );
+        let again = parse(&printed).unwrap();
+        assert_eq!(again.servers[0], c.servers[0]);
+        assert!(parse("[gateway]\nmax_sessions = 9223372036854775808\n").is_err());
+        assert!(parse("[gateway]\nready_timeout = 9223372036854775807\n").is_err());
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub struct ConfigDuration(pub Duration);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
 
+/// Longest duration accepted anywhere (about 317 years): long enough for any
+/// timeout, short enough that adding it to the current time cannot overflow.
+pub const MAX_DURATION_SECS: u64 = 10_000_000_000;
+
 /// Parses `"500ms"`, `"90s"`, `"30m"`, `"2h"`, `"1d"`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -40,10 +44,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
     };
     let seconds = value * seconds_per_unit;
-    if !seconds.is_finite() || seconds > 1e10 {
+    if !seconds.is_finite() || seconds > MAX_DURATION_SECS as f64 {
         return Err(format!("`{text}` is too long a duration"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    let duration = Duration::from_millis((seconds * 1000.0).round() as u64);
+    if (duration.as_secs_f64() - seconds).abs() > 1e-9 * seconds.max(1.0) {
+        return Err(format!(
+            "`{text}` is finer than a millisecond; durations are whole milliseconds"
+        ));
+    }
+    Ok(duration)
 }
 
 /// Parses `"4MiB"`, `"512KiB"`, `"16MB"`, `"1GiB"`, or a bare number of bytes.
@@ -109,11 +119,13 @@ impl<'de> serde::Deserialize<'de> for ConfigDuration {
                 f.write_str("integer seconds or a string like \"90s\" or \"30m\"")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                u64::try_from(v)
-                    .map(|s| ConfigDuration(Duration::from_secs(s)))
-                    .map_err(|_| E::custom("a duration cannot be negative"))
+                let v = u64::try_from(v).map_err(|_| E::custom("a duration cannot be negative"))?;
+                self.visit_u64(v)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                if v > MAX_DURATION_SECS {
+                    return Err(E::custom(format!("{v} seconds is too long a duration")));
+                }
                 Ok(ConfigDuration(Duration::from_secs(v)))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
@@ -161,6 +173,10 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
         assert!(parse_duration("ten seconds").is_err());
+        assert!(parse_duration("0.5ms").is_err(), "finer than a millisecond");
+        assert!(parse_duration("1.0005s").is_err());
+        assert!(parse_duration("1.5ms").is_err());
+        assert!(parse_duration("99999999999").is_err());
         assert!(parse_duration("5 fortnights").is_err());
     }
 

@@ -83,13 +83,21 @@ pub fn accepted() -> Response {
     StatusCode::ACCEPTED.into_response()
 }
 
-/// One SSE `message` event carrying a JSON-RPC message.
+/// One SSE `message` event carrying a JSON-RPC message. A raw CR or LF can
+/// only be whitespace between JSON tokens (inside strings they are escaped),
+/// but SSE would read it as the end of the data line: it becomes a space.
 pub fn sse_message(event_id: &str, message: &[u8]) -> Bytes {
     let mut frame = BytesMut::with_capacity(message.len() + event_id.len() + 32);
     frame.put_slice(b"event: message\nid: ");
     frame.put_slice(event_id.as_bytes());
     frame.put_slice(b"\ndata: ");
+    let data_start = frame.len();
     frame.put_slice(message);
+    for b in &mut frame[data_start..] {
+        if *b == b'\r' || *b == b'\n' {
+            *b = b' ';
+        }
+    }
     frame.put_slice(b"\n\n");
     frame.freeze()
 }
@@ -126,6 +134,8 @@ mod tests {
     fn sse_frames_are_well_formed() {
         let f = sse_message("7", br#"{"a":1}"#);
         assert_eq!(&f[..], b"event: message\nid: 7\ndata: {\"a\":1}\n\n");
+        let f = sse_message("8", b"{\"a\":\r1}");
+        assert_eq!(&f[..], b"event: message\nid: 8\ndata: {\"a\": 1}\n\n");
         assert_eq!(&sse_priming("0")[..], b"id: 0\ndata: \n\n");
     }
 }
