@@ -1,0 +1,155 @@
+//! The design's targets (DESIGN.md section 7 and the 1 MiB memory bound),
+//! checked against the measurements and printed on stderr.
+
+use crate::report::{Measured, Target};
+use crate::run::Scenario;
+
+type Results = [(Scenario, Vec<(Target, Measured)>)];
+
+fn find<'a>(results: &'a Results, scenario: &str, target: Target) -> Option<&'a Measured> {
+    results
+        .iter()
+        .find(|(s, _)| s.name == scenario)?
+        .1
+        .iter()
+        .find(|(t, _)| *t == target)
+        .map(|(_, m)| m)
+}
+
+fn say(what: &str, holds: Option<bool>, detail: String) {
+    let verdict = match holds {
+        Some(true) => "HOLDS",
+        Some(false) => "FAILS",
+        None => "not measured",
+    };
+    eprintln!("  [{verdict:^12}] {what}: {detail}");
+}
+
+fn ms(d: Option<std::time::Duration>) -> f64 {
+    d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+}
+
+/// Prints each target with its verdict.
+pub fn print(results: &Results) {
+    eprintln!("design targets (2-core machine):");
+    let gw = |s| find(results, s, Target::Gateway);
+    let ceil = |s| find(results, s, Target::HttpCeiling);
+    let floor = |s| find(results, s, Target::StdioFloor);
+
+    // 1. Throughput at 16 in flight.
+    match (
+        gw("1x16").and_then(Measured::rps),
+        ceil("1x16").and_then(Measured::rps),
+    ) {
+        (Some(g), Some(c)) => say(
+            "at 16 in flight the gateway reaches >= 60% of the HTTP ceiling",
+            Some(g / c >= 0.6),
+            format!("{g:.0} rps vs {c:.0} rps = {:.1}%", 100.0 * g / c),
+        ),
+        _ => say(
+            "at 16 in flight, >= 60% of the ceiling",
+            None,
+            String::new(),
+        ),
+    }
+
+    // 2. Latency at 1 in flight.
+    let p50 = |m: Option<&Measured>| m.and_then(|m| m.percentile_ms(50.0));
+    match (p50(gw("1x1")), p50(ceil("1x1"))) {
+        (Some(g), Some(c)) => {
+            let own = p50(floor("1x1"))
+                .map(|f| {
+                    format!(
+                        "; beyond the backend's own time (floor p50 {f:.3} ms) the gateway adds {:.3} ms over the ceiling",
+                        g - f - c
+                    )
+                })
+                .unwrap_or_default();
+            say(
+                "at 1 in flight the gateway's p50 is within 0.1 ms of the ceiling's",
+                Some(g - c <= 0.1),
+                format!("p50 {g:.3} ms vs {c:.3} ms (+{:.3} ms){own}", g - c),
+            );
+        }
+        _ => say(
+            "at 1 in flight, p50 within 0.1 ms of the ceiling",
+            None,
+            String::new(),
+        ),
+    }
+
+    // 3 and 4. A thousand sessions.
+    let thousand = results
+        .iter()
+        .find(|(s, _)| s.name == "1000-sessions")
+        .map(|(s, _)| s.sessions);
+    match (gw("1000-sessions"), thousand) {
+        (Some(m), Some(n)) => {
+            let per = m
+                .rss_idle_kib
+                .zip(m.rss_after_setup_kib)
+                .map(|(idle, after)| (after as f64 - idle as f64) / n as f64);
+            say(
+                "gateway RSS grows by < 100 KiB per idle session",
+                per.map(|p| p < 100.0),
+                format!(
+                    "{:.1} KiB per session ({n} sessions: {} -> {} KiB)",
+                    per.unwrap_or(f64::NAN),
+                    m.rss_idle_kib.unwrap_or(0),
+                    m.rss_after_setup_kib.unwrap_or(0)
+                ),
+            );
+            say(
+                &format!("{n} concurrent sessions work"),
+                Some(m.errors == 0 && m.setup_errors == 0 && m.latencies_ns.len() == n),
+                format!(
+                    "{} of {n} calls answered, {} errors, {} setup errors; opened at once in {:.0} ms",
+                    m.latencies_ns.len(),
+                    m.errors,
+                    m.setup_errors,
+                    ms(m.setup_parallel)
+                ),
+            );
+        }
+        _ => say("1,000 concurrent sessions", None, String::new()),
+    }
+
+    // 5. Sessions started at once.
+    let hundred = results
+        .iter()
+        .find(|(s, _)| s.name == "setup-100")
+        .map(|(s, _)| s.sessions);
+    match (gw("setup-100"), hundred) {
+        (Some(m), Some(n)) => {
+            let (at_once, one, serial) =
+                (ms(m.setup_parallel), ms(m.setup_one), ms(m.setup_serial));
+            let floor_at_once = floor("setup-100").map_or(f64::NAN, |f| ms(f.setup_parallel));
+            say(
+                &format!("{n} sessions started at once take far less than {n} times one"),
+                Some(at_once < 0.5 * serial),
+                format!(
+                    "at once {at_once:.1} ms = {:.1}x one session ({one:.2} ms); one by one {serial:.1} ms; the floor starts {n} processes at once in {floor_at_once:.1} ms",
+                    at_once / one
+                ),
+            );
+        }
+        _ => say("100 sessions started at once", None, String::new()),
+    }
+
+    // 6. Memory per 1 MiB result: "about 3 copies", taken as at most 3.5.
+    for (name, in_flight) in [("big-1MiB", 1u64), ("big-1MiB-x4", 4)] {
+        match gw(name).and_then(|m| m.rss_peak_growth_kib) {
+            Some(growth) => say(
+                &format!(
+                    "{name}: peak gateway memory growth is about 3 copies (<= 3.5 MiB) of the 1 MiB result per request in flight ({in_flight})"
+                ),
+                Some(growth * 2 <= 7 * 1024 * in_flight),
+                format!(
+                    "{growth} KiB = {:.2} MiB per request in flight",
+                    growth as f64 / 1024.0 / in_flight as f64
+                ),
+            ),
+            None => say(name, None, String::new()),
+        }
+    }
+}
