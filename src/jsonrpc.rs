@@ -79,10 +79,12 @@ pub struct Peek<'a> {
 
 #[derive(Deserialize)]
 struct RawMessage<'a> {
+    // Raw, not `Cow<str>`: through an `Option`, serde would always copy the
+    // string; most messages need no unescaping at all.
     #[serde(borrow)]
-    jsonrpc: Option<Cow<'a, str>>,
+    jsonrpc: Option<&'a RawValue>,
     #[serde(borrow)]
-    method: Option<Cow<'a, str>>,
+    method: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -159,9 +161,16 @@ pub fn peek(bytes: &[u8]) -> Result<Peek<'_>, PeekError> {
             PeekError::Parse(e.to_string())
         }
     })?;
-    if raw.jsonrpc.as_deref() != Some("2.0") {
+    if raw.jsonrpc.and_then(json_str).as_deref() != Some("2.0") {
         return Err(PeekError::Invalid("`jsonrpc` must be \"2.0\"".into()));
     }
+    let method = match raw.method {
+        None => None,
+        Some(method) => Some(
+            json_str(method)
+                .ok_or_else(|| PeekError::Invalid("`method` must be a string".into()))?,
+        ),
+    };
     let id = raw.id.map(RawValue::get);
     if let Some(id) = id
         && !is_valid_id(id)
@@ -170,7 +179,7 @@ pub fn peek(bytes: &[u8]) -> Result<Peek<'_>, PeekError> {
             "`id` must be a string or an integer".into(),
         ));
     }
-    let kind = match (&raw.method, id, raw.result.is_some() || raw.error.is_some()) {
+    let kind = match (&method, id, raw.result.is_some() || raw.error.is_some()) {
         (Some(_), Some(_), false) => Kind::Request,
         (Some(_), None, false) => Kind::Notification,
         (None, Some(_), true) => Kind::Response,
@@ -182,13 +191,25 @@ pub fn peek(bytes: &[u8]) -> Result<Peek<'_>, PeekError> {
     };
     Ok(Peek {
         kind,
-        method: raw.method,
+        method,
         id,
         id_range: id.map(|id| range_in(bytes, id)),
         params: raw.params,
         result: raw.result,
         error: raw.error,
     })
+}
+
+/// The text of a raw JSON string, borrowed when it holds no escapes; `None`
+/// when the value is not a string.
+fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(inner))
+    }
 }
 
 /// [`peek`] for messages from clients: also refuses nesting deeper than [`MAX_DEPTH`].
@@ -313,6 +334,19 @@ mod tests {
         assert_eq!(peek(resp).unwrap().kind, Kind::Response);
         assert_eq!(peek(err).unwrap().kind, Kind::Response);
         assert_eq!(peek(req).unwrap().method.as_deref(), Some("tools/list"));
+    }
+
+    #[test]
+    fn methods_are_borrowed_unless_escaped() {
+        let plain = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        assert!(matches!(
+            peek(plain).unwrap().method,
+            Some(Cow::Borrowed("tools/list"))
+        ));
+        let escaped = br#"{"jsonrpc":"2.0","id":1,"method":"tools\/list"}"#;
+        assert_eq!(peek(escaped).unwrap().method.as_deref(), Some("tools/list"));
+        let number = br#"{"jsonrpc":"2.0","id":1,"method":7}"#;
+        assert_eq!(peek(number).unwrap_err().code(), INVALID_REQUEST);
     }
 
     #[test]

@@ -218,7 +218,7 @@ impl Relay {
         };
         self.pool
             .connection(
-                &pool_key(server, &session.id),
+                &session.key_for(server),
                 server,
                 &session.init_message,
                 sink,
@@ -484,12 +484,12 @@ async fn request_when_ready(
         let answer = conn
             .request(owner, message, id_range.clone(), server.tool_timeout)
             .await?;
-        if !is_not_ready(&answer, &server.not_ready_patterns) {
-            return Ok(answer);
+        if !answer.is_error || !is_not_ready(&answer.bytes, &server.not_ready_patterns) {
+            return Ok(answer.bytes);
         }
         if Instant::now() + backoff > deadline {
             tracing::warn!(server = %server.id, "backend still not ready at ready_timeout; passing its answer on");
-            return Ok(answer);
+            return Ok(answer.bytes);
         }
         tracing::debug!(server = %server.id, ?backoff, "backend not ready yet; retrying");
         tokio::time::sleep(backoff).await;

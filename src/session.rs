@@ -66,6 +66,8 @@ pub struct Session {
     /// The version the backend answered in its initialize result.
     pub protocol_version: String,
     pub outbox: Arc<Outbox>,
+    /// A routed session's pool key, made once (it is needed on every request).
+    routed_key: Option<PoolKey>,
     created: Instant,
     /// Milliseconds after `created` of the last client request.
     last_activity_ms: AtomicU64,
@@ -82,7 +84,12 @@ impl Session {
         protocol_version: String,
         outbox: Arc<Outbox>,
     ) -> Session {
+        let routed_key = match &endpoint {
+            Endpoint::Routed(server) => Some(pool_key(server, &id)),
+            Endpoint::Unified(_) => None,
+        };
         Session {
+            routed_key,
             id,
             endpoint,
             caller,
@@ -117,6 +124,14 @@ impl Session {
         match &self.endpoint {
             Endpoint::Routed(server) => &server.id,
             Endpoint::Unified(_) => "(unified)",
+        }
+    }
+
+    /// The pool key of this session's connection to `server`.
+    pub fn key_for(&self, server: &ServerConfig) -> PoolKey {
+        match &self.routed_key {
+            Some(key) if *key.server == *server.id => key.clone(),
+            _ => pool_key(server, &self.id),
         }
     }
 

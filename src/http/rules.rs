@@ -24,41 +24,38 @@ pub enum AnswerAs {
     JsonOrStream,
 }
 
-/// Media ranges the client accepts, lower-cased, parameters dropped.
-fn accepted_types(headers: &HeaderMap) -> Vec<String> {
+/// True when an `Accept` header admits `wanted` (`type/subtype`, lower case):
+/// exactly, as `type/*` or as `*/*`, unless with `q=0`. Compared in place: this
+/// runs on every request.
+fn accepts(headers: &HeaderMap, wanted: &str) -> bool {
+    let major = wanted.split('/').next().unwrap_or_default();
     headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|range| {
+        .any(|range| {
             let mut parts = range.split(';');
-            let media = parts.next()?.trim().to_ascii_lowercase();
+            let media = parts.next().unwrap_or_default().trim();
             // `q=0` means "not acceptable".
             let refused = parts.any(|p| {
                 p.trim()
                     .strip_prefix("q=")
                     .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
             });
-            (!media.is_empty() && !refused).then_some(media)
+            let wildcard_of_major = media
+                .split_once('/')
+                .is_some_and(|(m, sub)| sub == "*" && m.eq_ignore_ascii_case(major));
+            !refused && (media.eq_ignore_ascii_case(wanted) || media == "*/*" || wildcard_of_major)
         })
-        .collect()
-}
-
-fn accepts(types: &[String], wanted: &str) -> bool {
-    let major = wanted.split('/').next().unwrap_or_default();
-    types
-        .iter()
-        .any(|t| t == wanted || t == "*/*" || *t == format!("{major}/*"))
 }
 
 /// POST: the client must accept JSON or an event stream (the spec asks clients to
 /// list both).
 pub fn post_answer_as(headers: &HeaderMap) -> Result<AnswerAs, HttpError> {
-    let types = accepted_types(headers);
     match (
-        accepts(&types, "application/json"),
-        accepts(&types, "text/event-stream"),
+        accepts(headers, "application/json"),
+        accepts(headers, "text/event-stream"),
     ) {
         (true, true) => Ok(AnswerAs::JsonOrStream),
         (true, false) => Ok(AnswerAs::Json),
@@ -71,7 +68,7 @@ pub fn post_answer_as(headers: &HeaderMap) -> Result<AnswerAs, HttpError> {
 
 /// GET: the client must accept an event stream.
 pub fn get_accepts_stream(headers: &HeaderMap) -> Result<(), HttpError> {
-    if accepts(&accepted_types(headers), "text/event-stream") {
+    if accepts(headers, "text/event-stream") {
         Ok(())
     } else {
         Err(not_acceptable("Accept must list text/event-stream"))
@@ -106,13 +103,13 @@ pub fn require_json_content(headers: &HeaderMap) -> Result<(), HttpError> {
 
 /// The `MCP-Protocol-Version` header, checked: absent is fine (2025-03-26
 /// clients send none); present must be a version the gateway serves.
-pub fn protocol_version(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
+pub fn protocol_version(headers: &HeaderMap) -> Result<Option<&'static str>, HttpError> {
     let Some(value) = headers.get(PROTOCOL_VERSION_HEADER) else {
         return Ok(None);
     };
     let version = value.to_str().unwrap_or("").trim();
-    if SUPPORTED_VERSIONS.contains(&version) {
-        Ok(Some(version.to_owned()))
+    if let Some(known) = SUPPORTED_VERSIONS.iter().find(|v| **v == version) {
+        Ok(Some(known))
     } else {
         Err(HttpError::new(
             StatusCode::BAD_REQUEST,
@@ -313,9 +310,7 @@ mod tests {
     fn protocol_version_rules() {
         assert_eq!(protocol_version(&HeaderMap::new()).unwrap(), None);
         assert_eq!(
-            protocol_version(&headers(&[("mcp-protocol-version", "2025-06-18")]))
-                .unwrap()
-                .as_deref(),
+            protocol_version(&headers(&[("mcp-protocol-version", "2025-06-18")])).unwrap(),
             Some("2025-06-18")
         );
         let err =

@@ -38,6 +38,14 @@ pub trait ServerMessageSink: Send + Sync {
     fn deliver(&self, message: Bytes, kind: Kind) -> bool;
 }
 
+/// A backend's answer to a request, with the client's id put back.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub bytes: Bytes,
+    /// True for a JSON-RPC error answer (known from routing it; no second parse).
+    pub is_error: bool,
+}
+
 /// Names used in logs and errors for one connection.
 #[derive(Debug, Clone)]
 pub struct ConnLabel {
@@ -85,7 +93,7 @@ struct Pending {
     owner: Arc<str>,
     /// The id as the client wrote it, put back into the answer.
     client_id: Box<str>,
-    reply: oneshot::Sender<Result<Bytes, ConnFailure>>,
+    reply: oneshot::Sender<Result<Answer, ConnFailure>>,
 }
 
 #[derive(Default)]
@@ -245,7 +253,7 @@ impl BackendConn {
         message: &[u8],
         id_range: Range<usize>,
         timeout: Duration,
-    ) -> Result<Bytes, ConnFailure> {
+    ) -> Result<Answer, ConnFailure> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let client_id = std::str::from_utf8(&message[id_range.clone()])
             .unwrap_or("null")
@@ -454,7 +462,10 @@ impl BackendConn {
                 match pending {
                     Some(p) => {
                         let answer = jsonrpc::splice(trimmed, range, p.client_id.as_bytes());
-                        let _ = p.reply.send(Ok(Bytes::from(answer)));
+                        let _ = p.reply.send(Ok(Answer {
+                            bytes: Bytes::from(answer),
+                            is_error: peek.error.is_some(),
+                        }));
                     }
                     None => tracing::debug!(server = %self.label.server,
                         session = %self.label.session, id,

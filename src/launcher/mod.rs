@@ -9,6 +9,6 @@ mod pool;
 mod process;
 pub mod supervisor;
 
-pub use conn::{BackendConn, ConnFailure, ConnLabel, ServerMessageSink};
+pub use conn::{Answer, BackendConn, ConnFailure, ConnLabel, ServerMessageSink};
 pub use pool::{LaunchError, Launched, PoolKey, SessionPool};
 pub use process::StopOutcome;

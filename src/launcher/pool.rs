@@ -176,7 +176,13 @@ impl SessionPool {
         init_message: &Bytes,
         sink: Arc<dyn ServerMessageSink>,
     ) -> Result<Launched, LaunchError> {
-        let entry = Arc::clone(self.entries().entry(key.clone()).or_default());
+        let entry = {
+            let mut entries = self.entries();
+            match entries.get(key) {
+                Some(entry) => Arc::clone(entry),
+                None => Arc::clone(entries.entry(key.clone()).or_default()),
+            }
+        };
         if let Some(conn) = entry.live() {
             return Ok(Launched {
                 conn,
@@ -291,6 +297,7 @@ impl SessionPool {
         let answer = match conn
             .request(&key.session, init_message, id_range, server.startup_timeout)
             .await
+            .map(|answer| answer.bytes)
         {
             Ok(answer) => answer,
             Err(ConnFailure::Timeout(after)) => {
