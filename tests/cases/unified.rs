@@ -87,31 +87,15 @@ async fn merged_lists_are_the_union_of_every_backend_with_prefixes() {
     assert!(!expected.iter().any(|n| n.starts_with("missing___")));
 
     // The test server's 5-tool pages: the first merged page carries a cursor.
-    let session = {
-        let response = gw
-            .http
-            .post(unified_url(&gw))
-            .header("content-type", "application/json")
-            .header("accept", ACCEPT_BOTH)
-            .body(initialize_body("1"))
-            .send()
-            .await
-            .unwrap();
-        response.headers()["mcp-session-id"]
-            .to_str()
-            .unwrap()
-            .to_owned()
-    };
+    let session = gw.open_session("").await;
     let page = gw
-        .http
-        .post(unified_url(&gw))
-        .header("content-type", "application/json")
-        .header("accept", ACCEPT_BOTH)
-        .header("mcp-session-id", &session)
-        .body(r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#)
-        .send()
-        .await
-        .unwrap();
+        .post(
+            "",
+            Some(&session),
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#,
+            &[],
+        )
+        .await;
     let page = answer_of(page).await;
     assert_eq!(page["id"], 7);
     assert!(page["result"]["nextCursor"].is_string(), "{page}");
@@ -257,45 +241,19 @@ async fn prompts_and_resources_are_merged_and_routed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_list_changed_from_a_backend_reaches_the_unified_client() {
     let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
-    let response = gw
+    let session = gw.open_session("").await;
+    let mut stream = gw
         .http
-        .post(unified_url(&gw))
-        .header("content-type", "application/json")
-        .header("accept", ACCEPT_BOTH)
-        .body(initialize_body("1"))
-        .send()
-        .await
-        .unwrap();
-    let session = response.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let mut stream = {
-        let response = gw
-            .http
-            .get(unified_url(&gw))
-            .header("accept", "text/event-stream")
-            .header("mcp-session-id", &session)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response
-    };
-    let call = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"t___announce_list_changed","arguments":{}}});
-    let answer: Value = gw
-        .http
-        .post(unified_url(&gw))
-        .header("content-type", "application/json")
-        .header("accept", ACCEPT_BOTH)
+        .get(unified_url(&gw))
+        .header("accept", "text/event-stream")
         .header("mcp-session-id", &session)
-        .body(call.to_string())
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    assert_eq!(stream.status(), 200);
+    let answer = gw
+        .call_tool("", &session, "2", "t___announce_list_changed", json!({}))
+        .await;
     assert_eq!(
         answer["result"]["content"][0]["text"], "announced",
         "{answer}"

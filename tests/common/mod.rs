@@ -130,9 +130,14 @@ impl Gateway {
         }
     }
 
-    /// The routed endpoint of `server`.
+    /// The routed endpoint of `server`; `""` names the unified endpoint `/mcp`.
+    /// (Every helper that takes a server id takes `""` the same way.)
     pub fn url(&self, server: &str) -> String {
-        format!("{}/mcp/{server}", self.base)
+        if server.is_empty() {
+            format!("{}/mcp", self.base)
+        } else {
+            format!("{}/mcp/{server}", self.base)
+        }
     }
 
     /// Lines the gateway logged so far.
