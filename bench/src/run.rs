@@ -69,6 +69,33 @@ impl Load {
             self.first_error = other.first_error;
         }
     }
+
+    /// Counts one request: its latency if it succeeded, else its error.
+    fn record(&mut self, took: Duration, outcome: Result<(), String>) {
+        match outcome {
+            Ok(()) => self.latencies_ns.push(took.as_nanos() as u64),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn fail(&mut self, error: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(error);
+    }
+
+    /// Merges the workers' loads into this one, sets the wall time since
+    /// `start`, and sorts the latencies.
+    async fn gather(mut self, workers: Vec<tokio::task::JoinHandle<Load>>, start: Instant) -> Load {
+        for worker in workers {
+            match worker.await {
+                Ok(part) => self.merge(part),
+                Err(e) => self.fail(e.to_string()),
+            }
+        }
+        self.wall = start.elapsed();
+        self.latencies_ns.sort_unstable();
+        self
+    }
 }
 
 fn check(message: &[u8], id: u64, call: Call, full: bool) -> Result<(), String> {
@@ -277,10 +304,7 @@ async fn http_load(
     for _ in 0..in_flight.min(count) {
         match endpoint.connect().await {
             Ok(conn) => conns.push(conn),
-            Err(e) => {
-                load.errors += 1;
-                load.first_error.get_or_insert(e);
-            }
+            Err(e) => load.fail(e),
         }
     }
     let next = Arc::new(AtomicUsize::new(0));
@@ -323,29 +347,12 @@ async fn http_load(
                             Err(e)
                         }
                     };
-                    match outcome {
-                        Ok(()) => load.latencies_ns.push(took.as_nanos() as u64),
-                        Err(e) => {
-                            load.errors += 1;
-                            load.first_error.get_or_insert(e);
-                        }
-                    }
+                    load.record(took, outcome);
                 }
             })
         })
         .collect();
-    for worker in workers {
-        match worker.await {
-            Ok(part) => load.merge(part),
-            Err(e) => {
-                load.errors += 1;
-                load.first_error.get_or_insert(e.to_string());
-            }
-        }
-    }
-    load.wall = start.elapsed();
-    load.latencies_ns.sort_unstable();
-    load
+    load.gather(workers, start).await
 }
 
 /// CPU time of `pids` (those that still exist), microseconds each.
@@ -568,7 +575,7 @@ async fn floor_load(
     first_id: u64,
     full_check: bool,
 ) -> Load {
-    let mut load = Load::default();
+    let load = Load::default();
     if backends.is_empty() || count == 0 {
         return load;
     }
@@ -593,29 +600,15 @@ async fn floor_load(
                     let t0 = Instant::now();
                     let result = backend.call(id, &message).await;
                     let took = t0.elapsed();
-                    match result.and_then(|answer| check(&answer, id, call, full_check)) {
-                        Ok(()) => load.latencies_ns.push(took.as_nanos() as u64),
-                        Err(e) => {
-                            load.errors += 1;
-                            load.first_error.get_or_insert(e);
-                        }
-                    }
+                    load.record(
+                        took,
+                        result.and_then(|answer| check(&answer, id, call, full_check)),
+                    );
                 }
             })
         })
         .collect();
-    for worker in workers {
-        match worker.await {
-            Ok(part) => load.merge(part),
-            Err(e) => {
-                load.errors += 1;
-                load.first_error.get_or_insert(e.to_string());
-            }
-        }
-    }
-    load.wall = start.elapsed();
-    load.latencies_ns.sort_unstable();
-    load
+    load.gather(workers, start).await
 }
 
 async fn measure_floor(setup: &Setup, sc: &Scenario, m: &mut Measured) {
