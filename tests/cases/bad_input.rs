@@ -494,37 +494,6 @@ impl CalmClient {
     }
 }
 
-/// Opens a session on `server` speaking `version` (raw initialize + initialized).
-async fn session_speaking(gw: &Gateway, server: &str, version: &str) -> String {
-    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
-        "protocolVersion": version, "capabilities": {}, "clientInfo": {"name":"bad-input","version":"1"}}});
-    let response = gw
-        .post(
-            server,
-            None,
-            &init.to_string(),
-            &[("mcp-protocol-version", version)],
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    let id = response.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let answer: Value = response.json().await.unwrap();
-    assert_eq!(answer["result"]["protocolVersion"], version, "{answer}");
-    let note = gw
-        .post(
-            server,
-            Some(&id),
-            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-            &[("mcp-protocol-version", version)],
-        )
-        .await;
-    assert_eq!(note.status(), 202);
-    id
-}
-
 // ---- 1: the table ----
 
 fn table(gw: &Gateway, noisy: &str, old: &str) -> Vec<Row> {
@@ -975,7 +944,7 @@ fn table(gw: &Gateway, noisy: &str, old: &str) -> Vec<Row> {
 async fn bad_input_gets_a_clear_answer_while_a_parallel_session_is_unaffected() {
     let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
     let noisy = gw.open_session("t").await;
-    let old = session_speaking(&gw, "t", "2025-03-26").await;
+    let old = gw.open_session_speaking("t", "2025-03-26").await;
     let calm = CalmClient::start(&gw, "t", gw.open_session("t").await, "calm");
     calm.wait_for_calls(1).await;
 

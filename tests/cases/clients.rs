@@ -139,15 +139,7 @@ async fn reference_servers_from_npm_work_through_the_gateway() {
     let config = format!(
         "{FAST_GATEWAY}{}{}",
         npm_server("everything", "server-everything", &["stdio"], ""),
-        npm_server(
-            "memory",
-            "server-memory",
-            &[],
-            &format!(
-                ", MEMORY_FILE_PATH = {:?}",
-                memory_file.display().to_string()
-            )
-        ),
+        memory_server("memory", &memory_file),
     );
     let gw = Gateway::start(&config).await;
 

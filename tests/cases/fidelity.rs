@@ -7,28 +7,6 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-/// Opens a raw session speaking `version`.
-async fn session_speaking(gw: &Gateway, version: &str) -> String {
-    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
-        "protocolVersion": version, "capabilities": {}, "clientInfo": {"name":"t","version":"1"}}});
-    let response = gw
-        .post(
-            "t",
-            None,
-            &init.to_string(),
-            &[("mcp-protocol-version", version)],
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    let id = response.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let answer: Value = response.json().await.unwrap();
-    assert_eq!(answer["result"]["protocolVersion"], version);
-    id
-}
-
 /// A tools/call that the client wants answered as JSON only, so the backend's
 /// notifications go to the GET stream.
 async fn notify_json_only(gw: &Gateway, session: &str, count: u64) {
@@ -172,7 +150,7 @@ async fn a_broken_request_stream_is_resumed_with_its_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_answered_for_2025_03_26_sessions_and_refused_after() {
     let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
-    let old = session_speaking(&gw, "2025-03-26").await;
+    let old = gw.open_session_speaking("t", "2025-03-26").await;
     let batch = json!([
         {"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"echo","arguments":{"message":"one"}}},
         {"jsonrpc":"2.0","method":"notifications/roots/list_changed"},
@@ -205,7 +183,7 @@ async fn batches_are_answered_for_2025_03_26_sessions_and_refused_after() {
         .await;
     assert_eq!(response.status(), 202);
 
-    let new = session_speaking(&gw, "2025-11-25").await;
+    let new = gw.open_session_speaking("t", "2025-11-25").await;
     let response = gw.post("t", Some(&new), &batch.to_string(), &[]).await;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();

@@ -109,15 +109,7 @@ async fn delete_ends_the_backend_and_its_grandchildren_and_the_session() {
         "backend {pid} still exists after DELETE"
     );
     wait_until("the grandchild is gone", || !process_exists(grandchild)).await;
-    let again = gw
-        .post(
-            "t",
-            Some(&session),
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
-            &[],
-        )
-        .await;
-    assert_eq!(again.status(), 404, "an ended session is unknown");
+    gw.assert_session_gone("t", &session).await;
     assert_eq!(gw.delete("t", &session).await, 404);
     // The other session is untouched.
     let other_pid = gw.backend_pid("t", &keep).await;
@@ -423,14 +415,6 @@ async fn an_idle_session_is_ended_and_its_process_stopped() {
     })
     .await;
     gw.wait_for_log(&["session ended", "idle timeout"]).await;
-    let again = gw
-        .post(
-            "t",
-            Some(&session),
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
-            &[],
-        )
-        .await;
-    assert_eq!(again.status(), 404);
+    gw.assert_session_gone("t", &session).await;
     gw.stop().await;
 }

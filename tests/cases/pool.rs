@@ -323,15 +323,7 @@ async fn an_open_get_stream_keeps_a_session_alive_and_a_dead_one_does_not() {
         !process_exists(pid)
     })
     .await;
-    let again = gw
-        .post(
-            "t",
-            Some(&session),
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
-            &[],
-        )
-        .await;
-    assert_eq!(again.status(), 404);
+    gw.assert_session_gone("t", &session).await;
     gw.stop().await;
 }
 

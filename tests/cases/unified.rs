@@ -15,15 +15,7 @@ fn four_servers(memory_file: &std::path::Path) -> String {
         "{FAST_GATEWAY}{}{}{}[servers.missing]\ncommand = \"/nonexistent/mcp-server\"\n",
         test_server("t", &["--page-size", "5"]),
         npm_server("everything", "server-everything", &["stdio"], ""),
-        npm_server(
-            "memory",
-            "server-memory",
-            &[],
-            &format!(
-                ", MEMORY_FILE_PATH = {:?}",
-                memory_file.display().to_string()
-            )
-        ),
+        memory_server("memory", memory_file),
     )
 }
 

@@ -265,7 +265,21 @@ impl Gateway {
     /// Opens a session on `server` with a raw `initialize` + `initialized`;
     /// returns the session id.
     pub async fn open_session(&self, server: &str) -> String {
-        let response = self.post(server, None, &initialize_body("1"), &[]).await;
+        self.open_session_speaking(server, PROTOCOL).await
+    }
+
+    /// Like [`Gateway::open_session`], with the client asking for `version`
+    /// (also sent as `MCP-Protocol-Version`); checks it was granted.
+    pub async fn open_session_speaking(&self, server: &str, version: &str) -> String {
+        let version_header = [("mcp-protocol-version", version)];
+        let response = self
+            .post(
+                server,
+                None,
+                &initialize_body_for("1", version),
+                &version_header,
+            )
+            .await;
         assert_eq!(response.status(), 200);
         let id = response
             .headers()
@@ -276,16 +290,30 @@ impl Gateway {
             .to_owned();
         let body: Value = response.json().await.unwrap();
         assert!(body["result"]["serverInfo"].is_object(), "{body}");
+        assert_eq!(body["result"]["protocolVersion"], version, "{body}");
         let note = self
             .post(
                 server,
                 Some(&id),
                 r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-                &[],
+                &version_header,
             )
             .await;
         assert_eq!(note.status(), 202);
         id
+    }
+
+    /// Checks that `session` is unknown now: a request with it gets 404.
+    pub async fn assert_session_gone(&self, server: &str, session: &str) {
+        let again = self
+            .post(
+                server,
+                Some(session),
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+                &[],
+            )
+            .await;
+        assert_eq!(again.status(), 404, "session {session} should be unknown");
     }
 
     /// Calls a tool through a raw session and returns the JSON-RPC answer.
@@ -346,10 +374,15 @@ impl Drop for Gateway {
 
 /// A raw initialize request body.
 pub fn initialize_body(id: &str) -> String {
+    initialize_body_for(id, PROTOCOL)
+}
+
+/// A raw initialize request body asking for `version`.
+pub fn initialize_body_for(id: &str, version: &str) -> String {
     json!({
         "jsonrpc": "2.0", "id": id, "method": "initialize",
         "params": {
-            "protocolVersion": PROTOCOL,
+            "protocolVersion": version,
             "capabilities": {"roots": {"listChanged": true}, "sampling": {}},
             "clientInfo": {"name": "mcpgate-tests", "version": "1.0"}
         }
@@ -583,4 +616,14 @@ pub async fn rmcp_client(url: &str) -> RmcpClient {
         ))
         .await
         .expect("rmcp client initialises through the gateway")
+}
+
+/// A `[servers.<id>]` block running the npm `server-memory` with its graph in `file`.
+pub fn memory_server(id: &str, file: &std::path::Path) -> String {
+    npm_server(
+        id,
+        "server-memory",
+        &[],
+        &format!(", MEMORY_FILE_PATH = {:?}", file.display().to_string()),
+    )
 }
