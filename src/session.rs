@@ -192,14 +192,6 @@ impl SessionStore {
         self.write().remove(id)
     }
 
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Sessions idle longer than their server's `session_idle_timeout`.
     pub fn idle(&self) -> Vec<Arc<Session>> {
         self.read()

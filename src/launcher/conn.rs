@@ -169,10 +169,6 @@ impl BackendConn {
         self.pid
     }
 
-    pub fn label(&self) -> &ConnLabel {
-        &self.label
-    }
-
     /// The backend's answer to the handshake that started it.
     pub fn init_result(&self) -> Option<Bytes> {
         self.init_result.get().cloned()
@@ -202,11 +198,6 @@ impl BackendConn {
         )
     }
 
-    /// Transport failures since the last success.
-    pub fn consecutive_errors(&self) -> u32 {
-        self.consecutive_errors.load(Ordering::Relaxed)
-    }
-
     /// Counts a transport failure (timeout, failed write, unparseable output);
     /// the `max_errors`-th in a row closes the connection, and the pool then
     /// stops its process tree.
@@ -232,11 +223,6 @@ impl BackendConn {
         async move {
             let _ = rx.wait_for(|closed| *closed).await;
         }
-    }
-
-    /// How the process ended, once it has.
-    pub fn exit_status(&self) -> Option<ExitStatus> {
-        *self.exited.borrow()
     }
 
     /// The last lines the backend wrote to stderr.

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::conn::{BackendConn, ConnFailure, ConnLabel, ServerMessageSink};
 use super::process;
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, format_duration};
 use crate::jsonrpc;
 
 /// The `notifications/initialized` the gateway sends after every handshake.
@@ -366,17 +366,4 @@ impl SessionPool {
             .map(|conn| async move { conn.stop("gateway shutdown", grace).await });
         futures_util::future::join_all(stops).await;
     }
-
-    /// How many keys have an entry (live or being launched).
-    pub fn len(&self) -> usize {
-        self.entries().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-fn format_duration(d: Duration) -> String {
-    crate::config::format_duration(d)
 }
