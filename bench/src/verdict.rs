@@ -114,7 +114,10 @@ pub fn print(results: &Results) {
         _ => say("1,000 concurrent sessions", None, String::new()),
     }
 
-    // 5. Sessions started at once.
+    // 5. Sessions started at once: "well under n times one", taken as at most
+    //    75% of the time the same n sessions take one by one. On 2 cores,
+    //    where starting processes is CPU-bound, twice as fast is the most that
+    //    parallel spawns can give; the floor's own ratio is printed beside it.
     let hundred = results
         .iter()
         .find(|(s, _)| s.name == "setup-100")
@@ -123,13 +126,16 @@ pub fn print(results: &Results) {
         (Some(m), Some(n)) => {
             let (at_once, one, serial) =
                 (ms(m.setup_parallel), ms(m.setup_one), ms(m.setup_serial));
-            let floor_at_once = floor("setup-100").map_or(f64::NAN, |f| ms(f.setup_parallel));
+            let floor_ratio =
+                floor("setup-100").map_or(f64::NAN, |f| ms(f.setup_parallel) / ms(f.setup_serial));
             say(
-                &format!("{n} sessions started at once take far less than {n} times one"),
-                Some(at_once < 0.5 * serial),
+                &format!("{n} sessions started at once take well under {n} times one"),
+                Some(at_once <= 0.75 * serial),
                 format!(
-                    "at once {at_once:.1} ms = {:.1}x one session ({one:.2} ms); one by one {serial:.1} ms; the floor starts {n} processes at once in {floor_at_once:.1} ms",
-                    at_once / one
+                    "at once {at_once:.1} ms = {:.1}x one session ({one:.2} ms) = {:.0}% of one by one ({serial:.1} ms; target <= 75%); the floor's processes at once take {:.0}% of one by one",
+                    at_once / one,
+                    100.0 * at_once / serial,
+                    100.0 * floor_ratio
                 ),
             );
         }

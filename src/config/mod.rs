@@ -128,6 +128,8 @@ pub struct ServerConfig {
     pub inherit_env: bool,
     /// One process per session, or one shared by all sessions.
     pub session_mode: SessionMode,
+    /// The Linux scheduling policy the backend's process tree runs under.
+    pub scheduling: Scheduling,
     /// Tool allow-list (globs; `*` matches any run of characters). Other tools
     /// are hidden from lists and refused, on both endpoints.
     pub tools: Vec<String>,
@@ -173,6 +175,29 @@ impl SessionMode {
         match self {
             SessionMode::PerSession => "per-session",
             SessionMode::Shared => "shared",
+        }
+    }
+}
+
+/// The scheduling policy of a backend's process tree (`sched(7)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheduling {
+    /// `SCHED_BATCH` (the default): the backend gets its full share of CPU,
+    /// but waking it (the gateway writing a request to it) does not preempt
+    /// the gateway thread that woke it, so the gateway finishes the work it
+    /// has in hand first. Measured in docs/PERFORMANCE.md.
+    #[default]
+    Batch,
+    /// `SCHED_OTHER`, the policy the gateway itself runs under.
+    Normal,
+}
+
+impl Scheduling {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheduling::Batch => "batch",
+            Scheduling::Normal => "normal",
         }
     }
 }
@@ -306,6 +331,8 @@ struct RawServer {
     inherit_env: bool,
     #[serde(default)]
     session_mode: SessionMode,
+    #[serde(default)]
+    scheduling: Scheduling,
     tools: Option<Vec<String>>,
     working_directory: Option<Spanned<String>>,
     startup_timeout: Option<ConfigDuration>,
@@ -618,6 +645,7 @@ impl Config {
                 env,
                 inherit_env: s.inherit_env,
                 session_mode: s.session_mode,
+                scheduling: s.scheduling,
                 written: WrittenCommand {
                     command: s.command.get_ref().clone(),
                     args: s.args.iter().map(|a| a.get_ref().clone()).collect(),
@@ -767,6 +795,10 @@ impl Config {
             t.insert(
                 "session_mode".into(),
                 Value::String(s.session_mode.as_str().into()),
+            );
+            t.insert(
+                "scheduling".into(),
+                Value::String(s.scheduling.as_str().into()),
             );
             t.insert("tools".into(), strings(&s.tools));
             if let Some(dir) = &s.written.working_directory {
@@ -968,6 +1000,17 @@ mod tests {
         assert_eq!(c.servers[0].session_mode, SessionMode::PerSession);
         assert_eq!(c.servers[1].session_mode, SessionMode::Shared);
         assert!(parse("[servers.a]\ncommand = \"x\"\nsession_mode = \"pooled\"\n").is_err());
+    }
+
+    #[test]
+    fn scheduling_defaults_to_batch() {
+        let c = parse(
+            "[servers.a]\ncommand = \"x\"\n[servers.b]\ncommand = \"x\"\nscheduling = \"normal\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.servers[0].scheduling, Scheduling::Batch);
+        assert_eq!(c.servers[1].scheduling, Scheduling::Normal);
+        assert!(parse("[servers.a]\ncommand = \"x\"\nscheduling = \"fifo\"\n").is_err());
     }
 
     #[test]

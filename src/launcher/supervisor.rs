@@ -3,7 +3,7 @@
 //! when the gateway is killed with SIGKILL.
 //!
 //! It is the gateway's own binary re-executed in a hidden mode,
-//! `mcpgate __supervise <gateway-pid> <grace-ms> -- <command> <args...>`, which
+//! `mcpgate __supervise <gateway-pid> <grace-ms> <batch|normal> -- <command> <args...>`, which
 //! `main` dispatches to [`main`] before anything else runs (no logging, no async
 //! runtime). `process::spawn` starts it as the leader of a new process group
 //! (it relies on that: the group's id is its own pid), with the backend's
@@ -15,6 +15,8 @@
 //! child and is reaped by it: no zombie is left, and it knows that the tree is
 //! gone exactly when it has no children left. Its parent-death signal is
 //! SIGTERM, so the gateway's death (even by SIGKILL) is a stop request.
+//! - It puts itself under the scheduling policy it is given (`SCHED_BATCH` or
+//!   `SCHED_OTHER`), which the command and its descendants inherit.
 //! - It spawns the command with the signal mask cleared and default
 //!   dispositions, with SIGKILL as the command's own parent-death signal.
 //! - When the command exits, what it left behind is sent SIGTERM, then SIGKILL
@@ -39,6 +41,8 @@ use std::io::{self, Write};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use crate::config::Scheduling;
 
 /// The hidden first argument that selects supervisor mode.
 pub const MODE_ARG: &str = "__supervise";
@@ -67,18 +71,19 @@ enum Phase {
 struct Invocation {
     gateway: libc::pid_t,
     grace: Duration,
+    scheduling: Scheduling,
     command: OsString,
     args: Vec<OsString>,
 }
 
 /// Runs supervisor mode. `args` are the arguments after [`MODE_ARG`]:
-/// `<gateway-pid> <grace-ms> -- <command> <args...>`. Never returns.
+/// `<gateway-pid> <grace-ms> <batch|normal> -- <command> <args...>`. Never returns.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ! {
     let inv = match parse(args) {
         Ok(inv) => inv,
         Err(e) => {
             say(format_args!(
-                "{MODE_ARG} is internal to mcpgate ({e}); usage: mcpgate {MODE_ARG} <gateway-pid> <grace-ms> -- <command> [args...]"
+                "{MODE_ARG} is internal to mcpgate ({e}); usage: mcpgate {MODE_ARG} <gateway-pid> <grace-ms> <batch|normal> -- <command> [args...]"
             ));
             std::process::exit(2);
         }
@@ -97,6 +102,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ! {
         say(format_args!(
             "the gateway (pid {}) is not this process's parent; not starting",
             inv.gateway
+        ));
+        std::process::exit(1);
+    }
+    if let Err(e) = set_scheduling(inv.scheduling) {
+        say(format_args!(
+            "cannot set the scheduling policy {:?}: {e}",
+            inv.scheduling.as_str()
         ));
         std::process::exit(1);
     }
@@ -129,6 +141,11 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, String>
     let gateway = number("gateway pid")?;
     let gateway = libc::pid_t::try_from(gateway).map_err(|_| "bad gateway pid".to_owned())?;
     let grace = Duration::from_millis(number("grace in ms")?);
+    let scheduling = match args.next().as_ref().and_then(|a| a.to_str()) {
+        Some("batch") => Scheduling::Batch,
+        Some("normal") => Scheduling::Normal,
+        other => return Err(format!("bad scheduling policy {other:?}")),
+    };
     if args.next().as_deref() != Some(OsStr::new("--")) {
         return Err("missing `--`".to_owned());
     }
@@ -136,6 +153,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, String>
     Ok(Invocation {
         gateway,
         grace,
+        scheduling,
         command,
         args: args.collect(),
     })
@@ -192,6 +210,23 @@ fn adopt_orphans_and_follow_parent() -> io::Result<()> {
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
             return Err(io::Error::last_os_error());
         }
+    }
+    Ok(())
+}
+
+/// Puts this process (and so every process it starts) under `scheduling`.
+#[allow(unsafe_code)]
+fn set_scheduling(scheduling: Scheduling) -> io::Result<()> {
+    let policy = match scheduling {
+        Scheduling::Batch => libc::SCHED_BATCH,
+        Scheduling::Normal => libc::SCHED_OTHER,
+    };
+    // Neither policy needs a privilege; both take priority 0.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads the local `param` and changes only this
+    // process's policy.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -490,21 +525,26 @@ mod tests {
 
     #[test]
     fn the_command_line_is_parsed_after_the_separator() {
-        let inv = parse(args(&["42", "1500", "--", "npx", "-y", "--", "x"])).unwrap();
+        let inv = parse(args(&["42", "1500", "batch", "--", "npx", "-y", "--", "x"])).unwrap();
         assert_eq!(inv.gateway, 42);
         assert_eq!(inv.grace, Duration::from_millis(1500));
+        assert_eq!(inv.scheduling, Scheduling::Batch);
         assert_eq!(inv.command, "npx");
         assert_eq!(inv.args, args(&["-y", "--", "x"]));
+        let inv = parse(args(&["42", "1500", "normal", "--", "c"])).unwrap();
+        assert_eq!(inv.scheduling, Scheduling::Normal);
     }
 
     #[test]
     fn a_malformed_command_line_is_refused() {
         for bad in [
             &[][..],
-            &["x", "1", "--", "c"],
-            &["1", "x", "--", "c"],
-            &["1", "1", "c"],
-            &["1", "1", "--"],
+            &["x", "1", "batch", "--", "c"],
+            &["1", "x", "batch", "--", "c"],
+            &["1", "1", "--", "c"],
+            &["1", "1", "fifo", "--", "c"],
+            &["1", "1", "batch", "c"],
+            &["1", "1", "batch", "--"],
         ] {
             assert!(parse(args(bad)).is_err(), "{bad:?}");
         }

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::common::*;
 
 /// Fields of `/proc/<pid>/stat` after the command name: 0 state, 1 ppid,
-/// 2 pgrp, 3 session.
+/// 2 pgrp, 3 session, 38 scheduling policy.
 fn stat_field(pid: u32, index: usize) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(')')?
@@ -53,6 +53,10 @@ async fn backend_and_supervisor(gw: &Gateway, server: &str, session: &str) -> (u
     );
     assert_eq!(group_of(backend), supervisor, "the backend is in its group");
     (backend, supervisor)
+}
+
+fn policy_of(pid: u32) -> u32 {
+    stat_field(pid, 38).unwrap_or_else(|| panic!("no scheduling policy for {pid}"))
 }
 
 async fn spawn_grandchild(gw: &Gateway, server: &str, session: &str) -> u32 {
@@ -201,5 +205,29 @@ async fn a_command_that_cannot_be_executed_is_reported_by_name() {
     // Other servers still work.
     let session = gw.open_session("t").await;
     assert!(gw.backend_pid("t", &session).await > 0);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_run_under_sched_batch_unless_configured_normal() {
+    let gw = Gateway::start(&format!(
+        "{FAST_GATEWAY}{}{}scheduling = \"normal\"\n",
+        test_server("b", &[]),
+        test_server("n", &[])
+    ))
+    .await;
+    for (server, policy) in [("b", libc::SCHED_BATCH), ("n", libc::SCHED_OTHER)] {
+        let session = gw.open_session(server).await;
+        let (backend, supervisor) = backend_and_supervisor(&gw, server, &session).await;
+        let grandchild = spawn_grandchild(&gw, server, &session).await;
+        for pid in [supervisor, backend, grandchild] {
+            assert_eq!(policy_of(pid), policy as u32, "{server}: policy of {pid}");
+        }
+    }
+    assert_eq!(
+        policy_of(gw.pid),
+        libc::SCHED_OTHER as u32,
+        "the gateway's own"
+    );
     gw.stop().await;
 }
