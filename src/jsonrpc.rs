@@ -28,6 +28,12 @@ pub const INTERNAL_ERROR: i32 = -32603;
 pub const SERVER_ERROR: i32 = -32000;
 /// The backend did not answer within the request timeout.
 pub const REQUEST_TIMEOUT: i32 = -32001;
+/// 2026-07-28: the HTTP headers do not match the body, or are missing.
+pub const HEADER_MISMATCH: i32 = -32020;
+/// 2026-07-28: the request needs a client capability it did not declare.
+pub const MISSING_CLIENT_CAPABILITY: i32 = -32021;
+/// 2026-07-28: the protocol version is not one the server implements.
+pub const UNSUPPORTED_PROTOCOL_VERSION: i32 = -32022;
 
 /// What a single message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

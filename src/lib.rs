@@ -28,6 +28,7 @@
 #![warn(rust_2018_idioms, missing_debug_implementations)]
 #![allow(missing_debug_implementations)]
 
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod http;

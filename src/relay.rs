@@ -55,6 +55,8 @@ pub struct Relay {
     shared: HashMap<String, Arc<SharedRoute>>,
     /// What the backends answered to their latest handshakes (unified endpoint).
     pub(crate) backend_info: crate::unified::BackendInfo,
+    /// Stateless callers' processes and their parked calls.
+    pub(crate) bridge: crate::bridge::Bridge,
 }
 
 impl Relay {
@@ -73,6 +75,7 @@ impl Relay {
             admitted: Arc::new(AtomicUsize::new(0)),
             shared,
             backend_info: crate::unified::BackendInfo::default(),
+            bridge: crate::bridge::Bridge::default(),
         }
     }
 

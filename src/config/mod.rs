@@ -94,6 +94,9 @@ pub struct GatewayConfig {
     pub api_keys: Vec<(String, String)>,
     /// Serve a non-loopback address without API keys anyway.
     pub allow_unauthenticated: bool,
+    /// Without API keys: the request header that names a stateless (2026-07-28)
+    /// caller, whose process it then reaches. `None`: all such callers share one.
+    pub caller_header: Option<String>,
     /// Largest request head (request line and headers) accepted.
     pub max_header_bytes: u64,
     /// How long a client may take to send a request's head.
@@ -312,6 +315,7 @@ struct RawGateway {
     api_keys: IndexMap<String, Spanned<String>>,
     #[serde(default)]
     allow_unauthenticated: bool,
+    caller_header: Option<Spanned<String>>,
     max_header_bytes: Option<ByteSize>,
     header_read_timeout: Option<ConfigDuration>,
     max_in_flight_per_session: Option<usize>,
@@ -369,6 +373,7 @@ impl Default for GatewayConfig {
             sse_replay_events: 256,
             api_keys: Vec::new(),
             allow_unauthenticated: false,
+            caller_header: None,
             max_header_bytes: 16 << 10,
             header_read_timeout: Duration::from_secs(10),
             max_in_flight_per_session: 64,
@@ -481,6 +486,19 @@ impl Config {
             sse_replay_events: g.sse_replay_events.unwrap_or(defaults.sse_replay_events),
             api_keys: Vec::new(),
             allow_unauthenticated: g.allow_unauthenticated,
+            caller_header: match &g.caller_header {
+                None => None,
+                Some(name)
+                    if axum::http::HeaderName::from_bytes(name.get_ref().as_bytes()).is_err() =>
+                {
+                    return Err(at(
+                        Some(name.span()),
+                        Some("gateway.caller_header".into()),
+                        "must be an HTTP header name".into(),
+                    ));
+                }
+                Some(name) => Some(name.get_ref().to_ascii_lowercase()),
+            },
             max_header_bytes: g
                 .max_header_bytes
                 .map_or(defaults.max_header_bytes, |b| b.0),
@@ -749,6 +767,9 @@ impl Config {
             "allow_unauthenticated".into(),
             Value::Boolean(g.allow_unauthenticated),
         );
+        if let Some(name) = &g.caller_header {
+            gateway.insert("caller_header".into(), Value::String(name.clone()));
+        }
         gateway.insert(
             "max_header_bytes".into(),
             Value::String(format_size(g.max_header_bytes)),

@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::App;
 use super::reply::{self, HttpError, SESSION_HEADER};
 use super::rules::{self, AnswerAs};
+use super::stateless::{self, Era};
 use crate::config::ServerConfig;
 use crate::jsonrpc::{self, Kind};
 use crate::relay::InitOutcome;
@@ -250,6 +251,9 @@ async fn post_message(
     let caller = check_caller(app, headers)?;
     rules::require_json_content(headers)?;
     let answer_as = rules::post_answer_as(headers)?;
+    if stateless::era_of_post(headers, &bytes) == Era::Stateless {
+        return stateless_post(app, target, caller, headers, bytes).await;
+    }
     rules::protocol_version(headers)?;
     let session_id = rules::session_id(headers)?;
     if jsonrpc::is_batch(&bytes) {
@@ -327,6 +331,51 @@ async fn post_message(
             Ok(reply::accepted())
         }
     }
+}
+
+/// A stateless (2026-07-28) POST: checked here, served by the bridge, answered
+/// as one JSON document.
+async fn stateless_post(
+    app: &App,
+    target: Target<'_>,
+    caller: Option<Arc<str>>,
+    headers: &HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, HttpError> {
+    let Target::Routed(server) = target else {
+        // A plain (not a 2026-07-28) error: dual-era clients fall back to initialize.
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::SERVER_ERROR,
+            "Bad Request: the unified endpoint /mcp serves session-era clients (initialize); stateless 2026-07-28 requests are served on /mcp/<serverID>",
+        ));
+    };
+    let caller_header = app.relay.config.gateway.caller_header.as_deref();
+    let call = match stateless::check(headers, &bytes, caller_header)? {
+        stateless::Checked::Notification => return Ok(reply::accepted()),
+        stateless::Checked::Request(call) => call,
+    };
+    Ok(
+        match app.relay.stateless(server, caller, bytes, call).await {
+            crate::bridge::Outcome::Answer(body) => reply::json_body(StatusCode::OK, body),
+            crate::bridge::Outcome::Refused(body) => {
+                reply::json_body(StatusCode::BAD_REQUEST, body)
+            }
+            crate::bridge::Outcome::Busy => {
+                let mut busy = HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    jsonrpc::SERVER_ERROR,
+                    "Service Unavailable: the gateway holds max_sessions sessions; retry later",
+                )
+                .into_response();
+                busy.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(BUSY_RETRY_AFTER_SECS),
+                );
+                busy
+            }
+        },
+    )
 }
 
 /// A request's answer as JSON or as an SSE stream that carries a single answer.
@@ -574,6 +623,9 @@ async fn serve_batch(
 
 fn open_stream(app: &App, target: Target<'_>, headers: &HeaderMap) -> Result<Response, HttpError> {
     let caller = check_caller(app, headers)?;
+    if stateless::era_of_headers(headers) == Era::Stateless {
+        return Err(stateless::refuse_get_or_delete());
+    }
     rules::get_accepts_stream(headers)?;
     rules::protocol_version(headers)?;
     let session = session(app, target, &caller, headers)?;
@@ -631,6 +683,9 @@ async fn end_session(
     headers: &HeaderMap,
 ) -> Result<Response, HttpError> {
     let caller = check_caller(app, headers)?;
+    if stateless::era_of_headers(headers) == Era::Stateless {
+        return Err(stateless::refuse_get_or_delete());
+    }
     rules::protocol_version(headers)?;
     let session = session(app, target, &caller, headers)?;
     if app.relay.end_session(&session.id, "client DELETE").await {

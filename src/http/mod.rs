@@ -8,6 +8,7 @@
 mod endpoint;
 mod reply;
 mod rules;
+mod stateless;
 pub mod tls;
 
 use std::future::Future;

@@ -25,6 +25,8 @@ pub struct HttpError {
     pub message: String,
     /// The raw id of the request it answers, when known.
     pub id: Option<String>,
+    /// The error's `data` member, when it has one.
+    pub data: Option<serde_json::Value>,
 }
 
 impl HttpError {
@@ -34,7 +36,13 @@ impl HttpError {
             code,
             message: message.into(),
             id: None,
+            data: None,
         }
+    }
+
+    pub fn with_data(mut self, data: serde_json::Value) -> HttpError {
+        self.data = Some(data);
+        self
     }
 
     pub fn with_id(mut self, id: Option<&str>) -> HttpError {
@@ -45,7 +53,7 @@ impl HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let body = jsonrpc::error_response(self.id.as_deref(), self.code, &self.message, None);
+        let body = jsonrpc::error_response(self.id.as_deref(), self.code, &self.message, self.data);
         let mut response = json_body(self.status, body);
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             response

@@ -113,22 +113,67 @@ async fn python_sdk_1x_client_works_through_the_gateway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_sdk_2x_client_falls_back_from_discover_to_initialize_at_once() {
+async fn python_sdk_2x_client_in_auto_mode_speaks_2026_07_28_and_in_legacy_mode_the_session_era() {
     let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
-    let out = python_client(2, &gw.url("t"), "basic").await;
+    // auto: the client probes `server/discover`, which the gateway answers, so it
+    // stays stateless; its calls reach one process (its caller's).
+    let auto = python_client_in_mode(2, &gw.url("t"), "basic", "auto").await;
     assert!(
-        out["sdk_version"].as_str().unwrap().starts_with("2."),
-        "{out}"
+        auto["sdk_version"].as_str().unwrap().starts_with("2."),
+        "{auto}"
     );
-    assert_eq!(out["pids"][0], out["pids"][1], "{out}");
-    assert_eq!(out["echo"], "héllo");
-    // The 2.x client probes `server/discover` first; it must have been refused
-    // with a 400 (which makes it fall back at once), not left unanswered (which
-    // costs it a 10 s timeout that would also exceed the driver's limit).
-    // (It announces protocol version 2026-07-28, which the session era refuses.)
-    gw.wait_for_log(&["request refused", "status=400", "2026-07-28"])
-        .await;
-    assert!(out["elapsed_ms"].as_f64().unwrap() < 10_000.0, "{out}");
+    assert_eq!(auto["protocol_version"], "2026-07-28", "{auto}");
+    assert_eq!(auto["server_name"], "mcpgate-test-server", "{auto}");
+    assert_eq!(auto["pids"][0], auto["pids"][1], "{auto}");
+    assert_eq!(auto["echo"], "héllo");
+    // legacy: initialize and a session, as before.
+    let legacy = python_client_in_mode(2, &gw.url("t"), "basic", "legacy").await;
+    assert_eq!(legacy["protocol_version"], "2025-11-25", "{legacy}");
+    assert_eq!(legacy["pids"][0], legacy["pids"][1], "{legacy}");
+    assert_ne!(
+        legacy["pids"][0], auto["pids"][0],
+        "a session gets its own process"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_2x_stateless_and_1x_session_clients_share_a_gateway_and_elicit_through_the_bridge()
+ {
+    let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
+    let url = gw.url("t");
+    let (modern, elicit, old) = tokio::join!(
+        python_client(2, &url, "modern-basic"),
+        python_client(2, &url, "modern-elicit"),
+        python_client(1, &url, "basic"),
+    );
+    assert_eq!(modern["protocol_version"], "2026-07-28", "{modern}");
+    assert_eq!(
+        modern["supported_versions"],
+        json!(["2026-07-28"]),
+        "{modern}"
+    );
+    assert_eq!(modern["echo"], "hi", "{modern}");
+    assert!(modern["pid"].as_u64().is_some(), "{modern}");
+    // The backend's elicitation/create reached the client as an input request,
+    // and its answer reached the backend through the retry.
+    assert_eq!(
+        elicit["structured_content"]["response"]["result"]["content"]["name"], "octocat",
+        "{elicit}"
+    );
+    assert_eq!(
+        elicit["elicitation_requests"][0]["message"], "Name?",
+        "{elicit}"
+    );
+    assert!(
+        old["sdk_version"].as_str().unwrap().starts_with("1."),
+        "{old}"
+    );
+    assert_eq!(old["pids"][0], old["pids"][1], "{old}");
+    assert_ne!(
+        old["pids"][0], modern["pid"],
+        "the 1.x session has its own process"
+    );
     gw.stop().await;
 }
 

@@ -22,7 +22,10 @@ async fn sampling_elicitation_progress_and_logging(major: u32) {
         npm_server("everything", "server-everything", &["stdio"], "")
     ))
     .await;
-    let out = python_client_with(major, &gw.url("everything"), "everything", "").await;
+    // The session era (the 2.x client in legacy mode): server requests on SSE
+    // streams, logging/setLevel and request-scoped logs, which 2026-07-28
+    // replaced or removed.
+    let out = python_client_in_mode(major, &gw.url("everything"), "everything", "legacy").await;
     assert!(
         out["sdk_version"]
             .as_str()

@@ -12,4 +12,5 @@ mod process_tree;
 mod routed_http;
 mod security;
 mod shared_mode;
+mod stateless;
 mod unified;

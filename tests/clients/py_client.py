@@ -21,6 +21,15 @@ Scenarios:
          toggle-simulated-logging (twice: on, wait for a log message, off);
          prints {"sdk_version", "sampling_result", "sampling_requests", "elicitation_result",
                  "elicitation_requests", "progress", "log_messages", "tools"}
+  modern-basic   (2.x only) the 2026-07-28 era, forced: server/discover, tools/list,
+         call `echo` {"message": "hi"} and `pid`; prints {"sdk_version", "mode",
+         "protocol_version", "supported_versions", "server_name", "capabilities",
+         "tools", "echo", "echo_structured", "pid", "elapsed_ms"}
+  modern-elicit  (2.x only) the 2026-07-28 era, forced, with an elicitation callback
+         that accepts with {"name": "octocat"}: server/discover, call `ask_client`
+         with an elicitation/create form request (answered through
+         InputRequiredResult / inputResponses); prints {"sdk_version",
+         "protocol_version", "structured_content", "text", "elicitation_requests"}
 
 SDK usage:
   1.x  mcp.client.streamable_http.streamablehttp_client + mcp.ClientSession,
@@ -28,10 +37,19 @@ SDK usage:
   2.x  the high-level mcp.Client(URL) in its default mode="auto": it first POSTs
        `server/discover` without a session and falls back to `initialize` when
        that is rejected (see README).
+       modern-*: mcp.Client(URL, mode="2026-07-28"), which never sends
+       `initialize`; the driver then sends `server/discover` itself and adopts
+       the result, so a rejected discover fails the scenario instead of falling
+       back (PY_CLIENT_MODERN_DISCOVER=0 skips the discover).
 Leaving the `async with` blocks closes the session, which makes the SDK send
-DELETE for the Mcp-Session-Id it got.
+DELETE for the Mcp-Session-Id it got (2026-07-28 connections have none, so no
+DELETE and no GET stream).
 
 Env: PY_CLIENT_TIMEOUT  overall timeout in seconds (default 30).
+     PY_CLIENT_TOOL_PREFIX  prepended to the tool names basic and modern-* call.
+     PY_CLIENT_MODERN_DISCOVER  "0": modern-* send no server/discover.
+     PY_CLIENT_MODE  2.x Client mode for basic/list/everything: auto (default),
+                     legacy or 2026-07-28.
 """
 
 from __future__ import annotations
@@ -52,7 +70,15 @@ TIMEOUT_S = float(os.environ.get("PY_CLIENT_TIMEOUT", "30"))
 # give up hard this long after the overall timeout.
 HARD_EXIT_GRACE_S = 5.0
 
-SCENARIOS = ("basic", "list", "everything")
+SCENARIOS = ("basic", "list", "everything", "modern-basic", "modern-elicit")
+# Scenarios that force the stateless 2026-07-28 era; they need mcp 2.x.
+MODERN_SCENARIOS = ("modern-basic", "modern-elicit")
+MODERN_VERSION = "2026-07-28"
+# mcp 2.x Client mode for basic, list and everything: "auto" (default), "legacy"
+# (initialize only, no discover probe) or "2026-07-28" (that era, no probe).
+V2_MODE = os.environ.get("PY_CLIENT_MODE", "auto")
+# "0": the modern scenarios skip server/discover and go straight to their requests.
+MODERN_DISCOVER = os.environ.get("PY_CLIENT_MODERN_DISCOVER", "1") != "0"
 SDK_VERSION = importlib.metadata.version("mcp")
 SDK_MAJOR = int(SDK_VERSION.split(".")[0])
 CLIENT_NAME = "mcpgate-py-client"
@@ -97,6 +123,7 @@ class Conn:
         self.protocol_version = protocol_version
         self.server_name = server_name
         self.set_logging_level = set_logging_level
+        self.discover = None  # modern-*: the adopted DiscoverResult, if one was fetched
 
     async def tool_names(self) -> list[str]:
         names: list[str] = []
@@ -153,8 +180,8 @@ async def run_v1(url: str, body, callbacks: dict[str, Any]):
 async def run_v2(url: str, body, callbacks: dict[str, Any]):
     info = types.Implementation(name=CLIENT_NAME, version=SDK_VERSION)
     # mode="auto" is the default; spelled out because the discover->initialize
-    # fallback is what these tests exercise.
-    async with Client(url, mode="auto", client_info=info, **callbacks) as client:
+    # fallback is what these tests exercise. PY_CLIENT_MODE overrides it.
+    async with Client(url, mode=V2_MODE, client_info=info, **callbacks) as client:
         server_info = client.server_info
 
         async def list_page(cursor):
@@ -167,6 +194,38 @@ async def run_v2(url: str, body, callbacks: dict[str, Any]):
             server_name=server_info.name if server_info else None,
             set_logging_level=client.set_logging_level,
         )
+        return await body(conn)
+
+
+async def run_v2_modern(url: str, body, callbacks: dict[str, Any]):
+    """The 2026-07-28 era, forced: no initialize, no fallback.
+
+    mode=MODERN_VERSION makes the client adopt that version without a probe (it
+    would otherwise stamp a synthesized, empty DiscoverResult). The driver then
+    sends `server/discover` itself and adopts the server's answer, so the
+    capabilities, supported versions and serverInfo are the gateway's, and a
+    gateway that rejects discover fails the scenario instead of being talked to
+    in the handshake era, as mode="auto" would do.
+    """
+    info = types.Implementation(name=CLIENT_NAME, version=SDK_VERSION)
+    async with Client(url, mode=MODERN_VERSION, client_info=info, **callbacks) as client:
+        session = client.session
+        discover = None
+        if MODERN_DISCOVER:
+            discover = types.DiscoverResult.model_validate(await session.send_discover(MODERN_VERSION))
+            session.adopt(discover)  # raises if supportedVersions lacks every modern version
+        server_info = client.server_info
+
+        async def list_page(cursor):
+            return await client.list_tools(cursor=cursor)
+
+        conn = Conn(
+            list_page,
+            client.call_tool,
+            protocol_version=client.protocol_version,
+            server_name=server_info.name if server_info else None,
+        )
+        conn.discover = discover
         return await body(conn)
 
 
@@ -197,6 +256,91 @@ async def scenario_basic(conn: Conn) -> dict[str, Any]:
 
 async def scenario_list(conn: Conn) -> dict[str, Any]:
     return {"tools": await conn.tool_names()}
+
+
+# ---- modern-*: the stateless 2026-07-28 era ----
+
+
+def _structured(result: Any, tool: str) -> Any:
+    if _field(result, "isError", "is_error"):
+        raise ScenarioError(f"tool {tool!r} returned isError: {result!r}")
+    return _field(result, "structuredContent", "structured_content")
+
+
+async def scenario_modern_basic(conn: Conn) -> dict[str, Any]:
+    if conn.protocol_version != MODERN_VERSION:
+        raise ScenarioError(f"negotiated {conn.protocol_version!r}, not {MODERN_VERSION!r}")
+    tools = await conn.tool_names()
+    echo_result = await conn.call(TOOL_PREFIX + "echo", {"message": "hi"})
+    echo = _first_text(echo_result, "echo")
+    pid_result = await conn.call(TOOL_PREFIX + "pid", {})
+    pid_structured = _structured(pid_result, "pid")
+    if not isinstance(pid_structured, dict) or not isinstance(pid_structured.get("pid"), int):
+        raise ScenarioError(f"tool 'pid' returned no integer structuredContent.pid: {pid_result!r}")
+    discover = conn.discover
+    return {
+        "sdk_version": SDK_VERSION,
+        "mode": MODERN_VERSION,
+        "protocol_version": conn.protocol_version,
+        "supported_versions": list(discover.supported_versions) if discover else None,
+        "server_name": conn.server_name,
+        "capabilities": (
+            discover.capabilities.model_dump(by_alias=True, mode="json", exclude_none=True) if discover else None
+        ),
+        "tools": tools,
+        "echo": echo,
+        "echo_structured": _field(echo_result, "structuredContent", "structured_content"),
+        "pid": pid_structured["pid"],
+    }
+
+
+# What modern-elicit asks for through the test server's ask_client tool, and
+# what its elicitation callback accepts with.
+MODERN_ELICIT_REQUEST = {
+    "method": "elicitation/create",
+    "params": {
+        "mode": "form",
+        "message": "Name?",
+        "requestedSchema": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}},
+            "required": ["name"],
+        },
+    },
+}
+MODERN_ELICITED_CONTENT = {"name": "octocat"}
+
+
+class ModernElicitRecorder:
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    async def elicitation(self, context, params):
+        self.requests.append(params)
+        return types.ElicitResult(action="accept", content=dict(MODERN_ELICITED_CONTENT))
+
+
+def scenario_modern_elicit(recorder: ModernElicitRecorder):
+    async def body(conn: Conn) -> dict[str, Any]:
+        if conn.protocol_version != MODERN_VERSION:
+            raise ScenarioError(f"negotiated {conn.protocol_version!r}, not {MODERN_VERSION!r}")
+        # Client.call_tool runs the InputRequiredResult loop: it hands each
+        # inputRequests entry to the callback and retries tools/call with
+        # inputResponses and the echoed requestState.
+        result = await conn.call(TOOL_PREFIX + "ask_client", json.loads(json.dumps(MODERN_ELICIT_REQUEST)))
+        structured = _structured(result, "ask_client")
+        texts = [c.text for c in (result.content or []) if getattr(c, "type", None) == "text"]
+        return {
+            "sdk_version": SDK_VERSION,
+            "protocol_version": conn.protocol_version,
+            "structured_content": structured,
+            "text": texts[0] if texts else None,
+            "elicitation_requests": [
+                p.model_dump(by_alias=True, mode="json", exclude_none=True) for p in recorder.requests
+            ],
+        }
+
+    return body
 
 
 # ---- everything: server-to-client requests, progress and logging ----
@@ -298,16 +442,22 @@ def scenario_everything(recorder: Recorder):
 
 async def run(url: str, scenario: str) -> dict[str, Any]:
     callbacks: dict[str, Any] = {}
+    runner = run_v1 if SDK_MAJOR < 2 else run_v2
     if scenario == "everything":
         recorder = Recorder()
         body = scenario_everything(recorder)
         callbacks = recorder.callbacks()
+    elif scenario == "modern-elicit":
+        modern_recorder = ModernElicitRecorder()
+        body = scenario_modern_elicit(modern_recorder)
+        callbacks = {"elicitation_callback": modern_recorder.elicitation}
     else:
-        body = {"basic": scenario_basic, "list": scenario_list}[scenario]
-    runner = run_v1 if SDK_MAJOR < 2 else run_v2
+        body = {"basic": scenario_basic, "list": scenario_list, "modern-basic": scenario_modern_basic}[scenario]
+    if scenario in MODERN_SCENARIOS:
+        runner = run_v2_modern
     start = time.monotonic()
     out = await runner(url, body, callbacks)  # returns only after the session is closed
-    if scenario == "basic":
+    if scenario in ("basic", "modern-basic"):
         out["elapsed_ms"] = round((time.monotonic() - start) * 1000)
     return out
 
@@ -323,6 +473,9 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"usage: {argv[0]} URL {{{'|'.join(SCENARIOS)}}}\n")
         return 2
     url, scenario = argv[1], argv[2]
+    if scenario in MODERN_SCENARIOS and SDK_MAJOR < 2:
+        sys.stderr.write(f"{argv[0]}: scenario {scenario!r} needs mcp 2.x (this interpreter has mcp {SDK_VERSION})\n")
+        return 2
     watchdog = threading.Timer(TIMEOUT_S + HARD_EXIT_GRACE_S, _hard_exit)
     watchdog.daemon = True
     watchdog.start()

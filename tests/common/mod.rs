@@ -477,6 +477,22 @@ pub async fn python_client(major: u32, url: &str, scenario: &str) -> Value {
 
 /// Like [`python_client`], with the tools it calls named `<prefix><name>`.
 pub async fn python_client_with(major: u32, url: &str, scenario: &str, prefix: &str) -> Value {
+    python_client_env(major, url, scenario, &[("PY_CLIENT_TOOL_PREFIX", prefix)]).await
+}
+
+/// Like [`python_client`], with the 2.x client's `mode` (`auto`, `legacy` or
+/// `2026-07-28`) for the basic, list and everything scenarios.
+pub async fn python_client_in_mode(major: u32, url: &str, scenario: &str, mode: &str) -> Value {
+    python_client_env(major, url, scenario, &[("PY_CLIENT_MODE", mode)]).await
+}
+
+/// Runs `tests/clients/py_client.py` with extra environment variables.
+pub async fn python_client_env(
+    major: u32,
+    url: &str,
+    scenario: &str,
+    env: &[(&str, &str)],
+) -> Value {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(format!(".testdeps/py-mcp{major}/bin/python"));
     assert!(
@@ -490,7 +506,7 @@ pub async fn python_client_with(major: u32, url: &str, scenario: &str, prefix: &
         .arg(url)
         .arg(scenario)
         .env("PY_CLIENT_TIMEOUT", "15")
-        .env("PY_CLIENT_TOOL_PREFIX", prefix)
+        .envs(env.iter().copied())
         .kill_on_drop(true);
     let output = tokio::time::timeout(DEADLINE, command.output())
         .await

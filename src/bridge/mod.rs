@@ -1,0 +1,684 @@
+//! The bridge from stateless (MCP 2026-07-28) clients to session-era stdio
+//! backends, on the routed endpoint.
+//!
+//! Owns what a stateless request means to the pool, and the multi round-trip
+//! requests (MRTR) that stand in for server-to-client requests:
+//! - **Caller processes.** A stateless request has no session to key on, so it
+//!   reaches the process of its *caller* on that server: the API key's name, or
+//!   the value of `caller_header` when there are no keys, or one shared
+//!   `anonymous` caller. The gateway opens that process with an `initialize` of
+//!   its own (the client's `clientInfo`, and the elicitation, sampling and roots
+//!   capabilities, which it can relay) and keeps it as an ordinary session with
+//!   a random id that is never shown to anyone, so idle timeouts, crash
+//!   relaunches and shutdown treat it like any other. Parallel first requests
+//!   of one caller open one process.
+//! - **Answers.** `server/discover` is answered from the backend's initialize
+//!   result; every other request is forwarded byte for byte, and its result
+//!   gets `resultType: "complete"` (and `ttlMs: 0`, `cacheScope: "private"` on
+//!   cacheable results) spliced in; nothing else in it is touched.
+//! - **MRTR.** When the backend sends `elicitation/create`,
+//!   `sampling/createMessage` or `roots/list` during a call, the call is
+//!   *parked* (still in flight at the backend) and the client gets an
+//!   `InputRequiredResult` whose `requestState` is signed and bound to the
+//!   caller, the server, the request and an expiry (see `request_state`). The
+//!   client's retry hands the `inputResponses` to the waiting backend requests
+//!   and picks the call up where it stopped. A parked call can be resumed
+//!   once; one not resumed within [`PARK_TTL`] is dropped and its backend
+//!   requests answered with an error.
+//! - A client that did not declare the capability a backend request needs gets
+//!   -32021 (400) and the backend an error answer; a client that goes away
+//!   mid-call has the call cancelled at the backend.
+//!
+//! It never speaks HTTP (statuses are chosen in `http` from [`Outcome`]),
+//! never re-serialises a backend's result, and never logs a `requestState`.
+
+pub mod request_state;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use crate::config::ServerConfig;
+use crate::jsonrpc::{self, Kind};
+use crate::outbox::StreamHandle;
+use crate::relay::{InitOutcome, Relay, with_id};
+use crate::session::Session;
+use request_state::{Binding, Signer};
+
+/// The stateless protocol versions the gateway serves.
+pub const MODERN_VERSIONS: [&str; 1] = ["2026-07-28"];
+/// `_meta` key of a stateless request's protocol version.
+pub const VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
+/// `_meta` key of a stateless request's client capabilities.
+pub const CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
+/// `_meta` key of a stateless request's client info.
+pub const CLIENT_INFO_META: &str = "io.modelcontextprotocol/clientInfo";
+/// `_meta` key of the server info in a `server/discover` result.
+const SERVER_INFO_META: &str = "io.modelcontextprotocol/serverInfo";
+
+/// The session-era version the gateway's own `initialize` asks for.
+const BRIDGE_PROTOCOL_VERSION: &str = "2025-11-25";
+
+/// How long a parked call waits for the client's retry.
+pub const PARK_TTL: Duration = Duration::from_secs(600);
+
+/// Results that carry caching hints (2026-07-28, caching).
+const CACHEABLE: [&str; 6] = [
+    "server/discover",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+];
+
+/// Backend requests that become input requests, with the client capability each needs.
+const INPUT_METHODS: [(&str, &str); 3] = [
+    ("elicitation/create", "elicitation"),
+    ("sampling/createMessage", "sampling"),
+    ("roots/list", "roots"),
+];
+
+/// A stateless request, as the HTTP layer checked it.
+#[derive(Debug, Clone)]
+pub struct StatelessCall {
+    /// The raw JSON-RPC id.
+    pub id: String,
+    pub method: String,
+    /// `params.name` or `params.uri`, for the methods that have one.
+    pub name: Option<String>,
+    /// The raw `clientCapabilities` object.
+    pub capabilities: String,
+    /// The raw `clientInfo`, if sent.
+    pub client_info: Option<String>,
+    pub request_state: Option<String>,
+    /// The raw `inputResponses` object, if sent.
+    pub input_responses: Option<String>,
+    /// The caller named by `caller_header`, when there are no API keys.
+    pub named_caller: Option<String>,
+}
+
+/// What the client gets.
+pub enum Outcome {
+    /// 200 with this JSON-RPC message.
+    Answer(Bytes),
+    /// 400 with this JSON-RPC error (a refused `requestState`, a missing capability).
+    Refused(Bytes),
+    /// `max_sessions` are open.
+    Busy,
+}
+
+type Answering = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+
+/// A call in flight at a backend, on its way to an answer.
+struct Running {
+    relay: Arc<Relay>,
+    session: Arc<Session>,
+    /// The id the backend's answer will carry (the first request's).
+    client_id: String,
+    handle: Option<StreamHandle>,
+    answer: Option<Answering>,
+}
+
+impl Running {
+    /// Hands the call over (to an answer or to the parked table) so that
+    /// dropping `self` no longer cancels it.
+    fn take(&mut self) -> (StreamHandle, Answering) {
+        (
+            self.handle.take().expect("a running call has its stream"),
+            self.answer.take().expect("a running call has its answer"),
+        )
+    }
+}
+
+impl Drop for Running {
+    /// A client that went away mid-call cancels it (2026-07-28: closing the
+    /// response stream is cancellation): the backend gets
+    /// `notifications/cancelled` while the request is still known, then the
+    /// call is dropped.
+    fn drop(&mut self) {
+        let (Some(handle), Some(answer)) = (self.handle.take(), self.answer.take()) else {
+            return;
+        };
+        let (relay, session) = (Arc::clone(&self.relay), Arc::clone(&self.session));
+        let cancel = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{},"reason":"the client closed the request"}}}}"#,
+            self.client_id
+        );
+        tokio::spawn(async move {
+            if let Ok(peek) = jsonrpc::peek(cancel.as_bytes()) {
+                relay.forward(&session, cancel.as_bytes(), &peek).await;
+            }
+            drop(answer);
+            session.outbox.abandon_request(handle);
+        });
+    }
+}
+
+/// A backend request waiting for the client's input.
+struct Waiting {
+    /// The key in `inputRequests`/`inputResponses`.
+    key: String,
+    /// The backend request's raw id.
+    id: String,
+    /// The backend request without its id: `{"method":..,"params":..}`.
+    request: String,
+}
+
+/// A call waiting for the client's retry.
+struct Parked {
+    call: Running,
+    waiting: Vec<Waiting>,
+    expires: Instant,
+}
+
+/// A caller's hidden session on one server, once opened; locked while opening.
+type CallerSlot = Arc<tokio::sync::Mutex<Option<Arc<Session>>>>;
+
+/// The bridge's state.
+pub struct Bridge {
+    signer: Signer,
+    /// The process (as a hidden session) of each (server, caller).
+    callers: Mutex<HashMap<(String, String), CallerSlot>>,
+    parked: Mutex<HashMap<String, Parked>>,
+}
+
+impl Default for Bridge {
+    fn default() -> Self {
+        Bridge {
+            signer: Signer::random(),
+            callers: Mutex::default(),
+            parked: Mutex::default(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the OS random source works");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The caller a stateless request is keyed on.
+fn caller_of(api_caller: Option<&Arc<str>>, call: &StatelessCall) -> String {
+    match (api_caller, &call.named_caller) {
+        (Some(key), _) => format!("key:{key}"),
+        (None, Some(named)) => format!("header:{named}"),
+        (None, None) => "anonymous".to_owned(),
+    }
+}
+
+/// The gateway's own `initialize` for a caller's process.
+fn bridge_initialize(client_info: Option<&str>) -> Bytes {
+    let info = client_info.unwrap_or(concat!(
+        r#"{"name":"mcpgate","version":""#,
+        env!("CARGO_PKG_VERSION"),
+        r#""}"#
+    ));
+    Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{BRIDGE_PROTOCOL_VERSION}","capabilities":{{"elicitation":{{"form":{{}},"url":{{}}}},"sampling":{{}},"roots":{{}}}},"clientInfo":{info}}}}}"#
+    ))
+}
+
+/// `answer` with `members` (`"k":v,...`) added at the start of its result
+/// object, unless the result already has `resultType`. Errors pass unchanged.
+fn with_result_members(answer: &[u8], members: &str) -> Bytes {
+    let Some(result) = jsonrpc::peek(answer).ok().and_then(|p| p.result) else {
+        return Bytes::copy_from_slice(answer);
+    };
+    if !result.get().starts_with('{') || jsonrpc::member(result, "resultType").is_some() {
+        return Bytes::copy_from_slice(answer);
+    }
+    let at = jsonrpc::range_in(answer, result.get()).start + 1;
+    let empty = result.get()[1..].trim_start().starts_with('}');
+    let mut out = Vec::with_capacity(answer.len() + members.len() + 1);
+    out.extend_from_slice(&answer[..at]);
+    out.extend_from_slice(members.as_bytes());
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(&answer[at..]);
+    Bytes::from(out)
+}
+
+/// The members a complete result of `method` gets.
+fn complete_members(method: &str) -> &'static str {
+    if CACHEABLE.contains(&method) {
+        r#""resultType":"complete","ttlMs":0,"cacheScope":"private""#
+    } else {
+        r#""resultType":"complete""#
+    }
+}
+
+fn refused(id: &str, code: i32, message: &str, data: Option<serde_json::Value>) -> Outcome {
+    Outcome::Refused(jsonrpc::error_response(Some(id), code, message, data))
+}
+
+impl Relay {
+    /// Serves one stateless request on `server`.
+    pub async fn stateless(
+        self: &Arc<Self>,
+        server: &Arc<ServerConfig>,
+        api_caller: Option<Arc<str>>,
+        message: Bytes,
+        call: StatelessCall,
+    ) -> Outcome {
+        let caller = caller_of(api_caller.as_ref(), &call);
+        let session = match self
+            .caller_session(server, &caller, api_caller, &call)
+            .await
+        {
+            Ok(session) => session,
+            Err(outcome) => return outcome,
+        };
+        if call.method == "server/discover" {
+            return self.discover(server, &session, &call).await;
+        }
+        let expected = Binding {
+            parked: String::new(),
+            caller,
+            server: server.id.clone(),
+            method: call.method.clone(),
+            name: call.name.clone(),
+        };
+        let (running, unanswered) = match &call.request_state {
+            Some(token) => match self.resume(token, &expected, &call).await {
+                Ok(resumed) => resumed,
+                Err(outcome) => return outcome,
+            },
+            None => (self.start(&session, message, &call), Vec::new()),
+        };
+        if !unanswered.is_empty() {
+            // The client left some input out: the backend is still waiting for it.
+            return self.park(running, unanswered, &expected, &call);
+        }
+        self.drive(running, &expected, &call).await
+    }
+
+    /// The hidden session holding `caller`'s process on `server`, opened on
+    /// first use (once, however many first requests arrive at once).
+    async fn caller_session(
+        &self,
+        server: &Arc<ServerConfig>,
+        caller: &str,
+        api_caller: Option<Arc<str>>,
+        call: &StatelessCall,
+    ) -> Result<Arc<Session>, Outcome> {
+        let slot = lock(&self.bridge.callers)
+            .entry((server.id.clone(), caller.to_owned()))
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(session) = slot.as_ref()
+            && self.sessions.get(&session.id).is_some()
+        {
+            return Ok(Arc::clone(session));
+        }
+        let init = bridge_initialize(call.client_info.as_deref());
+        let peek = jsonrpc::peek(&init).expect("the bridge's initialize is valid JSON-RPC");
+        match self
+            .initialize(server, api_caller, init.clone(), &peek)
+            .await
+        {
+            InitOutcome::Created { session, .. } => {
+                tracing::info!(server = %server.id, caller, session = %session.id,
+                    "stateless caller's process opened");
+                *slot = Some(Arc::clone(&session));
+                Ok(session)
+            }
+            InitOutcome::Failed { response } => Err(Outcome::Answer(
+                with_id(&response, Some(&call.id)).unwrap_or(response),
+            )),
+            InitOutcome::Busy => Err(Outcome::Busy),
+        }
+    }
+
+    /// `server/discover`, answered from the backend's initialize result.
+    async fn discover(
+        &self,
+        server: &Arc<ServerConfig>,
+        session: &Arc<Session>,
+        call: &StatelessCall,
+    ) -> Outcome {
+        let init = match self.conn_for(session, server).await {
+            Ok((conn, _)) => conn.init_result(),
+            Err(error) => {
+                return Outcome::Answer(crate::relay::launch_error_response(
+                    Some(&call.id),
+                    server,
+                    &error,
+                ));
+            }
+        };
+        let result = init
+            .as_deref()
+            .and_then(|init| jsonrpc::peek(init).ok()?.result);
+        let member = |name| {
+            result
+                .and_then(|r| jsonrpc::member(r, name))
+                .map(RawValue::get)
+        };
+        let mut out = format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{{{},"supportedVersions":{},"capabilities":{}"#,
+            call.id,
+            complete_members("server/discover"),
+            serde_json::to_string(&MODERN_VERSIONS).expect("strings serialise"),
+            member("capabilities").unwrap_or("{}"),
+        );
+        if let Some(instructions) = member("instructions") {
+            out.push_str(r#","instructions":"#);
+            out.push_str(instructions);
+        }
+        if let Some(info) = member("serverInfo") {
+            out.push_str(&format!(r#","_meta":{{"{SERVER_INFO_META}":{info}}}"#));
+        }
+        out.push_str("}}");
+        Outcome::Answer(Bytes::from(out))
+    }
+
+    /// Starts a new call at the backend.
+    fn start(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        message: Bytes,
+        call: &StatelessCall,
+    ) -> Running {
+        let progress_token = jsonrpc::peek(&message).ok().and_then(|p| {
+            jsonrpc::request_progress_token(&message, p.params?).map(|(t, _)| t.to_owned())
+        });
+        let handle = session.outbox.open_request(progress_token);
+        let (relay, in_task) = (Arc::clone(self), Arc::clone(session));
+        let answer: Answering = Box::pin(async move {
+            match jsonrpc::peek(&message) {
+                Ok(peek) => relay.request(&in_task, &message, &peek).await,
+                Err(e) => jsonrpc::error_response(None, e.code(), &e.to_string(), None),
+            }
+        });
+        Running {
+            relay: Arc::clone(self),
+            session: Arc::clone(session),
+            client_id: call.id.clone(),
+            handle: Some(handle),
+            answer: Some(answer),
+        }
+    }
+
+    /// Picks a parked call back up with the client's input: each waiting
+    /// backend request is answered from `inputResponses`; those the client left
+    /// out are asked again.
+    async fn resume(
+        &self,
+        token: &str,
+        expected: &Binding,
+        call: &StatelessCall,
+    ) -> Result<(Running, Vec<Waiting>), Outcome> {
+        let parked_id = self.bridge.signer.verify(token, expected).map_err(|why| {
+            tracing::info!(caller = %expected.caller, server = %expected.server, reason = %why,
+                "requestState refused");
+            refused(
+                &call.id,
+                jsonrpc::INVALID_PARAMS,
+                &format!("Invalid params: {why}"),
+                None,
+            )
+        })?;
+        let Some(parked) = lock(&self.bridge.parked).remove(&parked_id) else {
+            return Err(refused(
+                &call.id,
+                jsonrpc::INVALID_PARAMS,
+                "Invalid params: requestState was already used, or its call has ended",
+                None,
+            ));
+        };
+        let responses: HashMap<String, Box<RawValue>> = call
+            .input_responses
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok())
+            .unwrap_or_default();
+        let mut left = Vec::new();
+        for waiting in parked.waiting {
+            match responses.get(&waiting.key) {
+                Some(result) => {
+                    let answer = format!(
+                        r#"{{"jsonrpc":"2.0","id":{},"result":{}}}"#,
+                        waiting.id,
+                        result.get()
+                    );
+                    let peek = jsonrpc::peek(answer.as_bytes()).expect("built from valid JSON");
+                    let session = Arc::clone(&parked.call.session);
+                    self.forward(&session, answer.as_bytes(), &peek).await;
+                }
+                None => left.push(waiting),
+            }
+        }
+        Ok((parked.call, left))
+    }
+
+    /// Runs a call until it is answered or needs the client's input.
+    async fn drive(
+        &self,
+        mut running: Running,
+        expected: &Binding,
+        call: &StatelessCall,
+    ) -> Outcome {
+        let mut waiting: Vec<Waiting> = Vec::new();
+        loop {
+            let (handle, answer) = (
+                running.handle.as_mut().expect("running"),
+                running.answer.as_mut().expect("running"),
+            );
+            let event = tokio::select! {
+                biased;
+                event = handle.events.recv() => event,
+                response = answer => {
+                    let (handle, _) = running.take();
+                    running.session.outbox.abandon_request(handle);
+                    let answer = with_id(&response, Some(&call.id)).unwrap_or(response);
+                    return Outcome::Answer(with_result_members(&answer, complete_members(&call.method)));
+                }
+            };
+            let Some(event) = event else { continue };
+            let Ok(peek) = jsonrpc::peek(&event.message) else {
+                continue;
+            };
+            if peek.kind != Kind::Request {
+                // Progress and logs of a stateless call are not relayed (the
+                // answer is one JSON document).
+                continue;
+            }
+            let method = peek.method.as_deref().unwrap_or_default();
+            let backend_id = peek.id.unwrap_or("null").to_owned();
+            let needs = INPUT_METHODS
+                .iter()
+                .find(|(m, _)| *m == method)
+                .map(|(_, c)| *c);
+            let declared = needs.is_some_and(|cap| {
+                serde_json::from_str::<HashMap<String, serde::de::IgnoredAny>>(&call.capabilities)
+                    .is_ok_and(|caps| caps.contains_key(cap))
+            });
+            match needs {
+                Some(_) if declared => {
+                    let request = match peek.params {
+                        Some(params) => {
+                            format!(r#"{{"method":"{method}","params":{}}}"#, params.get())
+                        }
+                        None => format!(r#"{{"method":"{method}"}}"#),
+                    };
+                    waiting.push(Waiting {
+                        key: format!("input-{}", waiting.len() + 1),
+                        id: backend_id,
+                        request,
+                    });
+                    // Requests the backend sent together are asked together.
+                    if handle.events.is_empty() {
+                        return self.park(running, waiting, expected, call);
+                    }
+                }
+                Some(cap) => {
+                    let session = Arc::clone(&running.session);
+                    self.answer_backend_error(
+                        &session,
+                        &backend_id,
+                        &format!("the client did not declare the {cap} capability"),
+                    )
+                    .await;
+                    // The call goes on without its client.
+                    let (handle, answer) = running.take();
+                    tokio::spawn(async move {
+                        let _ = answer.await;
+                        session.outbox.abandon_request(handle);
+                    });
+                    return refused(
+                        &call.id,
+                        jsonrpc::MISSING_CLIENT_CAPABILITY,
+                        &format!("Missing required client capability: {cap}"),
+                        Some(serde_json::json!({ "requiredCapabilities": { cap: {} } })),
+                    );
+                }
+                None if method == "ping" => {
+                    let pong = format!(r#"{{"jsonrpc":"2.0","id":{backend_id},"result":{{}}}}"#);
+                    let peek = jsonrpc::peek(pong.as_bytes()).expect("built from valid JSON");
+                    let session = Arc::clone(&running.session);
+                    self.forward(&session, pong.as_bytes(), &peek).await;
+                }
+                None => {
+                    let session = Arc::clone(&running.session);
+                    self.answer_backend_error(
+                        &session,
+                        &backend_id,
+                        &format!("{method} cannot reach a 2026-07-28 client"),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// Answers a backend's request of `session` with an error.
+    async fn answer_backend_error(&self, session: &Arc<Session>, backend_id: &str, message: &str) {
+        let error =
+            jsonrpc::error_response(Some(backend_id), jsonrpc::METHOD_NOT_FOUND, message, None);
+        if let Ok(peek) = jsonrpc::peek(&error) {
+            self.forward(session, &error, &peek).await;
+        }
+    }
+
+    /// Parks a call and answers with an `InputRequiredResult`.
+    fn park(
+        &self,
+        running: Running,
+        waiting: Vec<Waiting>,
+        expected: &Binding,
+        call: &StatelessCall,
+    ) -> Outcome {
+        let parked_id = random_hex(16);
+        let token = self.bridge.signer.sign(
+            &Binding {
+                parked: parked_id.clone(),
+                ..expected.clone()
+            },
+            PARK_TTL,
+        );
+        let requests: Vec<String> = waiting
+            .iter()
+            .map(|w| {
+                format!(
+                    "{}:{}",
+                    serde_json::to_string(&w.key).expect("string"),
+                    w.request
+                )
+            })
+            .collect();
+        let answer = format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{{"resultType":"input_required","inputRequests":{{{}}},"requestState":{}}}}}"#,
+            call.id,
+            requests.join(","),
+            serde_json::to_string(&token).expect("string"),
+        );
+        let now = Instant::now();
+        let expired: Vec<Parked> = {
+            let mut parked = lock(&self.bridge.parked);
+            let stale: Vec<String> = parked
+                .iter()
+                .filter(|(_, p)| p.expires <= now)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let expired = stale.iter().filter_map(|id| parked.remove(id)).collect();
+            parked.insert(
+                parked_id,
+                Parked {
+                    call: running,
+                    waiting,
+                    expires: now + PARK_TTL,
+                },
+            );
+            expired
+        };
+        for stale in expired {
+            let relay = Arc::clone(&stale.call.relay);
+            let session = Arc::clone(&stale.call.session);
+            let ids: Vec<String> = stale.waiting.iter().map(|w| w.id.clone()).collect();
+            // Dropping the call cancels it at the backend (see `Running`).
+            drop(stale);
+            tokio::spawn(async move {
+                for id in ids {
+                    relay
+                        .answer_backend_error(&session, &id, "the client did not answer in time")
+                        .await;
+                }
+            });
+        }
+        Outcome::Answer(Bytes::from(answer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_members_are_spliced_in_without_touching_the_rest() {
+        let answer = br#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"x","z":1e400}]}}"#;
+        assert_eq!(
+            &with_result_members(answer, complete_members("tools/list"))[..],
+            &br#"{"jsonrpc":"2.0","id":7,"result":{"resultType":"complete","ttlMs":0,"cacheScope":"private","tools":[{"name":"x","z":1e400}]}}"#[..]
+        );
+        let empty = br#"{"jsonrpc":"2.0","id":7,"result":{ }}"#;
+        assert_eq!(
+            &with_result_members(empty, complete_members("tools/call"))[..],
+            &br#"{"jsonrpc":"2.0","id":7,"result":{"resultType":"complete" }}"#[..]
+        );
+        let typed = br#"{"jsonrpc":"2.0","id":7,"result":{"resultType":"complete"}}"#;
+        assert_eq!(&with_result_members(typed, "\"x\":1")[..], &typed[..]);
+        let error = br#"{"jsonrpc":"2.0","id":7,"error":{"code":1,"message":"m"}}"#;
+        assert_eq!(&with_result_members(error, "\"x\":1")[..], &error[..]);
+    }
+
+    #[test]
+    fn callers_are_keyed_by_key_then_header_then_anonymous() {
+        let mut call = StatelessCall {
+            id: "1".into(),
+            method: "tools/list".into(),
+            name: None,
+            capabilities: "{}".into(),
+            client_info: None,
+            request_state: None,
+            input_responses: None,
+            named_caller: Some("bob".into()),
+        };
+        let key: Arc<str> = Arc::from("ci");
+        assert_eq!(caller_of(Some(&key), &call), "key:ci");
+        assert_eq!(caller_of(None, &call), "header:bob");
+        call.named_caller = None;
+        assert_eq!(caller_of(None, &call), "anonymous");
+    }
+}
