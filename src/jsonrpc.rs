@@ -254,6 +254,63 @@ pub fn splice(bytes: &[u8], range: Range<usize>, replacement: &[u8]) -> Vec<u8> 
     out
 }
 
+/// `message` (a request, as `peek` read it) with `members` (`"k":v,...`) added
+/// to its `params._meta`, creating `_meta` and `params` where missing; every
+/// other byte is kept.
+pub fn with_meta_members(message: &[u8], peek: &Peek<'_>, members: &str) -> Vec<u8> {
+    let insert = |at: usize, text: &str| splice(message, at..at, text.as_bytes());
+    let object_start = |raw: &RawValue| -> Option<(usize, bool)> {
+        let text = raw.get();
+        let empty = text.strip_prefix('{')?.trim_start().starts_with('}');
+        Some((range_in(message, text).start + 1, empty))
+    };
+    match peek.params {
+        Some(params) => {
+            if let Some((at, empty)) = member(params, "_meta").and_then(object_start) {
+                let sep = if empty { "" } else { "," };
+                insert(at, &format!("{members}{sep}"))
+            } else if let Some((at, empty)) = object_start(params) {
+                let sep = if empty { "" } else { "," };
+                insert(at, &format!("\"_meta\":{{{members}}}{sep}"))
+            } else {
+                message.to_vec()
+            }
+        }
+        None => {
+            let end = message
+                .iter()
+                .rposition(|b| *b == b'}')
+                .unwrap_or(message.len());
+            insert(end, &format!(",\"params\":{{\"_meta\":{{{members}}}}}"))
+        }
+    }
+}
+
+/// `message` (a request) with `members` (`"k":v,...`) added at the start of
+/// its `params`, created if missing; every other byte is kept.
+pub fn with_params_members(message: &[u8], peek: &Peek<'_>, members: &str) -> Vec<u8> {
+    match peek.params.filter(|p| p.get().starts_with('{')) {
+        Some(params) => {
+            let text = params.get();
+            let at = range_in(message, text).start + 1;
+            let empty = text[1..].trim_start().starts_with('}');
+            let sep = if empty { "" } else { "," };
+            splice(message, at..at, format!("{members}{sep}").as_bytes())
+        }
+        None => {
+            let end = message
+                .iter()
+                .rposition(|b| *b == b'}')
+                .unwrap_or(message.len());
+            splice(
+                message,
+                end..end,
+                format!(",\"params\":{{{members}}}").as_bytes(),
+            )
+        }
+    }
+}
+
 /// Makes a message fit on one stdio line: raw CR/LF can only be insignificant
 /// whitespace in valid JSON (inside strings they must be escaped), so they become spaces.
 pub fn to_single_line(message: &mut [u8]) {
@@ -328,6 +385,29 @@ pub fn error_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meta_members_are_added_where_they_belong() {
+        let add = |m: &[u8]| {
+            String::from_utf8(with_meta_members(m, &peek(m).unwrap(), r#""k":1"#)).unwrap()
+        };
+        assert_eq!(
+            add(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"k":1}}}"#
+        );
+        assert_eq!(
+            add(br#"{"jsonrpc":"2.0","id":1,"method":"m","params":{}}"#),
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":1}}}"#
+        );
+        assert_eq!(
+            add(br#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":2.50}}"#),
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":1},"a":2.50}}"#
+        );
+        assert_eq!(
+            add(br#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"progressToken":7},"a":1}}"#),
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":1,"progressToken":7},"a":1}}"#
+        );
+    }
 
     #[test]
     fn kinds_are_told_apart() {

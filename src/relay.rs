@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::config::{Config, ServerConfig, SessionMode};
 use crate::jsonrpc::{self, Peek};
 use crate::launcher::{
-    BackendConn, ConnFailure, LaunchError, PoolKey, ServerMessageSink, SessionPool,
+    BackendConn, ConnFailure, Generation, LaunchError, PoolKey, ServerMessageSink, SessionPool,
 };
 use crate::session::{Endpoint, Outbox, Session, SessionStore, mint_session_id, pool_key};
 use crate::shared::SharedRoute;
@@ -174,6 +174,12 @@ impl Relay {
                 }
             },
         };
+        // A 2026-07-28 backend answered `server/discover`; the client asked `initialize`.
+        let response = if launched.conn.generation() == Generation::Stateless {
+            crate::bridge::initialize_from_discover(&response, peek)
+        } else {
+            response
+        };
         let protocol_version = jsonrpc::peek(&response)
             .ok()
             .and_then(|p| {
@@ -282,6 +288,21 @@ impl Relay {
         message: &[u8],
         peek: &Peek<'_>,
     ) -> Result<Bytes, ConnFailure> {
+        // A 2026-07-28 backend needs `_meta` on every request: a session-era
+        // client's requests get the session's.
+        if conn.generation() == Generation::Stateless
+            && peek
+                .params
+                .and_then(|p| jsonrpc::member(p, "_meta"))
+                .is_none_or(|m| jsonrpc::member(m, crate::bridge::VERSION_META).is_none())
+        {
+            let meta = crate::launcher::handshake::modern_meta(&session.init_message);
+            let with_meta = jsonrpc::with_meta_members(message, peek, &meta);
+            let peek = jsonrpc::peek(&with_meta).map_err(|e| {
+                ConnFailure::WriteFailed(format!("cannot add _meta to the request: {e}"))
+            })?;
+            return Box::pin(self.send_request(session, server, conn, &with_meta, &peek)).await;
+        }
         let route = self.shared_route(server);
         let mapped = route.and_then(|route| {
             let (token, range) = jsonrpc::request_progress_token(message, peek.params?)?;
@@ -298,7 +319,13 @@ impl Relay {
         if let (Some(route), Some((_, token))) = (route, &mapped) {
             route.forget_progress_token(token);
         }
-        answer
+        match answer {
+            Ok(answer) if conn.generation() == Generation::Stateless => {
+                self.complete_input_required(session, server, conn, message, peek, answer)
+                    .await
+            }
+            other => other,
+        }
     }
 
     /// Forwards a client notification (or a client's answer to a backend request).
@@ -306,7 +333,9 @@ impl Relay {
         let _in_flight = session.begin_request();
         // The gateway sent `notifications/initialized` itself right after the
         // handshake (it must, on every relaunch), so the client's copy is dropped.
-        if peek.method.as_deref() == Some("notifications/initialized") {
+        if peek.method.as_deref() == Some("notifications/initialized")
+            || (peek.kind == jsonrpc::Kind::Response && self.take_asked_answer(message, peek))
+        {
             return;
         }
         match &session.endpoint {

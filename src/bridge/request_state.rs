@@ -18,7 +18,7 @@ use ring::hmac;
 use serde::{Deserialize, Serialize};
 
 /// What a token binds a parked call to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Binding {
     /// The parked call's id in the gateway's table.
     #[serde(rename = "p")]

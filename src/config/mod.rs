@@ -133,6 +133,8 @@ pub struct ServerConfig {
     pub session_mode: SessionMode,
     /// The Linux scheduling policy the backend's process tree runs under.
     pub scheduling: Scheduling,
+    /// Which protocol generation the backend speaks, or how to find out.
+    pub era: BackendEra,
     /// Tool allow-list (globs; `*` matches any run of characters). Other tools
     /// are hidden from lists and refused, on both endpoints.
     pub tools: Vec<String>,
@@ -178,6 +180,31 @@ impl SessionMode {
         match self {
             SessionMode::PerSession => "per-session",
             SessionMode::Shared => "shared",
+        }
+    }
+}
+
+/// The protocol generation of a server's backend processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendEra {
+    /// Session era (`initialize`), the default: what nearly every stdio server speaks.
+    #[default]
+    Legacy,
+    /// 2026-07-28 (`server/discover`, `_meta` on every request).
+    Modern,
+    /// Each new process is asked `server/discover` first; any answer but a
+    /// discover result naming a 2026 version, or silence for a short while,
+    /// means the session era, and `initialize` follows on the same process.
+    Auto,
+}
+
+impl BackendEra {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendEra::Legacy => "legacy",
+            BackendEra::Modern => "modern",
+            BackendEra::Auto => "auto",
         }
     }
 }
@@ -337,6 +364,8 @@ struct RawServer {
     session_mode: SessionMode,
     #[serde(default)]
     scheduling: Scheduling,
+    #[serde(default)]
+    era: BackendEra,
     tools: Option<Vec<String>>,
     working_directory: Option<Spanned<String>>,
     startup_timeout: Option<ConfigDuration>,
@@ -664,6 +693,7 @@ impl Config {
                 inherit_env: s.inherit_env,
                 session_mode: s.session_mode,
                 scheduling: s.scheduling,
+                era: s.era,
                 written: WrittenCommand {
                     command: s.command.get_ref().clone(),
                     args: s.args.iter().map(|a| a.get_ref().clone()).collect(),
@@ -821,6 +851,7 @@ impl Config {
                 "scheduling".into(),
                 Value::String(s.scheduling.as_str().into()),
             );
+            t.insert("era".into(), Value::String(s.era.as_str().into()));
             t.insert("tools".into(), strings(&s.tools));
             if let Some(dir) = &s.written.working_directory {
                 t.insert("working_directory".into(), Value::String(dir.clone()));
@@ -1032,6 +1063,20 @@ mod tests {
         assert_eq!(c.servers[0].scheduling, Scheduling::Batch);
         assert_eq!(c.servers[1].scheduling, Scheduling::Normal);
         assert!(parse("[servers.a]\ncommand = \"x\"\nscheduling = \"fifo\"\n").is_err());
+    }
+
+    #[test]
+    fn era_defaults_to_legacy() {
+        let c = parse(
+            "[servers.a]\ncommand = \"x\"\n[servers.b]\ncommand = \"x\"\nera = \"auto\"\n[servers.c]\ncommand = \"x\"\nera = \"modern\"\n",
+        )
+        .unwrap();
+        let eras: Vec<BackendEra> = c.servers.iter().map(|s| s.era).collect();
+        assert_eq!(
+            eras,
+            [BackendEra::Legacy, BackendEra::Auto, BackendEra::Modern]
+        );
+        assert!(parse("[servers.a]\ncommand = \"x\"\nera = \"2026\"\n").is_err());
     }
 
     #[test]

@@ -119,6 +119,17 @@ pub struct BackendConn {
     /// Failures in a row that close the connection.
     max_errors: u32,
     init_result: std::sync::OnceLock<Bytes>,
+    /// The protocol generation the handshake settled on.
+    generation: std::sync::OnceLock<Generation>,
+}
+
+/// The protocol generation a backend process speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    /// Session era: it was started with `initialize`.
+    Session,
+    /// 2026-07-28: it answered `server/discover`; every request needs `_meta`.
+    Stateless,
 }
 
 impl BackendConn {
@@ -155,6 +166,7 @@ impl BackendConn {
             consecutive_errors: AtomicU32::new(0),
             max_errors,
             init_result: std::sync::OnceLock::new(),
+            generation: std::sync::OnceLock::new(),
         });
         let reader = tokio::spawn(Arc::clone(&conn).read_stdout(
             BufReader::with_capacity(64 * 1024, stdout),
@@ -174,9 +186,20 @@ impl BackendConn {
         self.init_result.get().cloned()
     }
 
-    /// Records the backend's answer to the handshake (once).
-    pub fn set_init_result(&self, answer: Bytes) {
+    /// Records the backend's answer to the handshake (once), and the
+    /// generation it speaks: its `initialize` or `server/discover` answer.
+    pub fn set_init_result(&self, answer: Bytes, generation: Generation) {
         let _ = self.init_result.set(answer);
+        let _ = self.generation.set(generation);
+    }
+
+    /// The protocol generation of the process (the session era until the
+    /// handshake says otherwise).
+    pub fn generation(&self) -> Generation {
+        self.generation
+            .get()
+            .copied()
+            .unwrap_or(Generation::Session)
     }
 
     /// True once the connection can serve no more requests.

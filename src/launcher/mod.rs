@@ -5,10 +5,11 @@
 //! here knows about HTTP, and nothing outside this module creates a process.
 
 mod conn;
+pub mod handshake;
 mod pool;
 mod process;
 pub mod supervisor;
 
-pub use conn::{Answer, BackendConn, ConnFailure, ConnLabel, ServerMessageSink};
+pub use conn::{Answer, BackendConn, ConnFailure, ConnLabel, Generation, ServerMessageSink};
 pub use pool::{LaunchError, Launched, PoolKey, SessionPool};
 pub use process::StopOutcome;

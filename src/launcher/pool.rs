@@ -14,12 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::conn::{BackendConn, ConnFailure, ConnLabel, ServerMessageSink};
+use super::handshake::{self, Failed};
 use super::process;
 use crate::config::{ServerConfig, format_duration};
-use crate::jsonrpc;
-
-/// The `notifications/initialized` the gateway sends after every handshake.
-const INITIALIZED: &[u8] = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
 
 /// Which connection: one per backend server and client session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -290,38 +287,35 @@ impl SessionPool {
         tracing::info!(server = %key.server, session = %key.session, pid = conn.pid(), "backend spawned");
         self.watch_for_exit(&conn);
 
-        let id_range = jsonrpc::peek(init_message)
-            .ok()
-            .and_then(|p| p.id_range)
-            .expect("the session layer stores only valid initialize requests");
-        let answer = match conn
-            .request(&key.session, init_message, id_range, server.startup_timeout)
-            .await
-            .map(|answer| answer.bytes)
-        {
-            Ok(answer) => answer,
-            Err(ConnFailure::Timeout(after)) => {
+        let handshake = handshake::run(
+            &conn,
+            &key.session,
+            server.era,
+            init_message,
+            server.startup_timeout,
+        )
+        .await;
+        let answer = match handshake {
+            Ok((answer, generation)) => {
+                tracing::debug!(server = %key.server, session = %key.session, ?generation,
+                    "backend handshake done");
+                conn.set_init_result(answer.clone(), generation);
+                answer
+            }
+            Err(Failed::Transport(ConnFailure::Timeout(after))) => {
                 let stderr_tail = conn.stderr_tail();
                 conn.stop("startup_timeout", self.inner.stop_grace).await;
                 return Err(LaunchError::StartupTimeout { after, stderr_tail });
             }
-            Err(failure) => {
-                conn.stop("initialize failed", self.inner.stop_grace).await;
+            Err(Failed::Transport(failure)) => {
+                conn.stop("handshake failed", self.inner.stop_grace).await;
                 return Err(LaunchError::Handshake(failure));
             }
+            Err(Failed::Refused(answer)) => {
+                conn.stop("handshake refused", self.inner.stop_grace).await;
+                return Err(LaunchError::Refused(answer));
+            }
         };
-        if jsonrpc::peek(&answer)
-            .map(|p| p.result.is_none())
-            .unwrap_or(true)
-        {
-            conn.stop("initialize refused", self.inner.stop_grace).await;
-            return Err(LaunchError::Refused(answer));
-        }
-        if let Err(failure) = conn.send(INITIALIZED).await {
-            conn.stop("initialized failed", self.inner.stop_grace).await;
-            return Err(LaunchError::Handshake(failure));
-        }
-        conn.set_init_result(answer.clone());
         Ok((conn, answer))
     }
 

@@ -7,6 +7,7 @@ mod conformance;
 mod fidelity;
 mod interop;
 mod lifecycle;
+mod modern_backends;
 mod pool;
 mod process_tree;
 mod routed_http;

@@ -30,38 +30,47 @@ fn meta(capabilities: Value) -> Value {
 }
 
 /// A stateless request: `params` gets the `_meta`, the headers mirror the body.
-struct Stateless {
-    id: Value,
-    method: &'static str,
-    params: Value,
-    capabilities: Value,
-    auth: Option<&'static str>,
+pub(super) struct Stateless {
+    pub id: Value,
+    pub method: &'static str,
+    pub params: Value,
+    pub capabilities: Value,
+    pub auth: Option<&'static str>,
+    /// The server id of the route (`t` unless changed).
+    pub server: &'static str,
 }
 
 impl Stateless {
-    fn new(id: u64, method: &'static str, params: Value) -> Stateless {
+    pub fn new(id: u64, method: &'static str, params: Value) -> Stateless {
         Stateless {
             id: json!(id),
             method,
             params,
             capabilities: json!({"elicitation": {}}),
             auth: None,
+            server: "t",
         }
     }
 
-    fn by(mut self, auth: &'static str) -> Stateless {
+    /// The same request to `/mcp/<server>`.
+    pub fn to(mut self, server: &'static str) -> Stateless {
+        self.server = server;
+        self
+    }
+
+    pub fn by(mut self, auth: &'static str) -> Stateless {
         self.auth = Some(auth);
         self
     }
 
-    fn body(&self) -> String {
+    pub fn body(&self) -> String {
         let mut params = self.params.clone();
         params["_meta"] = meta(self.capabilities.clone());
         json!({"jsonrpc": "2.0", "id": self.id, "method": self.method, "params": params})
             .to_string()
     }
 
-    fn headers(&self) -> Vec<(&'static str, String)> {
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
         let mut headers = vec![
             ("mcp-protocol-version", MODERN.to_owned()),
             ("mcp-method", self.method.to_owned()),
@@ -76,7 +85,7 @@ impl Stateless {
     }
 
     /// Sends it with its headers, changed by `adjust`; returns status and body.
-    async fn send_with(
+    pub async fn send_with(
         &self,
         gw: &Gateway,
         adjust: impl FnOnce(&mut Vec<(&'static str, String)>, &mut String),
@@ -86,7 +95,7 @@ impl Stateless {
         // Exactly these headers (the harness's `post` would add a session-era version).
         let mut request = gw
             .http
-            .post(gw.url("t"))
+            .post(gw.url(self.server))
             .header("content-type", "application/json")
             .header("accept", ACCEPT_BOTH)
             .body(body);
@@ -104,12 +113,12 @@ impl Stateless {
         (status, value)
     }
 
-    async fn send(&self, gw: &Gateway) -> (u16, Value) {
+    pub async fn send(&self, gw: &Gateway) -> (u16, Value) {
         self.send_with(gw, |_, _| {}).await
     }
 }
 
-fn call(id: u64, tool: &str, arguments: Value) -> Stateless {
+pub(super) fn call(id: u64, tool: &str, arguments: Value) -> Stateless {
     Stateless::new(
         id,
         "tools/call",
@@ -512,5 +521,32 @@ async fn a_stateless_client_that_goes_away_cancels_its_call_at_the_backend() {
     assert!(request.send().await.is_err(), "the client gives up");
     // The test server says `cancelled <id>` on stderr, which the gateway logs.
     gw.wait_for_log(&["mcpgate::backend", "cancelled "]).await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_request_with_two_calls_of_the_caller_in_flight_is_refused_not_guessed() {
+    let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
+    pid_of(&gw, call(1, "pid", json!({}))).await;
+    let slow = call(2, "sleep", json!({"ms": 3_000}));
+    let (ask, slept) = tokio::join!(
+        async {
+            // Once the slow call is in flight at the backend.
+            gw.wait_for_log(&["mcpgate::backend", "sleeping "]).await;
+            call(3, "ask_client", ask_name()).send(&gw).await
+        },
+        slow.send(&gw)
+    );
+    let (status, answer) = ask;
+    assert_eq!(status, 200, "{answer}");
+    // The backend's elicitation/create got an error answer, which the tool reports.
+    let response = &answer["result"]["structuredContent"]["response"];
+    assert!(
+        response["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("several calls")),
+        "{answer}"
+    );
+    assert_eq!(slept.0, 200, "{}", slept.1);
     gw.stop().await;
 }

@@ -619,6 +619,22 @@ pub fn npm_server(id: &str, package: &str, args: &[&str], env: &str) -> String {
     )
 }
 
+/// A `[servers.<id>]` block running `tests/fixtures/modern_server.py` (a
+/// Python `mcp` 2.x server that speaks 2026-07-28, or the session era when
+/// its first request is `initialize`), with the server's `era`.
+pub fn modern_server(id: &str, era: &str) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let python = format!("{root}/.testdeps/py-mcp2/bin/python");
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "{python} is missing: run scripts/install-test-deps.sh (the README's test command does)"
+    );
+    format!(
+        "[servers.{id}]\ncommand = {python:?}\nargs = [{:?}]\nera = {era:?}\nenv = {{ MCPGATE_TEST_TAG = \"\" }}\n",
+        format!("{root}/tests/fixtures/modern_server.py")
+    )
+}
+
 // ---- the Rust SDK ----
 
 pub type RmcpClient = rmcp::service::RunningService<rmcp::RoleClient, rmcp::model::ClientConfig>;

@@ -1,0 +1,159 @@
+//! The first exchange with a fresh backend process, by the server's `era`.
+//!
+//! Owns what is said before the process serves requests: `initialize` then
+//! `notifications/initialized` (session era); `server/discover` (2026-07-28);
+//! or, for `era = "auto"`, a `server/discover` probe with a short timeout and,
+//! on anything but a discover result that names a 2026-07-28 version,
+//! `initialize` on the same process (never keyed on one error code). The
+//! session's own `initialize` supplies the capabilities and `clientInfo` the
+//! probe declares. It never spawns or stops a process (that is `pool` and
+//! `process`).
+
+use std::ops::Range;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::conn::{BackendConn, ConnFailure, Generation};
+use crate::config::BackendEra;
+use crate::jsonrpc;
+
+/// The `notifications/initialized` the gateway sends after every `initialize`.
+const INITIALIZED: &[u8] = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
+/// How long `era = "auto"` waits for an answer to its `server/discover` probe.
+pub const DISCOVER_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The 2026-07-28 version the gateway speaks to modern backends.
+pub const MODERN_VERSION: &str = "2026-07-28";
+
+/// Why a handshake failed.
+pub enum Failed {
+    /// The transport failed (exit, timeout, unwritable stdin).
+    Transport(ConnFailure),
+    /// The backend answered with a JSON-RPC error, or without the result asked for.
+    Refused(Bytes),
+}
+
+/// The `_meta` members a 2026-07-28 request of a session with this
+/// `initialize` carries: the protocol version, and the session's capabilities
+/// and `clientInfo`.
+pub fn modern_meta(init_message: &[u8]) -> String {
+    let params = jsonrpc::peek(init_message).ok().and_then(|p| p.params);
+    let member = |name| {
+        params
+            .and_then(|p| jsonrpc::member(p, name))
+            .map(|v| v.get().to_owned())
+    };
+    let capabilities = member("capabilities").unwrap_or_else(|| "{}".to_owned());
+    let mut meta = format!(
+        r#""io.modelcontextprotocol/protocolVersion":"{MODERN_VERSION}","io.modelcontextprotocol/clientCapabilities":{capabilities}"#
+    );
+    if let Some(info) = member("clientInfo") {
+        meta.push_str(r#","io.modelcontextprotocol/clientInfo":"#);
+        meta.push_str(&info);
+    }
+    meta
+}
+
+fn discover_request(init_message: &[u8]) -> Vec<u8> {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":0,"method":"server/discover","params":{{"_meta":{{{}}}}}}}"#,
+        modern_meta(init_message)
+    )
+    .into_bytes()
+}
+
+fn id_range(message: &[u8]) -> Range<usize> {
+    jsonrpc::peek(message)
+        .ok()
+        .and_then(|p| p.id_range)
+        .expect("handshake requests are valid JSON-RPC requests")
+}
+
+/// True for a discover result that names a version the gateway speaks.
+fn is_modern_discover(answer: &[u8]) -> bool {
+    jsonrpc::peek(answer)
+        .ok()
+        .and_then(|p| p.result)
+        .and_then(|r| jsonrpc::member(r, "supportedVersions"))
+        .and_then(|v| serde_json::from_str::<Vec<String>>(v.get()).ok())
+        .is_some_and(|versions| versions.iter().any(|v| v == MODERN_VERSION))
+}
+
+/// Runs the handshake of `era` on `conn`; returns the backend's answer (to
+/// `initialize` or `server/discover`) and the generation it speaks.
+pub async fn run(
+    conn: &BackendConn,
+    owner: &std::sync::Arc<str>,
+    era: BackendEra,
+    init_message: &[u8],
+    timeout: Duration,
+) -> Result<(Bytes, Generation), Failed> {
+    if era != BackendEra::Legacy {
+        let discover = discover_request(init_message);
+        let wait = if era == BackendEra::Auto {
+            DISCOVER_PROBE_TIMEOUT.min(timeout)
+        } else {
+            timeout
+        };
+        match conn
+            .request(owner, &discover, id_range(&discover), wait)
+            .await
+        {
+            Ok(answer) if is_modern_discover(&answer.bytes) => {
+                return Ok((answer.bytes, Generation::Stateless));
+            }
+            Ok(answer) if era == BackendEra::Modern => return Err(Failed::Refused(answer.bytes)),
+            Err(failure) if era == BackendEra::Modern => return Err(Failed::Transport(failure)),
+            // auto: a refusal, another answer, or silence all mean the session
+            // era; a process that is gone means nothing at all.
+            Err(failure) if !matches!(failure, ConnFailure::Timeout(_)) => {
+                return Err(Failed::Transport(failure));
+            }
+            _ => {}
+        }
+    }
+    let answer = conn
+        .request(owner, init_message, id_range(init_message), timeout)
+        .await
+        .map_err(Failed::Transport)?
+        .bytes;
+    if jsonrpc::peek(&answer)
+        .map(|p| p.result.is_none())
+        .unwrap_or(true)
+    {
+        return Err(Failed::Refused(answer));
+    }
+    conn.send(INITIALIZED).await.map_err(Failed::Transport)?;
+    Ok((answer, Generation::Session))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modern_meta_carries_the_sessions_capabilities_and_client_info() {
+        let init = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"sampling":{}},"clientInfo":{"name":"c","version":"1"}}}"#;
+        assert_eq!(
+            modern_meta(init),
+            r#""io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}},"io.modelcontextprotocol/clientInfo":{"name":"c","version":"1"}"#
+        );
+        let discover = discover_request(init);
+        assert!(jsonrpc::peek(&discover).is_ok());
+    }
+
+    #[test]
+    fn only_a_discover_result_naming_2026_07_28_means_modern() {
+        assert!(is_modern_discover(
+            br#"{"jsonrpc":"2.0","id":0,"result":{"supportedVersions":["2026-07-28"]}}"#
+        ));
+        assert!(!is_modern_discover(
+            br#"{"jsonrpc":"2.0","id":0,"result":{"supportedVersions":["2025-11-25"]}}"#
+        ));
+        assert!(!is_modern_discover(
+            br#"{"jsonrpc":"2.0","id":0,"error":{"code":-32601,"message":"no"}}"#
+        ));
+    }
+}
