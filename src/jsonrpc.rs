@@ -286,6 +286,34 @@ pub fn with_meta_members(message: &[u8], peek: &Peek<'_>, members: &str) -> Vec<
     }
 }
 
+/// `message` (a request, as `peek` read it) without the members of its
+/// `params._meta` whose names start with `prefix`; `None` when it has none.
+/// The members kept are copied as they were written.
+pub fn without_meta_members(message: &[u8], peek: &Peek<'_>, prefix: &str) -> Option<Vec<u8>> {
+    let meta = member(peek.params?, "_meta")?;
+    let members: indexmap::IndexMap<String, &RawValue> = serde_json::from_str(meta.get()).ok()?;
+    if !members.keys().any(|k| k.starts_with(prefix)) {
+        return None;
+    }
+    let kept: Vec<String> = members
+        .iter()
+        .filter(|(k, _)| !k.starts_with(prefix))
+        .map(|(k, v)| {
+            format!(
+                "{}:{}",
+                serde_json::to_string(k).expect("a string"),
+                v.get()
+            )
+        })
+        .collect();
+    let object = format!("{{{}}}", kept.join(","));
+    Some(splice(
+        message,
+        range_in(message, meta.get()),
+        object.as_bytes(),
+    ))
+}
+
 /// `message` (a request) with `members` (`"k":v,...`) added at the start of
 /// its `params`, created if missing; every other byte is kept.
 pub fn with_params_members(message: &[u8], peek: &Peek<'_>, members: &str) -> Vec<u8> {
@@ -385,6 +413,19 @@ pub fn error_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meta_members_with_a_prefix_are_removed_and_the_rest_kept() {
+        let m = br#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":1,"_meta":{"x/v":"1","progressToken":7.50,"x/c":{}}}}"#;
+        let out = without_meta_members(m, &peek(m).unwrap(), "x/").unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":1,"_meta":{"progressToken":7.50}}}"#
+        );
+        let plain =
+            br#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"progressToken":1}}}"#;
+        assert!(without_meta_members(plain, &peek(plain).unwrap(), "x/").is_none());
+    }
 
     #[test]
     fn meta_members_are_added_where_they_belong() {

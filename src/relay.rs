@@ -413,6 +413,7 @@ impl Relay {
             if ended > 0 {
                 tracing::info!(ended, "idle sessions ended");
             }
+            self.drop_expired_parked_calls();
         }
     }
 }

@@ -23,8 +23,8 @@
 //!   caller, the server, the request and an expiry (see `request_state`). The
 //!   client's retry hands the `inputResponses` to the waiting backend requests
 //!   and picks the call up where it stopped. A parked call can be resumed
-//!   once; one not resumed within [`PARK_TTL`] is dropped and its backend
-//!   requests answered with an error.
+//!   once; one not resumed within `input_required_timeout` is dropped (by the
+//!   idle sweep) and its backend requests answered with an error.
 //! - A client that did not declare the capability a backend request needs gets
 //!   -32021 (400) and the backend an error answer; a client that goes away
 //!   mid-call has the call cancelled at the backend.
@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -59,14 +59,18 @@ pub const VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
 pub const CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
 /// `_meta` key of a stateless request's client info.
 pub const CLIENT_INFO_META: &str = "io.modelcontextprotocol/clientInfo";
+/// The prefix of the `_meta` keys of the 2026-07-28 request envelope.
+const ENVELOPE_PREFIX: &str = "io.modelcontextprotocol/";
+
+/// How long the bridge waits for more input requests after one arrives, so
+/// that requests a backend sends together go to the client together.
+const INPUT_BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// `_meta` key of the server info in a `server/discover` result.
 const SERVER_INFO_META: &str = "io.modelcontextprotocol/serverInfo";
 
 /// The session-era version the gateway's own `initialize` asks for.
 const BRIDGE_PROTOCOL_VERSION: &str = "2025-11-25";
-
-/// How long a parked call waits for the client's retry.
-pub const PARK_TTL: Duration = Duration::from_secs(600);
 
 /// Results that carry caching hints (2026-07-28, caching).
 const CACHEABLE: [&str; 6] = [
@@ -349,6 +353,24 @@ pub(crate) fn initialize_from_discover(discover: &[u8], initialize: &jsonrpc::Pe
     Bytes::from(out)
 }
 
+/// A final answer as the client gets it: the 2026-07-28 errors that the
+/// transport gives an HTTP status of their own get 400, whoever raised them.
+fn final_outcome(answer: Bytes) -> Outcome {
+    let code = jsonrpc::peek(&answer)
+        .ok()
+        .and_then(|p| p.error)
+        .and_then(|e| jsonrpc::member(e, "code"))
+        .and_then(|c| c.get().parse::<i32>().ok());
+    match code {
+        Some(
+            jsonrpc::HEADER_MISMATCH
+            | jsonrpc::MISSING_CLIENT_CAPABILITY
+            | jsonrpc::UNSUPPORTED_PROTOCOL_VERSION,
+        ) => Outcome::Refused(answer),
+        _ => Outcome::Answer(answer),
+    }
+}
+
 fn refused(id: &str, code: i32, message: &str, data: Option<serde_json::Value>) -> Outcome {
     Outcome::Refused(jsonrpc::error_response(Some(id), code, message, data))
 }
@@ -389,6 +411,14 @@ impl Relay {
         if call.method == "server/discover" {
             return self.discover(server, &session, &call).await;
         }
+        // A session-era backend gets the request without the 2026-07-28
+        // envelope (some refuse it on a session-era connection); the rest of
+        // `_meta` (a progress token, say) stays.
+        let message = match jsonrpc::peek(&message) {
+            Ok(peek) => jsonrpc::without_meta_members(&message, &peek, ENVELOPE_PREFIX)
+                .map_or(message.clone(), Bytes::from),
+            Err(_) => message,
+        };
         let expected = Binding {
             parked: String::new(),
             caller,
@@ -591,7 +621,7 @@ impl Relay {
                     let (handle, _) = running.take();
                     running.session.outbox.abandon_request(handle);
                     let answer = with_id(&response, Some(&call.id)).unwrap_or(response);
-                    return Outcome::Answer(with_result_members(&answer, complete_members(&call.method)));
+                    return final_outcome(with_result_members(&answer, complete_members(&call.method)));
                 }
             };
             let Some(event) = event else { continue };
@@ -639,9 +669,13 @@ impl Relay {
                         id: backend_id,
                         request,
                     });
-                    // Requests the backend sent together are asked together.
+                    // Requests the backend sends together are asked together.
                     if handle.events.is_empty() {
-                        return self.park(running, waiting, expected, call);
+                        tokio::time::sleep(INPUT_BATCH_WAIT).await;
+                        let handle = running.handle.as_mut().expect("running");
+                        if handle.events.is_empty() {
+                            return self.park(running, waiting, expected, call);
+                        }
                     }
                 }
                 Some(cap) => {
@@ -799,13 +833,14 @@ impl Relay {
         expected: &Binding,
         call: &StatelessCall,
     ) -> Outcome {
+        let ttl = self.config.gateway.input_required_timeout;
         let parked_id = random_hex(16);
         let token = self.bridge.signer.sign(
             &Binding {
                 parked: parked_id.clone(),
                 ..expected.clone()
             },
-            PARK_TTL,
+            ttl,
         );
         let requests: Vec<String> = waiting
             .iter()
@@ -823,6 +858,20 @@ impl Relay {
             requests.join(","),
             serde_json::to_string(&token).expect("string"),
         );
+        lock(&self.bridge.parked).insert(
+            parked_id,
+            Parked {
+                call: running,
+                waiting,
+                expires: Instant::now() + ttl,
+            },
+        );
+        Outcome::Answer(Bytes::from(answer))
+    }
+
+    /// Drops the parked calls whose client did not come back in time: the call
+    /// is cancelled at the backend and its waiting requests answered with an error.
+    pub(crate) fn drop_expired_parked_calls(&self) {
         let now = Instant::now();
         let expired: Vec<Parked> = {
             let mut parked = lock(&self.bridge.parked);
@@ -831,21 +880,13 @@ impl Relay {
                 .filter(|(_, p)| p.expires <= now)
                 .map(|(id, _)| id.clone())
                 .collect();
-            let expired = stale.iter().filter_map(|id| parked.remove(id)).collect();
-            parked.insert(
-                parked_id,
-                Parked {
-                    call: running,
-                    waiting,
-                    expires: now + PARK_TTL,
-                },
-            );
-            expired
+            stale.iter().filter_map(|id| parked.remove(id)).collect()
         };
         for stale in expired {
             let relay = Arc::clone(&stale.call.relay);
             let session = Arc::clone(&stale.call.session);
             let ids: Vec<String> = stale.waiting.iter().map(|w| w.id.clone()).collect();
+            tracing::info!(session = %session.id, "a call waiting for its client's input expired");
             // Dropping the call cancels it at the backend (see `Running`).
             drop(stale);
             tokio::spawn(async move {
@@ -856,7 +897,6 @@ impl Relay {
                 }
             });
         }
-        Outcome::Answer(Bytes::from(answer))
     }
 }
 

@@ -97,6 +97,9 @@ pub struct GatewayConfig {
     /// Without API keys: the request header that names a stateless (2026-07-28)
     /// caller, whose process it then reaches. `None`: all such callers share one.
     pub caller_header: Option<String>,
+    /// How long a stateless call waits for the client's retry with its input
+    /// (an `InputRequiredResult`), and how long its `requestState` is valid.
+    pub input_required_timeout: Duration,
     /// Largest request head (request line and headers) accepted.
     pub max_header_bytes: u64,
     /// How long a client may take to send a request's head.
@@ -343,6 +346,7 @@ struct RawGateway {
     #[serde(default)]
     allow_unauthenticated: bool,
     caller_header: Option<Spanned<String>>,
+    input_required_timeout: Option<ConfigDuration>,
     max_header_bytes: Option<ByteSize>,
     header_read_timeout: Option<ConfigDuration>,
     max_in_flight_per_session: Option<usize>,
@@ -403,6 +407,7 @@ impl Default for GatewayConfig {
             api_keys: Vec::new(),
             allow_unauthenticated: false,
             caller_header: None,
+            input_required_timeout: Duration::from_secs(600),
             max_header_bytes: 16 << 10,
             header_read_timeout: Duration::from_secs(10),
             max_in_flight_per_session: 64,
@@ -528,6 +533,7 @@ impl Config {
                 }
                 Some(name) => Some(name.get_ref().to_ascii_lowercase()),
             },
+            input_required_timeout: dur(g.input_required_timeout, defaults.input_required_timeout),
             max_header_bytes: g
                 .max_header_bytes
                 .map_or(defaults.max_header_bytes, |b| b.0),
@@ -585,6 +591,10 @@ impl Config {
             ("gateway.crash_loop_window", gateway.crash_loop_window),
             ("gateway.header_read_timeout", gateway.header_read_timeout),
             ("gateway.sse_keepalive", gateway.sse_keepalive),
+            (
+                "gateway.input_required_timeout",
+                gateway.input_required_timeout,
+            ),
         ] {
             if value.is_zero() {
                 return Err(at(
@@ -800,6 +810,10 @@ impl Config {
         if let Some(name) = &g.caller_header {
             gateway.insert("caller_header".into(), Value::String(name.clone()));
         }
+        gateway.insert(
+            "input_required_timeout".into(),
+            dur(g.input_required_timeout),
+        );
         gateway.insert(
             "max_header_bytes".into(),
             Value::String(format_size(g.max_header_bytes)),

@@ -201,7 +201,8 @@ pub fn check(
         )
         .with_id(id)
         .with_data(serde_json::json!({
-            "supported": MODERN_VERSIONS.iter().chain(super::rules::SUPPORTED_VERSIONS.iter().rev()).collect::<Vec<_>>(),
+            // What `server/discover` says too (clients check that they agree).
+            "supported": MODERN_VERSIONS,
             "requested": body_version,
         })));
     }

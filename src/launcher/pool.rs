@@ -2,7 +2,7 @@
 //!
 //! Owns which backend connection serves which key: launching on first need
 //! (single-flight per key, never under a lock other keys need), running the
-//! `initialize` handshake on every fresh process, relaunching after a crash on
+//! handshake (`handshake`) on every fresh process, relaunching after a crash on
 //! the next request, and evicting (stopping the whole process tree) on request
 //! or at shutdown. It never parses HTTP and never decides *when* a session ends;
 //! the session layer tells it.

@@ -72,6 +72,40 @@ fn counts(stdout: &str) -> Option<(usize, usize, usize)> {
     ))
 }
 
+/// Runs a conformance runner script against `url` in its own process group,
+/// stopping the whole group if it overruns.
+async fn run_suite(script: &std::path::Path, url: &str) -> std::process::Output {
+    let mut command = tokio::process::Command::new(script);
+    command
+        .arg(url)
+        .env("CONFORMANCE_TIMEOUT", SUITE_TIMEOUT.as_secs().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a hung suite (node and all) can be stopped by pgid.
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", script.display()));
+    let pgid = child.id().expect("runner pid") as i32;
+    match tokio::time::timeout(
+        SUITE_TIMEOUT + Duration::from_secs(30),
+        child.wait_with_output(),
+    )
+    .await
+    {
+        Ok(output) => output.expect("the runner ran"),
+        Err(_) => {
+            // SAFETY: kill(2) on the process group of the runner this test started.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+            panic!("{} did not finish in time", script.display());
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_conformance_server_scenarios_pass_through_the_gateway() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -96,33 +130,11 @@ async fn official_conformance_server_scenarios_pass_through_the_gateway() {
     );
     let gw = Gateway::start(&config).await;
 
-    let mut command = tokio::process::Command::new(root.join("tests/conformance/run.sh"));
-    command
-        .arg(gw.url("conformance"))
-        .env("CONFORMANCE_TIMEOUT", SUITE_TIMEOUT.as_secs().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so a hung suite (node and all) can be stopped by pgid.
-        .process_group(0)
-        .kill_on_drop(true);
-    let child = command.spawn().expect("start tests/conformance/run.sh");
-    let pgid = child.id().expect("run.sh pid") as i32;
-    let output = match tokio::time::timeout(
-        SUITE_TIMEOUT + Duration::from_secs(30),
-        child.wait_with_output(),
+    let output = run_suite(
+        &root.join("tests/conformance/run.sh"),
+        &gw.url("conformance"),
     )
-    .await
-    {
-        Ok(output) => output.expect("run.sh ran"),
-        Err(_) => {
-            // SAFETY: kill(2) on the process group of the run.sh this test started.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-            panic!("tests/conformance/run.sh did not finish in time");
-        }
-    };
+    .await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprintln!("{stdout}{stderr}");
@@ -147,4 +159,132 @@ async fn official_conformance_server_scenarios_pass_through_the_gateway() {
         ACTIVE_SCENARIOS.len()
     );
     gw.stop().await;
+}
+
+/// The 37 server scenarios the 2026-07-28 revision requires
+/// (`--requirements 2026-07-28` of the suite 0.2.0-alpha.12).
+const REQUIRED_2026: [&str; 37] = [
+    "server-stateless",
+    "completion-complete",
+    "tools-list",
+    "tools-call-simple-text",
+    "tools-call-image",
+    "tools-call-audio",
+    "tools-call-embedded-resource",
+    "tools-call-mixed-content",
+    "tools-call-error",
+    "tools-call-with-progress",
+    "server-sse-multiple-streams",
+    "resources-list",
+    "resources-read-text",
+    "resources-read-binary",
+    "resources-templates-read",
+    "sep-2164-resource-not-found",
+    "prompts-list",
+    "prompts-get-simple",
+    "prompts-get-with-args",
+    "prompts-get-embedded-resource",
+    "prompts-get-with-image",
+    "dns-rebinding-protection",
+    "caching",
+    "input-required-result-basic-elicitation",
+    "input-required-result-basic-sampling",
+    "input-required-result-basic-list-roots",
+    "input-required-result-request-state",
+    "input-required-result-multiple-input-requests",
+    "input-required-result-multi-round",
+    "input-required-result-missing-input-response",
+    "input-required-result-non-tool-request",
+    "input-required-result-result-type",
+    "input-required-result-unsupported-methods",
+    "input-required-result-tampered-state",
+    "input-required-result-capability-check",
+    "input-required-result-ignore-extra-params",
+    "input-required-result-validate-input",
+];
+
+/// Runs the 2026-07-28 required scenarios through a gateway whose one server
+/// runs `tests/conformance/fixture_server_modern.py` with `era`, and checks that
+/// exactly `expected_failures` fail: a regression and a fix both show.
+async fn conformance_2026(era: &str, expected_failures: &[&str]) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".testdeps/py-mcp2/bin/python");
+    let suite =
+        root.join(".testdeps/npm-conformance-2026/node_modules/@modelcontextprotocol/conformance");
+    for needed in [&python, &suite] {
+        assert!(
+            needed.exists(),
+            "{} is missing: run scripts/install-test-deps.sh (the README's test command does)",
+            needed.display()
+        );
+    }
+    let fixture = root.join("tests/conformance/fixture_server_modern.py");
+    let config = format!(
+        "{FAST_GATEWAY}[servers.c]\ncommand = {:?}\nargs = [{:?}]\nera = {era:?}\nenv = {{ MCPGATE_TEST_TAG = \"\" }}\n",
+        python.display().to_string(),
+        fixture.display().to_string(),
+    );
+    let gw = Gateway::start(&config).await;
+    let output = run_suite(&root.join("tests/conformance/run-2026.sh"), &gw.url("c")).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stdout}{stderr}");
+    let json_line = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("conformance-json: "))
+        .unwrap_or_else(|| panic!("no conformance-json line:\n{stdout}{stderr}"));
+    let report: serde_json::Value = serde_json::from_str(json_line).unwrap();
+    let names = |key: &str| -> Vec<String> {
+        let mut v: Vec<String> = report[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {key} in {report}"))
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut want_failed: Vec<String> = expected_failures.iter().map(|s| s.to_string()).collect();
+    want_failed.sort();
+    let mut want_passed: Vec<String> = REQUIRED_2026
+        .iter()
+        .filter(|s| !expected_failures.contains(s))
+        .map(|s| s.to_string())
+        .collect();
+    want_passed.sort();
+    assert_eq!(
+        names("failed"),
+        want_failed,
+        "era = {era}: failed scenarios"
+    );
+    assert_eq!(
+        names("passed"),
+        want_passed,
+        "era = {era}: passed scenarios"
+    );
+    assert!(names("skipped").is_empty(), "era = {era}: {report}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_2026_07_28_scenarios_pass_through_to_a_modern_backend() {
+    conformance_2026("modern", &["server-stateless", "tools-call-with-progress"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_2026_07_28_scenarios_through_the_bridge_to_a_session_era_backend() {
+    conformance_2026(
+        "legacy",
+        &[
+            "tools-call-with-progress",
+            // Inherent to bridging: the suite expects the fixture's own input key
+            // (the bridge names keys itself), and a backend that was told (by the
+            // gateway's initialize) that the client can elicit asks for it even
+            // when this client declared only sampling.
+            "input-required-result-basic-elicitation",
+            "input-required-result-capability-check",
+        ],
+    )
+    .await;
 }

@@ -550,3 +550,35 @@ async fn a_backend_request_with_two_calls_of_the_caller_in_flight_is_refused_not
     assert_eq!(slept.0, 200, "{}", slept.1);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_client_does_not_come_back_in_time_expires_and_is_cancelled() {
+    let gw = Gateway::start(&format!(
+        "{FAST_GATEWAY}input_required_timeout = \"1s\"\ncleanup_interval = \"100ms\"\n{}",
+        test_server("t", &[])
+    ))
+    .await;
+    let (_, first) = call(1, "ask_client", ask_name()).send(&gw).await;
+    let state = first["result"]["requestState"].clone();
+    assert!(state.is_string(), "{first}");
+    // The sweep drops it: the backend's call is cancelled, its question answered.
+    gw.wait_for_log(&["a call waiting for its client's input expired"])
+        .await;
+    let mut params = ask_name_params();
+    params["inputResponses"] =
+        json!({"input-1": {"action": "accept", "content": {"name": "late"}}});
+    params["requestState"] = state;
+    let (status, late) = Stateless::new(2, "tools/call", params).send(&gw).await;
+    assert_eq!(status, 400, "{late}");
+    assert!(
+        late["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{late}"
+    );
+    // The backend goes on serving the caller.
+    let (status, _) = call(3, "echo", json!({"message": "x"})).send(&gw).await;
+    assert_eq!(status, 200);
+    gw.stop().await;
+}
