@@ -32,6 +32,7 @@
 //! It never speaks HTTP (statuses are chosen in `http` from [`Outcome`]),
 //! never re-serialises a backend's result, and never logs a `requestState`.
 
+mod listen;
 pub mod request_state;
 
 use std::collections::HashMap;
@@ -57,6 +58,8 @@ pub const MODERN_VERSIONS: [&str; 1] = ["2026-07-28"];
 pub const VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
 /// `_meta` key of a stateless request's client capabilities.
 pub const CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
+/// `_meta` key of the log level a stateless request asks for.
+pub const LOG_LEVEL_META: &str = "io.modelcontextprotocol/logLevel";
 /// `_meta` key of a stateless request's client info.
 pub const CLIENT_INFO_META: &str = "io.modelcontextprotocol/clientInfo";
 /// The prefix of the `_meta` keys of the 2026-07-28 request envelope.
@@ -106,6 +109,35 @@ pub struct StatelessCall {
     pub input_responses: Option<String>,
     /// The caller named by `caller_header`, when there are no API keys.
     pub named_caller: Option<String>,
+    /// The client accepts an event stream as the answer.
+    pub accepts_stream: bool,
+    /// `_meta["io.modelcontextprotocol/logLevel"]`: the least severe log
+    /// messages the client wants for this request; none without it.
+    pub log_level: Option<String>,
+}
+
+/// Log levels from the least to the most severe (RFC 5424, as MCP names them).
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+/// True when a `notifications/message` with these params is at or above `wanted`.
+fn log_level_admits(wanted: Option<&str>, params: Option<&RawValue>) -> bool {
+    let rank = |level: &str| LOG_LEVELS.iter().position(|l| *l == level);
+    let Some(wanted) = wanted.and_then(rank) else {
+        return false;
+    };
+    params
+        .and_then(|p| jsonrpc::string_member(p, "level"))
+        .and_then(|level| rank(&level))
+        .is_some_and(|level| level >= wanted)
 }
 
 /// What the client gets.
@@ -116,6 +148,17 @@ pub enum Outcome {
     Refused(Bytes),
     /// `max_sessions` are open.
     Busy,
+    /// The backend sent notifications for the request (progress, logs) before
+    /// its answer: they come first, then the final message, on an event stream.
+    Stream(Bytes, tokio::sync::mpsc::Receiver<Step>),
+}
+
+/// What a call in flight yields to its client.
+pub enum Step {
+    /// A notification the backend sent for the request.
+    Note(Bytes),
+    /// The end: the final message (an answer, an `InputRequiredResult`, an error).
+    Done(Outcome),
 }
 
 type Answering = Pin<Box<dyn Future<Output = Bytes> + Send>>;
@@ -126,6 +169,9 @@ struct Running {
     session: Arc<Session>,
     /// The id the backend's answer will carry (the first request's).
     client_id: String,
+    /// The backend speaks the session era (its log notifications are filtered
+    /// by the request's `logLevel`, as 2026-07-28 asks).
+    bridged: bool,
     handle: Option<StreamHandle>,
     answer: Option<Answering>,
 }
@@ -192,6 +238,8 @@ pub struct Bridge {
     callers: Mutex<HashMap<(String, String), CallerSlot>>,
     /// The ids of those hidden sessions.
     hidden: Mutex<std::collections::HashSet<Arc<str>>>,
+    /// The `subscriptions/listen` hubs, by hidden session.
+    hubs: Arc<Mutex<HashMap<Arc<str>, Arc<listen::Hub>>>>,
     /// Calls being driven (in flight and not parked), by hidden session.
     active: Arc<Mutex<HashMap<Arc<str>, usize>>>,
     parked: Mutex<HashMap<String, Parked>>,
@@ -207,6 +255,7 @@ impl Default for Bridge {
             signer: Signer::random(),
             callers: Mutex::default(),
             hidden: Mutex::default(),
+            hubs: Arc::default(),
             active: Arc::default(),
             parked: Mutex::default(),
             asked: Mutex::default(),
@@ -392,6 +441,10 @@ impl Relay {
             Ok(session) => session,
             Err(outcome) => return outcome,
         };
+        if call.method == "subscriptions/listen" {
+            let params = jsonrpc::peek(&message).ok().and_then(|p| p.params);
+            return self.listen(&session, server, &call, params).await;
+        }
         let modern_backend = match self.conn_for(&session, server).await {
             Ok((conn, _)) => conn.generation() == Generation::Stateless,
             Err(error) => {
@@ -405,8 +458,8 @@ impl Relay {
         if modern_backend {
             // A 2026-07-28 backend: everything passes through, its own
             // InputRequiredResult and requestState included.
-            let running = self.start(&session, message, &call);
-            return self.drive(running, &Binding::default(), &call).await;
+            let running = self.start(&session, message, &call, false);
+            return self.run(running, Binding::default(), call).await;
         }
         if call.method == "server/discover" {
             return self.discover(server, &session, &call).await;
@@ -431,13 +484,44 @@ impl Relay {
                 Ok(resumed) => resumed,
                 Err(outcome) => return outcome,
             },
-            None => (self.start(&session, message, &call), Vec::new()),
+            None => (self.start(&session, message, &call, true), Vec::new()),
         };
         if !unanswered.is_empty() {
             // The client left some input out: the backend is still waiting for it.
             return self.park(running, unanswered, &expected, &call);
         }
-        self.drive(running, &expected, &call).await
+        self.run(running, expected, call).await
+    }
+
+    /// Drives a call in a task of its own and answers with its first step: the
+    /// final message, or (for a client that accepts a stream) the backend's
+    /// first notification and then the rest. A client that goes away before
+    /// the end cancels the call (its receiver closes; see `Running`).
+    async fn run(
+        self: &Arc<Self>,
+        running: Running,
+        expected: Binding,
+        call: StatelessCall,
+    ) -> Outcome {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let relay = Arc::clone(self);
+        tokio::spawn(async move {
+            let outcome = tokio::select! {
+                outcome = relay.drive(running, &expected, &call, &tx) => outcome,
+                () = tx.closed() => return,
+            };
+            let _ = tx.send(Step::Done(outcome)).await;
+        });
+        match rx.recv().await {
+            Some(Step::Done(outcome)) => outcome,
+            Some(Step::Note(first)) => Outcome::Stream(first, rx),
+            None => Outcome::Answer(jsonrpc::error_response(
+                None,
+                jsonrpc::INTERNAL_ERROR,
+                "the call ended without an answer",
+                None,
+            )),
+        }
     }
 
     /// The hidden session holding `caller`'s process on `server`, opened on
@@ -528,6 +612,7 @@ impl Relay {
         session: &Arc<Session>,
         message: Bytes,
         call: &StatelessCall,
+        bridged: bool,
     ) -> Running {
         let progress_token = jsonrpc::peek(&message).ok().and_then(|p| {
             jsonrpc::request_progress_token(&message, p.params?).map(|(t, _)| t.to_owned())
@@ -544,6 +629,7 @@ impl Relay {
             relay: Arc::clone(self),
             session: Arc::clone(session),
             client_id: call.id.clone(),
+            bridged,
             handle: Some(handle),
             answer: Some(answer),
         }
@@ -606,6 +692,7 @@ impl Relay {
         mut running: Running,
         expected: &Binding,
         call: &StatelessCall,
+        notes: &tokio::sync::mpsc::Sender<Step>,
     ) -> Outcome {
         let mut waiting: Vec<Waiting> = Vec::new();
         let active = Active::new(&self.bridge.active, &running.session.id);
@@ -629,8 +716,14 @@ impl Relay {
                 continue;
             };
             if peek.kind != Kind::Request {
-                // Progress and logs of a stateless call are not relayed (the
-                // answer is one JSON document).
+                // Progress and logs of this request, for a client that takes a
+                // stream (a JSON-only client cannot get them).
+                let wanted = !running.bridged
+                    || peek.method.as_deref() != Some("notifications/message")
+                    || log_level_admits(call.log_level.as_deref(), peek.params);
+                if call.accepts_stream && wanted {
+                    let _ = notes.send(Step::Note(event.message.clone())).await;
+                }
                 continue;
             }
             let method = peek.method.as_deref().unwrap_or_default();
@@ -933,6 +1026,8 @@ mod tests {
             request_state: None,
             input_responses: None,
             named_caller: Some("bob".into()),
+            accepts_stream: true,
+            log_level: None,
         };
         let key: Arc<str> = Arc::from("ci");
         assert_eq!(caller_of(Some(&key), &call), "key:ci");

@@ -252,7 +252,7 @@ async fn post_message(
     rules::require_json_content(headers)?;
     let answer_as = rules::post_answer_as(headers)?;
     if stateless::era_of_post(headers, &bytes) == Era::Stateless {
-        return stateless_post(app, target, caller, headers, bytes).await;
+        return stateless_post(app, target, caller, answer_as, headers, bytes).await;
     }
     rules::protocol_version(headers)?;
     let session_id = rules::session_id(headers)?;
@@ -339,6 +339,7 @@ async fn stateless_post(
     app: &App,
     target: Target<'_>,
     caller: Option<Arc<str>>,
+    answer_as: AnswerAs,
     headers: &HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, HttpError> {
@@ -351,15 +352,19 @@ async fn stateless_post(
         ));
     };
     let caller_header = app.relay.config.gateway.caller_header.as_deref();
-    let call = match stateless::check(headers, &bytes, caller_header)? {
-        stateless::Checked::Notification => return Ok(reply::accepted()),
-        stateless::Checked::Request(call) => call,
+    let accepts_stream = answer_as != AnswerAs::Json;
+    let call = match stateless::check(headers, &bytes, caller_header, accepts_stream)? {
+        None => return Ok(reply::accepted()),
+        Some(call) => call,
     };
     Ok(
         match app.relay.stateless(server, caller, bytes, call).await {
             crate::bridge::Outcome::Answer(body) => reply::json_body(StatusCode::OK, body),
             crate::bridge::Outcome::Refused(body) => {
                 reply::json_body(StatusCode::BAD_REQUEST, body)
+            }
+            crate::bridge::Outcome::Stream(first, steps) => {
+                stateless_stream(first, steps, app.relay.config.gateway.sse_keepalive)
             }
             crate::bridge::Outcome::Busy => {
                 let mut busy = HttpError::new(
@@ -376,6 +381,51 @@ async fn stateless_post(
             }
         },
     )
+}
+
+/// A stateless call's notifications and then its final message (or a
+/// `subscriptions/listen` stream), as an event stream without event ids
+/// (2026-07-28 streams are not resumable), with a keep-alive comment every
+/// `keepalive` so that a client that went away is noticed.
+fn stateless_stream(
+    first: Bytes,
+    mut steps: tokio::sync::mpsc::Receiver<crate::bridge::Step>,
+    keepalive: std::time::Duration,
+) -> Response {
+    use crate::bridge::{Outcome, Step};
+    let (frames, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::spawn(async move {
+        if frames.send(Ok(reply::sse_data(&first))).await.is_err() {
+            return;
+        }
+        let mut tick = tokio::time::interval(keepalive);
+        tick.tick().await;
+        loop {
+            let step = tokio::select! {
+                step = steps.recv() => step,
+                _ = tick.tick() => {
+                    if frames.send(Ok(reply::sse_keepalive())).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(step) = step else { break };
+            let (frame, last) = match step {
+                Step::Note(note) => (reply::sse_data(&note), false),
+                Step::Done(Outcome::Answer(end) | Outcome::Refused(end)) => {
+                    (reply::sse_data(&end), true)
+                }
+                Step::Done(_) => break,
+            };
+            // A client that went away drops `steps` with this task, which
+            // cancels the call.
+            if frames.send(Ok(frame)).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    reply::sse_response(Body::from_stream(ReceiverStream::new(body)))
 }
 
 /// A request's answer as JSON or as an SSE stream that carries a single answer.

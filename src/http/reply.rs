@@ -95,10 +95,24 @@ pub fn accepted() -> Response {
 /// only be whitespace between JSON tokens (inside strings they are escaped),
 /// but SSE would read it as the end of the data line: it becomes a space.
 pub fn sse_message(event_id: &str, message: &[u8]) -> Bytes {
-    let mut frame = BytesMut::with_capacity(message.len() + event_id.len() + 32);
-    frame.put_slice(b"event: message\nid: ");
-    frame.put_slice(event_id.as_bytes());
-    frame.put_slice(b"\ndata: ");
+    sse_frame(Some(event_id), message)
+}
+
+/// One SSE `message` event without an id (2026-07-28 streams are not resumable).
+pub fn sse_data(message: &[u8]) -> Bytes {
+    sse_frame(None, message)
+}
+
+fn sse_frame(event_id: Option<&str>, message: &[u8]) -> Bytes {
+    let id_len = event_id.map_or(0, str::len);
+    let mut frame = BytesMut::with_capacity(message.len() + id_len + 32);
+    frame.put_slice(b"event: message\n");
+    if let Some(id) = event_id {
+        frame.put_slice(b"id: ");
+        frame.put_slice(id.as_bytes());
+        frame.put_slice(b"\n");
+    }
+    frame.put_slice(b"data: ");
     let data_start = frame.len();
     frame.put_slice(message);
     for b in &mut frame[data_start..] {

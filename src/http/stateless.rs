@@ -17,7 +17,8 @@ use serde_json::value::RawValue;
 
 use super::reply::{HttpError, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
 use crate::bridge::{
-    CAPABILITIES_META, CLIENT_INFO_META, MODERN_VERSIONS, StatelessCall, VERSION_META,
+    CAPABILITIES_META, CLIENT_INFO_META, LOG_LEVEL_META, MODERN_VERSIONS, StatelessCall,
+    VERSION_META,
 };
 use crate::jsonrpc::{self, Kind, Peek};
 
@@ -28,9 +29,8 @@ const NAME_HEADER: &str = "mcp-name";
 
 use jsonrpc::{HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION as UNSUPPORTED_VERSION};
 
-/// The methods the gateway serves to stateless clients (`subscriptions/listen`
-/// is not among them yet: it gets 404 with -32601).
-const METHODS: [&str; 9] = [
+/// The methods the gateway serves to stateless clients.
+const METHODS: [&str; 10] = [
     "server/discover",
     "tools/list",
     "tools/call",
@@ -40,6 +40,7 @@ const METHODS: [&str; 9] = [
     "resources/read",
     "resources/templates/list",
     "completion/complete",
+    "subscriptions/listen",
 ];
 
 /// Which protocol generation a request speaks.
@@ -98,14 +99,6 @@ fn meta<'a>(peek: &Peek<'a>) -> Option<&'a RawValue> {
     jsonrpc::member(peek.params?, "_meta")
 }
 
-/// A stateless request that passed every check.
-pub enum Checked {
-    /// A request for the bridge.
-    Request(StatelessCall),
-    /// A notification: 2026-07-28 defines none over HTTP; accepted and dropped.
-    Notification,
-}
-
 fn mismatch(id: Option<&str>, message: String) -> HttpError {
     HttpError::new(
         StatusCode::BAD_REQUEST,
@@ -134,7 +127,9 @@ fn decode_header_value(value: &str) -> Result<String, ()> {
     }
 }
 
-/// Checks a stateless POST body against its headers, in the order the
+/// Checks a stateless POST body against its headers: the request for the
+/// bridge, or `None` for a notification (2026-07-28 defines none over HTTP;
+/// it is accepted and dropped). The checks run in the order the
 /// transport's errors are most useful to a client: the body is a request, the
 /// version is given and matches, is supported, the capabilities are declared,
 /// the method is mirrored and served, the name is mirrored.
@@ -142,12 +137,13 @@ pub fn check(
     headers: &HeaderMap,
     body: &[u8],
     caller_header: Option<&str>,
-) -> Result<Checked, HttpError> {
+    accepts_stream: bool,
+) -> Result<Option<StatelessCall>, HttpError> {
     let peek = jsonrpc::peek_client(body)
         .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
     match peek.kind {
         Kind::Request => {}
-        Kind::Notification => return Ok(Checked::Notification),
+        Kind::Notification => return Ok(None),
         Kind::Response => {
             return Err(HttpError::new(
                 StatusCode::BAD_REQUEST,
@@ -289,8 +285,10 @@ pub fn check(
         request_state,
         input_responses,
         named_caller,
+        accepts_stream,
+        log_level: meta.and_then(|m| jsonrpc::string_member(m, LOG_LEVEL_META)),
     };
-    Ok(Checked::Request(call))
+    Ok(Some(call))
 }
 
 /// GET and DELETE belong to the session era: a stateless client gets 405.
@@ -339,7 +337,7 @@ mod tests {
     }
 
     fn check_err(h: &HeaderMap, body: &str) -> (StatusCode, i32, String) {
-        match check(h, body.as_bytes(), None) {
+        match check(h, body.as_bytes(), None, true) {
             Ok(_) => panic!("accepted: {body}"),
             Err(e) => (e.status, e.code, e.message),
         }
@@ -356,15 +354,15 @@ mod tests {
             ("mcp-name", "echo"),
         ];
         assert!(matches!(
-            check(&headers(&good), call.as_bytes(), None),
-            Ok(Checked::Request(_))
+            check(&headers(&good), call.as_bytes(), None, true),
+            Ok(Some(_))
         ));
         let encoded = [
             ("mcp-protocol-version", "2026-07-28"),
             ("mcp-method", "tools/call"),
             ("mcp-name", "=?base64?ZWNobw==?="),
         ];
-        assert!(check(&headers(&encoded), call.as_bytes(), None).is_ok());
+        assert!(check(&headers(&encoded), call.as_bytes(), None, true).is_ok());
         let (s, c, _) = check_err(&headers(&good[..2]), &call);
         assert_eq!((s, c), (StatusCode::BAD_REQUEST, HEADER_MISMATCH));
         let (s, c, _) = check_err(&headers(&[good[0], good[1], ("mcp-name", "other")]), &call);

@@ -582,3 +582,73 @@ async fn a_call_whose_client_does_not_come_back_in_time_expires_and_is_cancelled
     assert_eq!(status, 200);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_listen_streams_get_the_list_changes_they_asked_for_tagged_with_their_id() {
+    let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
+    let open = |id: u64, notifications: Value| {
+        let listen = Stateless::new(
+            id,
+            "subscriptions/listen",
+            json!({"notifications": notifications}),
+        );
+        let (headers, body) = (listen.headers(), listen.body());
+        let gw = &gw;
+        async move {
+            let mut request = gw
+                .http
+                .post(gw.url("t"))
+                .header("content-type", "application/json")
+                .header("accept", ACCEPT_BOTH)
+                .body(body);
+            for (k, v) in &headers {
+                request = request.header(*k, v);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            SseReader::from_response(response)
+        }
+    };
+    let mut tools = open(
+        11,
+        json!({"toolsListChanged": true, "promptsListChanged": true}),
+    )
+    .await;
+    let mut prompts = open(12, json!({"promptsListChanged": true})).await;
+    // Each stream starts with its acknowledgment, stating what the backend can
+    // honour (the test server announces tool-list changes only).
+    let ack = tools.next().await.unwrap();
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        11
+    );
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"toolsListChanged": true})
+    );
+    let ack = prompts.next().await.unwrap();
+    assert_eq!(ack["params"]["notifications"], json!({}));
+
+    let (status, _) = call(1, "announce_list_changed", json!({})).send(&gw).await;
+    assert_eq!(status, 200);
+    let change = tools.next().await.expect("the tool-list change");
+    assert_eq!(
+        change["method"], "notifications/tools/list_changed",
+        "{change}"
+    );
+    assert_eq!(
+        change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        11
+    );
+    // The stream that did not ask for it gets nothing (a keep-alive at most).
+    assert!(
+        prompts
+            .next_within(std::time::Duration::from_millis(500))
+            .await
+            .is_none(),
+        "a notification type the listener did not ask for"
+    );
+    drop((tools, prompts));
+    gw.stop().await;
+}

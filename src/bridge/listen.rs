@@ -1,0 +1,354 @@
+//! `subscriptions/listen` (2026-07-28) for stateless callers, whatever their
+//! backend speaks.
+//!
+//! Owns one *hub* per caller process: it takes the change notifications the
+//! backend sends (its hidden session's server-initiated stream) and hands each
+//! to the listen streams whose filter asked for it, tagged with that stream's
+//! `io.modelcontextprotocol/subscriptionId` (the id of its `subscriptions/listen`
+//! request). The gateway acknowledges each listen itself, with the part of the
+//! filter the backend's capabilities can honour. What makes the backend send:
+//! a session-era backend sends list changes anyway and gets `resources/subscribe`
+//! for each URI asked for; a 2026-07-28 backend gets `subscriptions/listen`
+//! requests of the gateway's own (one for the list changes, one per new set of
+//! URIs), whose subscription ids the hub replaces.
+//! It never speaks HTTP and never sends a listener a notification type it did
+//! not ask for.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use super::{Outcome, StatelessCall, Step, lock};
+use crate::jsonrpc::{self, Kind};
+use crate::launcher::Generation;
+use crate::relay::Relay;
+use crate::session::Session;
+
+/// `_meta` key of the subscription a notification belongs to.
+const SUBSCRIPTION_META: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// What a listen stream asked for (its `notifications` filter).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Filter {
+    tools: bool,
+    prompts: bool,
+    resources: bool,
+    uris: Vec<String>,
+}
+
+impl Filter {
+    fn parse(params: Option<&RawValue>) -> Filter {
+        let Some(notifications) = params.and_then(|p| jsonrpc::member(p, "notifications")) else {
+            return Filter::default();
+        };
+        let flag =
+            |name| jsonrpc::member(notifications, name).is_some_and(|v| v.get().trim() == "true");
+        Filter {
+            tools: flag("toolsListChanged"),
+            prompts: flag("promptsListChanged"),
+            resources: flag("resourcesListChanged"),
+            uris: jsonrpc::member(notifications, "resourceSubscriptions")
+                .and_then(|u| serde_json::from_str(u.get()).ok())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The part of `self` that a backend with `capabilities` (raw JSON) can honour.
+    fn honoured_by(&self, capabilities: Option<&RawValue>) -> Filter {
+        let has = |capability: &str, flag: &str| {
+            capabilities
+                .and_then(|c| jsonrpc::member(c, capability))
+                .and_then(|c| jsonrpc::member(c, flag))
+                .is_some_and(|v| v.get().trim() == "true")
+        };
+        Filter {
+            tools: self.tools && has("tools", "listChanged"),
+            prompts: self.prompts && has("prompts", "listChanged"),
+            resources: self.resources && has("resources", "listChanged"),
+            uris: if has("resources", "subscribe") {
+                self.uris.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// The filter as the acknowledgment states it.
+    fn to_json(&self) -> String {
+        let mut members = Vec::new();
+        for (on, name) in [
+            (self.tools, "toolsListChanged"),
+            (self.prompts, "promptsListChanged"),
+            (self.resources, "resourcesListChanged"),
+        ] {
+            if on {
+                members.push(format!(r#""{name}":true"#));
+            }
+        }
+        if !self.uris.is_empty() {
+            members.push(format!(
+                r#""resourceSubscriptions":{}"#,
+                serde_json::to_string(&self.uris).expect("strings")
+            ));
+        }
+        format!("{{{}}}", members.join(","))
+    }
+
+    /// True when a notification of `method` (with `params`) is one this filter asked for.
+    fn wants(&self, method: &str, params: Option<&RawValue>) -> bool {
+        match method {
+            "notifications/tools/list_changed" => self.tools,
+            "notifications/prompts/list_changed" => self.prompts,
+            "notifications/resources/list_changed" => self.resources,
+            "notifications/resources/updated" => params
+                .and_then(|p| jsonrpc::string_member(p, "uri"))
+                .is_some_and(|uri| self.uris.contains(&uri)),
+            _ => false,
+        }
+    }
+}
+
+struct Listener {
+    /// The raw id of the `subscriptions/listen` request: the subscription id.
+    id: String,
+    filter: Filter,
+    tx: mpsc::Sender<Step>,
+}
+
+/// The listen streams of one caller process.
+#[derive(Default)]
+pub(crate) struct Hub {
+    listeners: Mutex<Vec<Listener>>,
+    /// URIs the backend was already asked to report on.
+    subscribed: Mutex<HashSet<String>>,
+    /// A 2026-07-28 backend's listen of the gateway's own, while open: a
+    /// sender whose drop (or send) ends it.
+    backend: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+/// Numbers the gateway's own backend listens (their ids must differ, so that
+/// cancelling one never reaches another).
+static NEXT_BACKEND_LISTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl Hub {
+    /// Hands one backend message to the listeners that asked for it.
+    fn fan_out(&self, message: &[u8]) {
+        let Ok(peek) = jsonrpc::peek(message) else {
+            return;
+        };
+        if peek.kind != Kind::Notification {
+            return;
+        }
+        let method = peek.method.as_deref().unwrap_or_default();
+        // The backend's own subscription id (2026-07-28 backends) is replaced.
+        let untagged = jsonrpc::without_meta_members(message, &peek, SUBSCRIPTION_META);
+        let base: &[u8] = untagged.as_deref().unwrap_or(message);
+        let Ok(base_peek) = jsonrpc::peek(base) else {
+            return;
+        };
+        lock(&self.listeners).retain(|listener| {
+            if !listener.filter.wants(method, peek.params) {
+                return !listener.tx.is_closed();
+            }
+            let tagged = jsonrpc::with_meta_members(
+                base,
+                &base_peek,
+                &format!(r#""{SUBSCRIPTION_META}":{}"#, listener.id),
+            );
+            match listener.tx.try_send(Step::Note(Bytes::from(tagged))) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!("a listen stream is not reading; notification dropped");
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+    }
+}
+
+impl Relay {
+    /// Opens a `subscriptions/listen` stream for a stateless caller on its
+    /// process (`session`).
+    pub(super) async fn listen(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        server: &Arc<crate::config::ServerConfig>,
+        call: &StatelessCall,
+        params: Option<&RawValue>,
+    ) -> Outcome {
+        if !call.accepts_stream {
+            return super::refused(
+                &call.id,
+                jsonrpc::INVALID_REQUEST,
+                "subscriptions/listen answers with an event stream: Accept must list text/event-stream",
+                None,
+            );
+        }
+        let conn = match self.conn_for(session, server).await {
+            Ok((conn, _)) => conn,
+            Err(error) => {
+                return Outcome::Answer(crate::relay::launch_error_response(
+                    Some(&call.id),
+                    server,
+                    &error,
+                ));
+            }
+        };
+        let init = conn.init_result();
+        let capabilities = init
+            .as_deref()
+            .and_then(|i| jsonrpc::peek(i).ok()?.result)
+            .and_then(|r| jsonrpc::member(r, "capabilities"));
+        let honoured = Filter::parse(params).honoured_by(capabilities);
+        let modern = conn.generation() == Generation::Stateless;
+        let (hub, new_hub) = self.hub_for(session);
+        let new_uris: Vec<String> = {
+            let mut subscribed = lock(&hub.subscribed);
+            honoured
+                .uris
+                .iter()
+                .filter(|uri| subscribed.insert((*uri).clone()))
+                .cloned()
+                .collect()
+        };
+        let _ = new_hub;
+        if modern && (!new_uris.is_empty() || lock(&hub.backend).is_none()) {
+            // One backend listen for every list change the backend can report
+            // and every URI asked for so far (replacing the previous one).
+            let all = Filter {
+                tools: true,
+                prompts: true,
+                resources: true,
+                uris: lock(&hub.subscribed).iter().cloned().collect(),
+            }
+            .honoured_by(capabilities);
+            self.backend_listen(session, &hub, &all);
+        } else if !modern {
+            for uri in &new_uris {
+                let subscribe = format!(
+                    r#"{{"jsonrpc":"2.0","id":0,"method":"resources/subscribe","params":{{"uri":{}}}}}"#,
+                    serde_json::to_string(uri).expect("a string")
+                );
+                if let Ok(peek) = jsonrpc::peek(subscribe.as_bytes()) {
+                    let _ = self.request(session, subscribe.as_bytes(), &peek).await;
+                }
+            }
+        }
+        let ack = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{{"_meta":{{"{SUBSCRIPTION_META}":{}}},"notifications":{}}}}}"#,
+            call.id,
+            honoured.to_json()
+        );
+        let (tx, rx) = mpsc::channel(256);
+        lock(&hub.listeners).push(Listener {
+            id: call.id.clone(),
+            filter: honoured,
+            tx,
+        });
+        Outcome::Stream(Bytes::from(ack), rx)
+    }
+
+    /// The hub of a caller process, made (and fed from the process's
+    /// server-initiated stream) on first use; true when it was just made.
+    fn hub_for(&self, session: &Arc<Session>) -> (Arc<Hub>, bool) {
+        let mut hubs = lock(&self.bridge.hubs);
+        if let Some(hub) = hubs.get(&session.id) {
+            return (Arc::clone(hub), false);
+        }
+        let hub = Arc::new(Hub::default());
+        hubs.insert(Arc::clone(&session.id), Arc::clone(&hub));
+        let mut stream = session.outbox.attach();
+        let (feeding, hubs) = (Arc::clone(&hub), Arc::clone(&self.bridge.hubs));
+        let id = Arc::clone(&session.id);
+        tokio::spawn(async move {
+            while let Some(event) = stream.events.recv().await {
+                feeding.fan_out(&event.message);
+            }
+            // The process's session ended: so do its listen streams.
+            lock(&hubs).remove(&id);
+        });
+        (hub, true)
+    }
+
+    /// Sends a 2026-07-28 backend a `subscriptions/listen` of the gateway's own
+    /// (ending the one before), kept open while the hub has listeners: once the
+    /// last one has gone (looked at every `cleanup_interval`), it is cancelled,
+    /// so that the process can go idle.
+    fn backend_listen(self: &Arc<Self>, session: &Arc<Session>, hub: &Arc<Hub>, filter: &Filter) {
+        let n = NEXT_BACKEND_LISTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("\"mcpgate-listen-{n}\"");
+        let listen = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"subscriptions/listen","params":{{"notifications":{}}}}}"#,
+            filter.to_json()
+        );
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        // Dropping the previous sender ends the previous listen.
+        *lock(&hub.backend) = Some(stop_tx);
+        let (relay, session, hub) = (Arc::clone(self), Arc::clone(session), Arc::clone(hub));
+        let every = self.config.gateway.cleanup_interval;
+        tokio::spawn(async move {
+            let Ok(peek) = jsonrpc::peek(listen.as_bytes()) else {
+                return;
+            };
+            let answer = relay.request(&session, listen.as_bytes(), &peek);
+            tokio::pin!(answer);
+            let mut tick = tokio::time::interval(every);
+            let idle = loop {
+                tokio::select! {
+                    _ = &mut answer => break false,
+                    _ = &mut stop_rx => break false,
+                    _ = tick.tick() => {
+                        if lock(&hub.listeners).iter().all(|l| l.tx.is_closed()) {
+                            break true;
+                        }
+                    }
+                }
+            };
+            // Cancelled while the request is still known, so the backend hears of it.
+            let cancel = format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id},"reason":"no listener is left"}}}}"#
+            );
+            if let Ok(peek) = jsonrpc::peek(cancel.as_bytes()) {
+                relay.forward(&session, cancel.as_bytes(), &peek).await;
+            }
+            if idle {
+                lock(&hub.listeners).clear();
+                lock(&hub.subscribed).clear();
+                lock(&hub.backend).take();
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn a_filter_is_honoured_as_far_as_the_backend_can() {
+        let params = raw(
+            r#"{"notifications":{"toolsListChanged":true,"promptsListChanged":true,"resourceSubscriptions":["a://1"]}}"#,
+        );
+        let asked = Filter::parse(Some(&params));
+        let caps = raw(r#"{"tools":{"listChanged":true},"resources":{"subscribe":true}}"#);
+        let honoured = asked.honoured_by(Some(&caps));
+        assert_eq!(
+            honoured.to_json(),
+            r#"{"toolsListChanged":true,"resourceSubscriptions":["a://1"]}"#
+        );
+        assert!(honoured.wants("notifications/tools/list_changed", None));
+        assert!(!honoured.wants("notifications/prompts/list_changed", None));
+        let updated = raw(r#"{"uri":"a://1"}"#);
+        let other = raw(r#"{"uri":"a://2"}"#);
+        assert!(honoured.wants("notifications/resources/updated", Some(&updated)));
+        assert!(!honoured.wants("notifications/resources/updated", Some(&other)));
+    }
+}
