@@ -23,7 +23,6 @@ use tokio::sync::mpsc;
 
 use super::{Outcome, StatelessCall, Step, lock};
 use crate::jsonrpc::{self, Kind};
-use crate::launcher::Generation;
 use crate::relay::Relay;
 use crate::session::Session;
 
@@ -176,9 +175,10 @@ impl Relay {
     pub(super) async fn listen(
         self: &Arc<Self>,
         session: &Arc<Session>,
-        server: &Arc<crate::config::ServerConfig>,
         call: &StatelessCall,
         params: Option<&RawValue>,
+        init: Option<&[u8]>,
+        modern: bool,
     ) -> Outcome {
         if !call.accepts_stream {
             return super::refused(
@@ -188,23 +188,10 @@ impl Relay {
                 None,
             );
         }
-        let conn = match self.conn_for(session, server).await {
-            Ok((conn, _)) => conn,
-            Err(error) => {
-                return Outcome::Answer(crate::relay::launch_error_response(
-                    Some(&call.id),
-                    server,
-                    &error,
-                ));
-            }
-        };
-        let init = conn.init_result();
         let capabilities = init
-            .as_deref()
             .and_then(|i| jsonrpc::peek(i).ok()?.result)
             .and_then(|r| jsonrpc::member(r, "capabilities"));
         let honoured = Filter::parse(params).honoured_by(capabilities);
-        let modern = conn.generation() == Generation::Stateless;
         let (hub, new_hub) = self.hub_for(session);
         let new_uris: Vec<String> = {
             let mut subscribed = lock(&hub.subscribed);

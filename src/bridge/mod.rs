@@ -228,8 +228,9 @@ struct Parked {
     expires: Instant,
 }
 
-/// A caller's hidden session on one server, once opened; locked while opening.
-type CallerSlot = Arc<tokio::sync::Mutex<Option<Arc<Session>>>>;
+/// A caller's hidden session on one route (and the answer to its
+/// `initialize`), once opened; locked while opening.
+type CallerSlot = Arc<tokio::sync::Mutex<Option<(Arc<Session>, Bytes)>>>;
 
 /// The bridge's state.
 pub struct Bridge {
@@ -402,6 +403,33 @@ pub(crate) fn initialize_from_discover(discover: &[u8], initialize: &jsonrpc::Pe
     Bytes::from(out)
 }
 
+/// `server/discover`, answered from an initialize answer (the backend's, or
+/// the unified endpoint's merged one).
+fn discover_from_initialize(init: Option<&[u8]>, call: &StatelessCall) -> Outcome {
+    let result = init.and_then(|init| jsonrpc::peek(init).ok()?.result);
+    let member = |name| {
+        result
+            .and_then(|r| jsonrpc::member(r, name))
+            .map(RawValue::get)
+    };
+    let mut out = format!(
+        r#"{{"jsonrpc":"2.0","id":{},"result":{{{},"supportedVersions":{},"capabilities":{}"#,
+        call.id,
+        complete_members("server/discover"),
+        serde_json::to_string(&MODERN_VERSIONS).expect("strings serialise"),
+        member("capabilities").unwrap_or("{}"),
+    );
+    if let Some(instructions) = member("instructions") {
+        out.push_str(r#","instructions":"#);
+        out.push_str(instructions);
+    }
+    if let Some(info) = member("serverInfo") {
+        out.push_str(&format!(r#","_meta":{{"{SERVER_INFO_META}":{info}}}"#));
+    }
+    out.push_str("}}");
+    Outcome::Answer(Bytes::from(out))
+}
+
 /// A final answer as the client gets it: the 2026-07-28 errors that the
 /// transport gives an HTTP status of their own get 400, whoever raised them.
 fn final_outcome(answer: Bytes) -> Outcome {
@@ -425,36 +453,46 @@ fn refused(id: &str, code: i32, message: &str, data: Option<serde_json::Value>) 
 }
 
 impl Relay {
-    /// Serves one stateless request on `server`.
+    /// Serves one stateless request on `server`'s routed endpoint, or (`None`)
+    /// on the unified endpoint.
     pub async fn stateless(
         self: &Arc<Self>,
-        server: &Arc<ServerConfig>,
+        server: Option<&Arc<ServerConfig>>,
         api_caller: Option<Arc<str>>,
         message: Bytes,
         call: StatelessCall,
     ) -> Outcome {
         let caller = caller_of(api_caller.as_ref(), &call);
-        let session = match self
+        let (session, init) = match self
             .caller_session(server, &caller, api_caller, &call)
             .await
         {
-            Ok(session) => session,
+            Ok(opened) => opened,
             Err(outcome) => return outcome,
+        };
+        // A routed process may have been relaunched since: its current handshake counts.
+        let (init, modern_backend) = match server {
+            None => (Some(init), false),
+            Some(server) => match self.conn_for(&session, server).await {
+                Ok((conn, _)) => (
+                    conn.init_result(),
+                    conn.generation() == Generation::Stateless,
+                ),
+                Err(error) => {
+                    return Outcome::Answer(crate::relay::launch_error_response(
+                        Some(&call.id),
+                        server,
+                        &error,
+                    ));
+                }
+            },
         };
         if call.method == "subscriptions/listen" {
             let params = jsonrpc::peek(&message).ok().and_then(|p| p.params);
-            return self.listen(&session, server, &call, params).await;
+            return self
+                .listen(&session, &call, params, init.as_deref(), modern_backend)
+                .await;
         }
-        let modern_backend = match self.conn_for(&session, server).await {
-            Ok((conn, _)) => conn.generation() == Generation::Stateless,
-            Err(error) => {
-                return Outcome::Answer(crate::relay::launch_error_response(
-                    Some(&call.id),
-                    server,
-                    &error,
-                ));
-            }
-        };
         if modern_backend {
             // A 2026-07-28 backend: everything passes through, its own
             // InputRequiredResult and requestState included.
@@ -462,7 +500,7 @@ impl Relay {
             return self.run(running, Binding::default(), call).await;
         }
         if call.method == "server/discover" {
-            return self.discover(server, &session, &call).await;
+            return discover_from_initialize(init.as_deref(), &call);
         }
         // A session-era backend gets the request without the 2026-07-28
         // envelope (some refuse it on a session-era connection); the rest of
@@ -475,7 +513,7 @@ impl Relay {
         let expected = Binding {
             parked: String::new(),
             caller,
-            server: server.id.clone(),
+            server: server.map_or_else(|| "/mcp".to_owned(), |s| s.id.clone()),
             method: call.method.clone(),
             name: call.name.clone(),
         };
@@ -524,86 +562,52 @@ impl Relay {
         }
     }
 
-    /// The hidden session holding `caller`'s process on `server`, opened on
-    /// first use (once, however many first requests arrive at once).
+    /// The hidden session holding `caller`'s process on `server` (or its
+    /// unified session, `None`), opened on first use (once, however many first
+    /// requests arrive at once), with the answer to its `initialize`.
     async fn caller_session(
         &self,
-        server: &Arc<ServerConfig>,
+        server: Option<&Arc<ServerConfig>>,
         caller: &str,
         api_caller: Option<Arc<str>>,
         call: &StatelessCall,
-    ) -> Result<Arc<Session>, Outcome> {
+    ) -> Result<(Arc<Session>, Bytes), Outcome> {
+        let route = server.map_or_else(String::new, |s| s.id.clone());
         let slot = lock(&self.bridge.callers)
-            .entry((server.id.clone(), caller.to_owned()))
+            .entry((route, caller.to_owned()))
             .or_default()
             .clone();
         let mut slot = slot.lock().await;
-        if let Some(session) = slot.as_ref()
+        if let Some((session, init)) = slot.as_ref()
             && self.sessions.get(&session.id).is_some()
         {
-            return Ok(Arc::clone(session));
+            return Ok((Arc::clone(session), init.clone()));
         }
         let init = bridge_initialize(call.client_info.as_deref());
         let peek = jsonrpc::peek(&init).expect("the bridge's initialize is valid JSON-RPC");
-        match self
-            .initialize(server, api_caller, init.clone(), &peek)
-            .await
-        {
-            InitOutcome::Created { session, .. } => {
-                tracing::info!(server = %server.id, caller, session = %session.id,
+        let outcome = match server {
+            Some(server) => {
+                self.initialize(server, api_caller, init.clone(), &peek)
+                    .await
+            }
+            None => {
+                self.unified_initialize(api_caller, init.clone(), &peek)
+                    .await
+            }
+        };
+        match outcome {
+            InitOutcome::Created { session, response } => {
+                tracing::info!(endpoint = session.endpoint_name(), caller, session = %session.id,
                     "stateless caller's process opened");
                 lock(&self.bridge.hidden).insert(Arc::clone(&session.id));
-                *slot = Some(Arc::clone(&session));
-                Ok(session)
+                *slot = Some((Arc::clone(&session), response.clone()));
+                Ok((session, response))
             }
             InitOutcome::Failed { response } => Err(Outcome::Answer(
                 with_id(&response, Some(&call.id)).unwrap_or(response),
             )),
             InitOutcome::Busy => Err(Outcome::Busy),
         }
-    }
-
-    /// `server/discover`, answered from the backend's initialize result.
-    async fn discover(
-        &self,
-        server: &Arc<ServerConfig>,
-        session: &Arc<Session>,
-        call: &StatelessCall,
-    ) -> Outcome {
-        let init = match self.conn_for(session, server).await {
-            Ok((conn, _)) => conn.init_result(),
-            Err(error) => {
-                return Outcome::Answer(crate::relay::launch_error_response(
-                    Some(&call.id),
-                    server,
-                    &error,
-                ));
-            }
-        };
-        let result = init
-            .as_deref()
-            .and_then(|init| jsonrpc::peek(init).ok()?.result);
-        let member = |name| {
-            result
-                .and_then(|r| jsonrpc::member(r, name))
-                .map(RawValue::get)
-        };
-        let mut out = format!(
-            r#"{{"jsonrpc":"2.0","id":{},"result":{{{},"supportedVersions":{},"capabilities":{}"#,
-            call.id,
-            complete_members("server/discover"),
-            serde_json::to_string(&MODERN_VERSIONS).expect("strings serialise"),
-            member("capabilities").unwrap_or("{}"),
-        );
-        if let Some(instructions) = member("instructions") {
-            out.push_str(r#","instructions":"#);
-            out.push_str(instructions);
-        }
-        if let Some(info) = member("serverInfo") {
-            out.push_str(&format!(r#","_meta":{{"{SERVER_INFO_META}":{info}}}"#));
-        }
-        out.push_str("}}");
-        Outcome::Answer(Bytes::from(out))
     }
 
     /// Starts a new call at the backend.

@@ -333,8 +333,8 @@ async fn post_message(
     }
 }
 
-/// A stateless (2026-07-28) POST: checked here, served by the bridge, answered
-/// as one JSON document.
+/// A stateless (2026-07-28) POST, on either endpoint: checked here, served by
+/// the bridge, answered as one JSON document or as an event stream.
 async fn stateless_post(
     app: &App,
     target: Target<'_>,
@@ -343,13 +343,9 @@ async fn stateless_post(
     headers: &HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, HttpError> {
-    let Target::Routed(server) = target else {
-        // A plain (not a 2026-07-28) error: dual-era clients fall back to initialize.
-        return Err(HttpError::new(
-            StatusCode::BAD_REQUEST,
-            jsonrpc::SERVER_ERROR,
-            "Bad Request: the unified endpoint /mcp serves session-era clients (initialize); stateless 2026-07-28 requests are served on /mcp/<serverID>",
-        ));
+    let server = match target {
+        Target::Routed(server) => Some(server),
+        Target::Unified => None,
     };
     let caller_header = app.relay.config.gateway.caller_header.as_deref();
     let accepts_stream = answer_as != AnswerAs::Json;

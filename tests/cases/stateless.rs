@@ -315,7 +315,7 @@ async fn each_stateless_fault_gets_the_status_and_error_the_transport_asks_for()
         assert_eq!(response.status(), 405, "{method}");
     }
     // A request of neither era gets a plain 400, so dual-era clients fall back
-    // to initialize; the unified endpoint does the same for stateless requests.
+    // to initialize.
     let plain = gw
         .post(
             "t",
@@ -326,21 +326,6 @@ async fn each_stateless_fault_gets_the_status_and_error_the_transport_asks_for()
         .await;
     assert_eq!(plain.status(), 400);
     let body: Value = plain.json().await.unwrap();
-    assert_eq!(body["error"]["code"], -32000, "{body}");
-    let extra = [
-        ("mcp-protocol-version", MODERN),
-        ("mcp-method", "tools/list"),
-    ];
-    let unified = gw
-        .post(
-            "",
-            None,
-            &Stateless::new(1, "tools/list", json!({})).body(),
-            &extra,
-        )
-        .await;
-    assert_eq!(unified.status(), 400);
-    let body: Value = unified.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32000, "{body}");
 
     let answer = gw
@@ -650,5 +635,59 @@ async fn subscriptions_listen_streams_get_the_list_changes_they_asked_for_tagged
         "a notification type the listener did not ask for"
     );
     drop((tools, prompts));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unified_endpoint_serves_stateless_clients_with_prefixed_names_and_mrtr() {
+    let gw = Gateway::start(&format!(
+        "{FAST_GATEWAY}{}{}",
+        test_server("t", &[]),
+        test_server("u", &[])
+    ))
+    .await;
+    let (status, discover) = Stateless::new(1, "server/discover", json!({}))
+        .to("")
+        .send(&gw)
+        .await;
+    assert_eq!(status, 200, "{discover}");
+    assert_eq!(
+        discover["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "mcpgate",
+        "the gateway's own: {discover}"
+    );
+    let (_, list) = Stateless::new(2, "tools/list", json!({}))
+        .to("")
+        .send(&gw)
+        .await;
+    assert_eq!(list["result"]["resultType"], "complete", "{list}");
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"t___echo") && names.contains(&"u___echo"),
+        "{names:?}"
+    );
+    let (_, echo) = call(3, "u___echo", json!({"message": "via /mcp"}))
+        .to("")
+        .send(&gw)
+        .await;
+    assert_eq!(echo["result"]["content"][0]["text"], "via /mcp", "{echo}");
+    // An elicitation from one of the backends, through the unified session.
+    let (_, first) = call(4, "t___ask_client", ask_name()).to("").send(&gw).await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let mut params = json!({"name": "t___ask_client", "arguments": ask_name()});
+    params["inputResponses"] =
+        json!({"input-1": {"action": "accept", "content": {"name": "octocat"}}});
+    params["requestState"] = first["result"]["requestState"].clone();
+    let (status, done) = Stateless::new(5, "tools/call", params)
+        .to("")
+        .send(&gw)
+        .await;
+    assert_eq!(status, 200, "{done}");
+    let response = &done["result"]["structuredContent"]["response"];
+    assert_eq!(response["result"]["content"]["name"], "octocat", "{done}");
     gw.stop().await;
 }
