@@ -1,0 +1,164 @@
+//! The other way round: session-era clients of 2026-07-28 backends.
+//!
+//! Owns what such a client needs: an `initialize` answer made from the
+//! backend's `server/discover`, and the backend's `InputRequiredResult`s
+//! turned into ordinary server-to-client requests on the session's streams,
+//! whose answers the gateway collects (they never reach the backend as
+//! responses) to retry the request with `inputResponses` and the backend's
+//! `requestState`, until the backend completes it. It never speaks HTTP.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use super::{SERVER_INFO_META, lock};
+use crate::config::ServerConfig;
+use crate::jsonrpc::{self, Kind};
+use crate::relay::{Relay, with_id};
+use crate::session::Session;
+
+/// The prefix of the ids of requests the gateway sends clients for a modern
+/// backend's input requests (as raw JSON: a string).
+const ASKED_ID_PREFIX: &str = "\"mcpgate-input-";
+
+/// How many times one request may come back `input_required` before the
+/// gateway gives up on it.
+const MAX_INPUT_ROUNDS: usize = 10;
+
+/// An `initialize` answer for a session-era client, made from a 2026-07-28
+/// backend's `server/discover` answer (`discover`, already carrying the
+/// client's id): the version the client asked for (if the gateway serves it),
+/// the backend's capabilities and instructions, and its `serverInfo`.
+pub(crate) fn initialize_from_discover(discover: &[u8], initialize: &jsonrpc::Peek<'_>) -> Bytes {
+    let Some(result) = jsonrpc::peek(discover).ok().and_then(|p| p.result) else {
+        return Bytes::copy_from_slice(discover);
+    };
+    let member = |name| jsonrpc::member(result, name).map(RawValue::get);
+    let asked = initialize
+        .params
+        .and_then(|p| jsonrpc::string_member(p, "protocolVersion"));
+    let sessions = crate::http::SUPPORTED_VERSIONS;
+    let version = asked
+        .filter(|v| sessions.contains(&v.as_str()))
+        .unwrap_or_else(|| sessions[sessions.len() - 1].to_owned());
+    let server_info = member("_meta")
+        .and_then(|m| serde_json::from_str::<HashMap<String, Box<RawValue>>>(m).ok())
+        .and_then(|mut m| m.remove(SERVER_INFO_META))
+        .map_or_else(
+            || r#"{"name":"unknown","version":"unknown"}"#.to_owned(),
+            |info| info.get().to_owned(),
+        );
+    let mut out = format!(
+        r#"{{"jsonrpc":"2.0","id":{},"result":{{"protocolVersion":"{version}","capabilities":{},"serverInfo":{server_info}"#,
+        initialize.id.unwrap_or("null"),
+        member("capabilities").unwrap_or("{}"),
+    );
+    if let Some(instructions) = member("instructions") {
+        out.push_str(r#","instructions":"#);
+        out.push_str(instructions);
+    }
+    out.push_str("}}");
+    Bytes::from(out)
+}
+
+impl Relay {
+    /// A session-era client's answer to a request the gateway asked it on a
+    /// modern backend's behalf: handed to the waiting request, not forwarded.
+    /// False for any other message.
+    pub(crate) fn take_asked_answer(&self, message: &[u8], peek: &jsonrpc::Peek<'_>) -> bool {
+        let Some(id) = peek.id.filter(|id| id.starts_with(ASKED_ID_PREFIX)) else {
+            return false;
+        };
+        if let Some(waiter) = lock(&self.bridge.asked).remove(id) {
+            let _ = waiter.send(Bytes::copy_from_slice(message));
+        }
+        true
+    }
+
+    /// A modern backend answered a session-era client's request with an
+    /// `InputRequiredResult`: its input requests go to the client as ordinary
+    /// server-to-client requests (on the request's stream), and the request is
+    /// retried with the answers (and the backend's `requestState`) until the
+    /// backend completes it. Stateless callers get the result as it is.
+    pub(crate) async fn complete_input_required(
+        &self,
+        session: &Arc<Session>,
+        server: &ServerConfig,
+        conn: &crate::launcher::BackendConn,
+        message: &[u8],
+        peek: &jsonrpc::Peek<'_>,
+        mut answer: Bytes,
+    ) -> Result<Bytes, crate::launcher::ConnFailure> {
+        if lock(&self.bridge.hidden).contains(&session.id) {
+            return Ok(answer);
+        }
+        for _ in 0..MAX_INPUT_ROUNDS {
+            let Some(result) = jsonrpc::peek(&answer).ok().and_then(|p| p.result) else {
+                return Ok(answer);
+            };
+            if jsonrpc::string_member(result, "resultType").as_deref() != Some("input_required") {
+                return Ok(answer);
+            }
+            let requests: HashMap<String, Box<RawValue>> = jsonrpc::member(result, "inputRequests")
+                .and_then(|r| serde_json::from_str(r.get()).ok())
+                .unwrap_or_default();
+            let mut responses = Vec::with_capacity(requests.len());
+            for (key, request) in requests {
+                let (method, params) =
+                    match serde_json::from_str::<HashMap<String, Box<RawValue>>>(request.get()) {
+                        Ok(mut fields) => (fields.remove("method"), fields.remove("params")),
+                        Err(_) => (None, None),
+                    };
+                let Some(method) = method else { continue };
+                let n = self
+                    .bridge
+                    .next_asked
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let id = format!("{ASKED_ID_PREFIX}{n}\"");
+                let ask = match params {
+                    Some(params) => format!(
+                        r#"{{"jsonrpc":"2.0","id":{id},"method":{},"params":{}}}"#,
+                        method.get(),
+                        params.get()
+                    ),
+                    None => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{}}}"#, method.get()),
+                };
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                lock(&self.bridge.asked).insert(id.clone(), tx);
+                use crate::launcher::ServerMessageSink as _;
+                session.outbox.deliver(Bytes::from(ask), Kind::Request);
+                let reply = tokio::time::timeout(server.tool_timeout, rx).await;
+                lock(&self.bridge.asked).remove(&id);
+                let Ok(Ok(reply)) = reply else {
+                    return Err(crate::launcher::ConnFailure::Timeout(server.tool_timeout));
+                };
+                let reply_peek = jsonrpc::peek(&reply).ok();
+                match reply_peek.as_ref().and_then(|p| p.result) {
+                    Some(value) => responses.push(format!(
+                        "{}:{}",
+                        serde_json::to_string(&key).expect("string"),
+                        value.get()
+                    )),
+                    // The client refused: its error is the request's answer.
+                    None => {
+                        return Ok(with_id(&reply, peek.id).unwrap_or(reply));
+                    }
+                }
+            }
+            let mut members = format!(r#""inputResponses":{{{}}}"#, responses.join(","));
+            if let Some(state) = jsonrpc::member(result, "requestState") {
+                members.push_str(r#","requestState":"#);
+                members.push_str(state.get());
+            }
+            let retry = jsonrpc::with_params_members(message, peek, &members);
+            let retry_peek = jsonrpc::peek(&retry).map_err(|e| {
+                crate::launcher::ConnFailure::WriteFailed(format!("cannot build the retry: {e}"))
+            })?;
+            answer =
+                Box::pin(self.send_request(session, server, conn, &retry, &retry_peek)).await?;
+        }
+        Ok(answer)
+    }
+}
