@@ -192,7 +192,20 @@ impl Relay {
             .and_then(|i| jsonrpc::peek(i).ok()?.result)
             .and_then(|r| jsonrpc::member(r, "capabilities"));
         let honoured = Filter::parse(params).honoured_by(capabilities);
-        let (hub, new_hub) = self.hub_for(session);
+        let ack = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{{"_meta":{{"{SUBSCRIPTION_META}":{}}},"notifications":{}}}}}"#,
+            call.id,
+            honoured.to_json()
+        );
+        let (tx, rx) = mpsc::channel(256);
+        let hub = self.join_hub(
+            session,
+            Listener {
+                id: call.id.clone(),
+                filter: honoured.clone(),
+                tx,
+            },
+        );
         let new_uris: Vec<String> = {
             let mut subscribed = lock(&hub.subscribed);
             honoured
@@ -202,7 +215,6 @@ impl Relay {
                 .cloned()
                 .collect()
         };
-        let _ = new_hub;
         if modern && (!new_uris.is_empty() || lock(&hub.backend).is_none()) {
             // One backend listen for every list change the backend can report
             // and every URI asked for so far (replacing the previous one).
@@ -225,40 +237,52 @@ impl Relay {
                 }
             }
         }
-        let ack = format!(
-            r#"{{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{{"_meta":{{"{SUBSCRIPTION_META}":{}}},"notifications":{}}}}}"#,
-            call.id,
-            honoured.to_json()
-        );
-        let (tx, rx) = mpsc::channel(256);
-        lock(&hub.listeners).push(Listener {
-            id: call.id.clone(),
-            filter: honoured,
-            tx,
-        });
         Outcome::Stream(Bytes::from(ack), rx)
     }
 
-    /// The hub of a caller process, made (and fed from the process's
-    /// server-initiated stream) on first use; true when it was just made.
-    fn hub_for(&self, session: &Arc<Session>) -> (Arc<Hub>, bool) {
+    /// Joins `listener` to the hub of a caller process, made (and fed from the
+    /// process's server-initiated stream) on first use.
+    fn join_hub(&self, session: &Arc<Session>, listener: Listener) -> Arc<Hub> {
         let mut hubs = lock(&self.bridge.hubs);
         if let Some(hub) = hubs.get(&session.id) {
-            return (Arc::clone(hub), false);
+            lock(&hub.listeners).push(listener);
+            return Arc::clone(hub);
         }
         let hub = Arc::new(Hub::default());
+        lock(&hub.listeners).push(listener);
         hubs.insert(Arc::clone(&session.id), Arc::clone(&hub));
         let mut stream = session.outbox.attach();
         let (feeding, hubs) = (Arc::clone(&hub), Arc::clone(&self.bridge.hubs));
         let id = Arc::clone(&session.id);
+        let every = self.config.gateway.cleanup_interval;
         tokio::spawn(async move {
-            while let Some(event) = stream.events.recv().await {
-                feeding.fan_out(&event.message);
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    event = stream.events.recv() => match event {
+                        Some(event) => feeding.fan_out(&event.message),
+                        // The process's session ended: so do its listen streams.
+                        None => break,
+                    },
+                    _ = tick.tick() => {
+                        // No listener left: let go of the stream, so that the
+                        // process can go idle; a later listen makes a new hub.
+                        // (Listeners join under the same lock, so none is lost.)
+                        let mut hubs = lock(&hubs);
+                        if lock(&feeding.listeners).iter().all(|l| l.tx.is_closed()) {
+                            hubs.remove(&id);
+                            return;
+                        }
+                    }
+                }
             }
-            // The process's session ended: so do its listen streams.
-            lock(&hubs).remove(&id);
+            let mut hubs = lock(&hubs);
+            if hubs.get(&id).is_some_and(|h| Arc::ptr_eq(h, &feeding)) {
+                hubs.remove(&id);
+            }
         });
-        (hub, true)
+        hub
     }
 
     /// Sends a 2026-07-28 backend a `subscriptions/listen` of the gateway's own

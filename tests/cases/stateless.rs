@@ -691,3 +691,31 @@ async fn the_unified_endpoint_serves_stateless_clients_with_prefixed_names_and_m
     assert_eq!(response["result"]["content"]["name"], "octocat", "{done}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_process_goes_idle_once_its_listen_streams_are_closed() {
+    let gw = Gateway::start(&format!(
+        "{FAST_GATEWAY}session_idle_timeout = \"1s\"\ncleanup_interval = \"100ms\"\nsse_keepalive = \"200ms\"\n{}",
+        test_server("t", &[])
+    ))
+    .await;
+    let pid = pid_of(&gw, call(1, "pid", json!({}))).await as u32;
+    let listen = Stateless::new(2, "subscriptions/listen", json!({"notifications": {"toolsListChanged": true}}));
+    let mut request = gw
+        .http
+        .post(gw.url("t"))
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT_BOTH)
+        .body(listen.body());
+    for (k, v) in &listen.headers() {
+        request = request.header(*k, v);
+    }
+    let mut stream = SseReader::from_response(request.send().await.unwrap());
+    assert!(stream.next().await.is_some(), "the acknowledgment");
+    // While the stream is open the process stays, well past the idle timeout.
+    assert!(stream.next_within(std::time::Duration::from_millis(1500)).await.is_none());
+    assert!(process_alive(pid), "a listening caller's process is not idle");
+    drop(stream);
+    wait_until("the caller's process is stopped once idle", || !process_alive(pid)).await;
+    gw.stop().await;
+}
