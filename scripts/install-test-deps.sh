@@ -7,6 +7,8 @@
 #                        conformance suite (@modelcontextprotocol/conformance 0.1.x, run by
 #                        tests/conformance/run.sh) and a Node 22 binary (npm package
 #                        `node`, major 22; the host node may be older)
+#   groff                (Debian's groff-base, system-wide, only if missing: the man page
+#                        test renders the page)
 #   .testdeps/npm-conformance-2026/
 #                        npm prefix with the conformance suite 0.2.0-alpha.12, exactly,
 #                        whose scenarios cover the 2026-07-28 revision (run with the
@@ -15,7 +17,8 @@
 # Idempotent: each component has a stamp file holding the spec it was installed
 # from; a component is reinstalled from scratch only when its stamp is missing or
 # differs, or its installed files fail a quick check. With everything present a
-# run takes well under a second. Needs only PyPI and the npm registry.
+# run takes well under a second. Needs PyPI, the npm registry and (only when groff
+# is missing) Debian's package archive.
 #
 # Usage: scripts/install-test-deps.sh [--force]
 # Env:   MCPGATE_TESTDEPS  target dir (default: <repo>/.testdeps)
@@ -202,6 +205,20 @@ fi
 CONF26_VER="$(pkg_version "$CONF26_PKG" "$CONF26_DIR")"
 log "npm: $CONF26_PKG $CONF26_VER ($conf26_state) -> $CONF26_DIR/node_modules/$CONF26_PKG/dist/index.js"
 SUMMARY+=("conformance-2026 $CONF26_VER")
+
+# ---- groff (Debian's groff-base): the man page test renders the page --------
+if command -v groff >/dev/null 2>&1; then
+  log "groff: $(groff --version | head -n 1) (present)"
+else
+  log "groff: installing Debian's groff-base ..."
+  SUDO=""
+  [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq >&2 || die "groff: apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends groff-base >&2 \
+    || die "groff: apt-get install groff-base failed"
+  command -v groff >/dev/null 2>&1 || die "groff: installed but not on PATH"
+fi
+SUMMARY+=("groff")
 
 # ---- one-line summary on stdout --------------------------------------------
 summary="$(printf '%s, ' "${SUMMARY[@]}")"

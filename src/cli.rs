@@ -1,13 +1,16 @@
 //! The command line: flags and subcommands, nothing else.
 //!
 //! Owns the shape of `mcpgate [--config FILE] [--listen ADDR] [--log-format
-//! text|json]` and `mcpgate check --config FILE`. It never loads files or
-//! starts anything.
+//! text|json]`, `mcpgate check --config FILE`, and the shell completions and
+//! man page generated from that same definition (`mcpgate completions SHELL`,
+//! `mcpgate man`). It never loads files or starts anything.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+pub use clap_complete::Shell;
 
 /// A Streamable HTTP gateway for stdio MCP servers: one backend process per client session.
 #[derive(Debug, Parser)]
@@ -33,6 +36,30 @@ pub struct Cli {
 pub enum Command {
     /// Validate the config and print it normalised, with secrets redacted.
     Check,
+    /// Print the shell completion script for SHELL.
+    ///
+    /// For example: `mcpgate completions bash > /usr/share/bash-completion/completions/mcpgate`.
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff).
+    ///
+    /// For example: `mcpgate man > /usr/local/share/man/man1/mcpgate.1`.
+    Man,
+}
+
+/// Writes the completion script for `shell`, generated from [`Cli`].
+pub fn write_completions(shell: Shell, out: &mut impl Write) -> std::io::Result<()> {
+    // Generated into memory first: clap_complete panics on a failed write.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "mcpgate", &mut script);
+    out.write_all(&script)
+}
+
+/// Writes the man page (roff), generated from [`Cli`].
+pub fn write_man(out: &mut impl Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(Cli::command()).render(out)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,7 +71,6 @@ pub enum LogFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {
@@ -56,5 +82,17 @@ mod tests {
         let cli = Cli::parse_from(["mcpgate", "check", "--config", "x.toml"]);
         assert!(matches!(cli.command, Some(Command::Check)));
         assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
+    }
+
+    #[test]
+    fn completions_take_a_shell_and_man_takes_nothing() {
+        let cli = Cli::parse_from(["mcpgate", "completions", "zsh"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Completions { shell: Shell::Zsh })
+        ));
+        assert!(Cli::try_parse_from(["mcpgate", "completions", "tcsh"]).is_err());
+        let cli = Cli::parse_from(["mcpgate", "man"]);
+        assert!(matches!(cli.command, Some(Command::Man)));
     }
 }

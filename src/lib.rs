@@ -16,6 +16,7 @@
 //!   process trees, and the JSON-RPC connection over a child's pipes.
 //! - [`unified`]: the `/mcp` endpoint: merged lists, prefixed names, routing by name and URI.
 //!   The only module (with `unified::lists`) that rewrites message contents.
+//! - [`systemd`]: `READY=1`, `STOPPING=1` and watchdog pings to systemd (`NOTIFY_SOCKET`).
 //! - [`telemetry`]: logging setup.
 //!
 //! ## Invariants
@@ -34,10 +35,13 @@ pub mod config;
 pub mod http;
 pub mod jsonrpc;
 pub mod launcher;
+pub mod metrics;
 pub mod outbox;
 pub mod relay;
+pub mod reload;
 pub mod session;
 pub mod shared;
+pub mod systemd;
 pub mod telemetry;
 pub mod unified;
 
@@ -61,13 +65,33 @@ pub enum RunError {
     Tls(String),
 }
 
+/// Loads the configuration again for a reload: the same file, the same
+/// command-line overrides, the same checks as at start.
+pub type LoadConfig = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// What asks for reloads: a message on `requests` (SIGHUP), and, with
+/// `watch_config = true`, a change of the file's modification time.
+pub struct Reloads {
+    pub requests: tokio::sync::mpsc::Receiver<&'static str>,
+    pub load: LoadConfig,
+}
+
+/// How often `watch_config` looks at the file.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs the gateway until `shutdown` resolves, then shuts down in order:
 /// stop accepting, end streams, finish in-flight requests (bounded by
 /// `shutdown_timeout`), stop every backend process tree.
+///
+/// Under systemd (`NOTIFY_SOCKET` set) it sends `READY=1` once it listens,
+/// `STOPPING=1` when `shutdown` resolves, and feeds the watchdog throughout.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    reloads: Option<Reloads>,
 ) -> Result<(), RunError> {
+    let notifier = Arc::new(systemd::Notifier::from_env());
+    let _watchdog = notifier.spawn_watchdog();
     let addr = config.gateway.listen;
     let tls = config
         .gateway
@@ -81,15 +105,75 @@ pub async fn run(
         .map_err(|source| RunError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(RunError::Serve)?;
     announce(&config, local, tls.is_some());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let status = format!(
+        "serving {} server(s) on {scheme}://{local}",
+        config.servers.len()
+    );
 
     let relay = Arc::new(Relay::new(Arc::new(config)));
     let sweeper = tokio::spawn(Arc::clone(&relay).sweep_idle_forever());
+    let reloader = reloads.map(|reloads| tokio::spawn(reload_forever(Arc::clone(&relay), reloads)));
+    notifier.ready(&status);
+    let stopping = Arc::clone(&notifier);
+    let shutdown = async move {
+        shutdown.await;
+        stopping.stopping("shutting down: finishing in-flight requests");
+    };
     let served = http::serve(listener, tls, Arc::clone(&relay), shutdown).await;
     sweeper.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     tracing::info!("stopping every backend");
+    notifier.status("shutting down: stopping every backend");
     relay.shutdown().await;
     tracing::info!("stopped");
     served.map_err(RunError::Serve)
+}
+
+/// Reloads the configuration whenever asked (or, with `watch_config`, when
+/// the file changes), until the task is dropped. A file that does not load,
+/// or changes `[gateway]`, is refused with a log line; the running
+/// configuration stays.
+async fn reload_forever(relay: Arc<Relay>, mut reloads: Reloads) {
+    let source = relay.config.source.clone();
+    let watch = relay.config.gateway.watch_config;
+    let modified = || std::fs::metadata(&source).and_then(|m| m.modified()).ok();
+    let mut seen = modified();
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    loop {
+        let why = tokio::select! {
+            request = reloads.requests.recv() => match request {
+                Some(why) => why,
+                None => return,
+            },
+            _ = tick.tick(), if watch => {
+                let now = modified();
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "the config file changed"
+            }
+        };
+        tracing::info!(config = %source.display(), "{why}: reloading the configuration");
+        let new = match (reloads.load)() {
+            Ok(new) => new,
+            Err(error) => {
+                tracing::error!("reload refused, the running configuration stays: {error}");
+                continue;
+            }
+        };
+        match relay.reload(new).await {
+            Ok(done) => tracing::info!(added = ?done.added, removed = ?done.removed,
+                changed = ?done.changed, sessions_ended = done.sessions_ended,
+                "configuration reloaded"),
+            Err(refused) => {
+                tracing::error!("reload refused, the running configuration stays: {refused}");
+            }
+        }
+    }
 }
 
 /// Prints where the gateway listens and what it serves, one line per server.

@@ -29,12 +29,32 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
-    let path = Config::locate(cli.config.as_deref()).map_err(anyhow::Error::msg)?;
-    let mut config = Config::load(&path).map_err(anyhow::Error::msg)?;
-    if let Some(listen) = cli.listen {
-        config.gateway.listen = listen;
+    // Generated from the command line's definition alone: no config needed.
+    match cli.command {
+        Some(Command::Completions { shell }) => {
+            return mcpgate::cli::write_completions(shell, &mut std::io::stdout().lock())
+                .context("cannot write the completion script");
+        }
+        Some(Command::Man) => {
+            return mcpgate::cli::write_man(&mut std::io::stdout().lock())
+                .context("cannot write the man page");
+        }
+        _ => {}
     }
-    config.check_exposure().map_err(anyhow::Error::msg)?;
+    let path = Config::locate(cli.config.as_deref()).map_err(anyhow::Error::msg)?;
+    let listen = cli.listen;
+    let load = {
+        let path = path.clone();
+        move || -> Result<Config, String> {
+            let mut config = Config::load(&path).map_err(|e| e.to_string())?;
+            if let Some(listen) = listen {
+                config.gateway.listen = listen;
+            }
+            config.check_exposure()?;
+            Ok(config)
+        }
+    };
+    let config = load().map_err(anyhow::Error::msg)?;
     if let Some(Command::Check) = cli.command {
         println!("{}", config.to_redacted_toml().trim_end());
         eprintln!("mcpgate: {} is valid", path.display());
@@ -56,7 +76,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         // Handlers are installed before the gateway listens, so a signal that
         // arrives right after start-up is a graceful stop, not a kill.
         let shutdown = shutdown_signal().context("cannot install signal handlers")?;
-        mcpgate::run(config, shutdown).await?;
+        let (reload_tx, requests) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(reload_on_sighup(reload_tx).context("cannot install signal handlers")?);
+        let reloads = mcpgate::Reloads {
+            requests,
+            load: std::sync::Arc::new(load),
+        };
+        mcpgate::run(config, shutdown, Some(reloads)).await?;
         anyhow::Ok(())
     })
 }
@@ -70,6 +96,21 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'stati
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received"),
             _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
+}
+
+/// Installs a SIGHUP handler now (before the gateway listens: SIGHUP's
+/// default action would kill it); each SIGHUP asks for a reload.
+fn reload_on_sighup(
+    requests: tokio::sync::mpsc::Sender<&'static str>,
+) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(async move {
+        while hup.recv().await.is_some() {
+            // A reload already queued covers this one too.
+            let _ = requests.try_send("SIGHUP received");
         }
     })
 }

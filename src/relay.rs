@@ -46,13 +46,18 @@ const READY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Sessions, the pool, and the rules between them.
 pub struct Relay {
+    /// The config as loaded at start. Its `[gateway]` part is in force for
+    /// the gateway's whole life; its servers are not after a reload: the live
+    /// server table is [`Relay::servers`].
     pub config: Arc<Config>,
+    /// The servers in force (replaced by a reload).
+    servers: std::sync::RwLock<Arc<Vec<Arc<ServerConfig>>>>,
     pub sessions: SessionStore,
     pub pool: SessionPool,
     /// Sessions open or being initialised, for admission control.
     admitted: Arc<AtomicUsize>,
-    /// The routes of the servers in shared mode, by server id.
-    shared: HashMap<String, Arc<SharedRoute>>,
+    /// The routes of the servers in shared mode, by server id (made on first use).
+    shared: std::sync::Mutex<HashMap<String, Arc<SharedRoute>>>,
     /// What the backends answered to their latest handshakes (unified endpoint).
     pub(crate) backend_info: crate::unified::BackendInfo,
     /// Stateless callers' processes and their parked calls.
@@ -62,25 +67,50 @@ pub struct Relay {
 impl Relay {
     pub fn new(config: Arc<Config>) -> Relay {
         let pool = SessionPool::new(config.gateway.stop_grace, config.gateway.max_message_bytes);
-        let shared = config
-            .servers
-            .iter()
-            .filter(|s| s.session_mode == SessionMode::Shared)
-            .map(|s| (s.id.clone(), Arc::new(SharedRoute::default())))
-            .collect();
         Relay {
+            servers: std::sync::RwLock::new(Arc::new(config.servers.clone())),
             config,
             sessions: SessionStore::default(),
             pool,
             admitted: Arc::new(AtomicUsize::new(0)),
-            shared,
+            shared: std::sync::Mutex::default(),
             backend_info: crate::unified::BackendInfo::default(),
             bridge: crate::bridge::Bridge::default(),
         }
     }
 
-    pub(crate) fn shared_route(&self, server: &ServerConfig) -> Option<&Arc<SharedRoute>> {
-        self.shared.get(&server.id)
+    pub(crate) fn shared_route(&self, server: &ServerConfig) -> Option<Arc<SharedRoute>> {
+        if server.session_mode != SessionMode::Shared {
+            return None;
+        }
+        let mut shared = self
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(Arc::clone(shared.entry(server.id.clone()).or_default()))
+    }
+
+    /// The servers in force, in config order.
+    pub fn servers(&self) -> Arc<Vec<Arc<ServerConfig>>> {
+        Arc::clone(
+            &self
+                .servers
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Replaces the servers in force (a reload).
+    pub(crate) fn set_servers(&self, servers: Vec<Arc<ServerConfig>>) {
+        *self
+            .servers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(servers);
+    }
+
+    /// The server in force with this id.
+    pub fn server(&self, id: &str) -> Option<Arc<ServerConfig>> {
+        self.servers().iter().find(|s| s.id == id).cloned()
     }
 
     /// Takes an admission slot for a new session, or `None` at `max_sessions`.
@@ -103,7 +133,7 @@ impl Relay {
     /// Registers a new session (and joins it to the shared routes it uses).
     pub(crate) fn register(&self, session: &Arc<Session>, pending: PendingSession) {
         session.touch();
-        for server in &self.config.servers {
+        for server in self.servers().iter() {
             let uses = match session.server() {
                 Some(own) => own.id == server.id,
                 None => true,
@@ -304,7 +334,7 @@ impl Relay {
             return Box::pin(self.send_request(session, server, conn, &with_meta, &peek)).await;
         }
         let route = self.shared_route(server);
-        let mapped = route.and_then(|route| {
+        let mapped = route.as_ref().and_then(|route| {
             let (token, range) = jsonrpc::request_progress_token(message, peek.params?)?;
             let ours = route.map_progress_token(&session.id, token);
             Some((jsonrpc::splice(message, range, ours.as_bytes()), ours))
@@ -312,10 +342,16 @@ impl Relay {
         let rewritten = mapped
             .as_ref()
             .and_then(|(bytes, _)| Some((bytes, jsonrpc::peek(bytes).ok()?)));
+        let started = Instant::now();
         let answer = match &rewritten {
             Some((bytes, p)) => request_when_ready(conn, &session.id, bytes, p, server).await,
             None => request_when_ready(conn, &session.id, message, peek, server).await,
         };
+        crate::metrics::answered(
+            &server.id,
+            peek.method.as_deref().unwrap_or_default(),
+            started.elapsed(),
+        );
         if let (Some(route), Some((_, token))) = (route, &mapped) {
             route.forget_progress_token(token);
         }
@@ -360,18 +396,19 @@ impl Relay {
         let Some(session) = self.sessions.remove(id) else {
             return false;
         };
+        self.forget_stateless_caller(id);
         self.admitted.fetch_sub(1, Ordering::AcqRel);
         session.outbox.close();
-        let servers: Vec<&Arc<ServerConfig>> = match session.server() {
-            Some(server) => vec![server],
-            None => self.config.servers.iter().collect(),
+        let servers: Vec<Arc<ServerConfig>> = match session.server() {
+            Some(server) => vec![Arc::clone(server)],
+            None => self.servers().iter().cloned().collect(),
         };
         let stops = servers.into_iter().filter_map(|server| {
-            let last = match self.shared_route(server) {
+            let last = match self.shared_route(&server) {
                 Some(route) => route.leave(id) == 0,
                 None => true,
             };
-            let key = pool_key(server, &session.id);
+            let key = pool_key(&server, &session.id);
             last.then_some(async move { self.pool.evict(&key, reason).await })
         });
         futures_util::future::join_all(stops).await;
@@ -552,6 +589,14 @@ pub(crate) fn launch_error_response(
     server: &ServerConfig,
     error: &LaunchError,
 ) -> Bytes {
+    crate::metrics::error(match error {
+        LaunchError::Spawn { .. } => "launch_spawn",
+        LaunchError::Handshake(_) => "launch_handshake",
+        LaunchError::StartupTimeout { .. } => "launch_startup_timeout",
+        LaunchError::CrashLoop { .. } => "launch_crash_loop",
+        LaunchError::Refused(_) => "launch_refused",
+        LaunchError::Evicted => "launch_evicted",
+    });
     if let LaunchError::Refused(answer) = error
         && let Some(answer) = with_id(answer, id)
     {
@@ -572,6 +617,15 @@ pub(crate) fn failure_response(
     server: &ServerConfig,
     failure: &ConnFailure,
 ) -> Bytes {
+    crate::metrics::error(match failure {
+        ConnFailure::Exited { .. } => "backend_exited",
+        ConnFailure::StdoutClosed { .. } => "backend_stdout_closed",
+        ConnFailure::WriteFailed(_) => "backend_write_failed",
+        ConnFailure::Timeout(_) => "backend_timeout",
+        ConnFailure::Stopped(_) => "backend_stopped",
+        ConnFailure::TooManyErrors(_) => "backend_too_many_errors",
+        ConnFailure::MessageTooLarge { .. } => "backend_message_too_large",
+    });
     let (code, message) = match failure {
         ConnFailure::Timeout(after) => (
             jsonrpc::REQUEST_TIMEOUT,

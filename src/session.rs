@@ -72,6 +72,7 @@ pub struct Session {
     /// Milliseconds after `created` of the last client request.
     last_activity_ms: AtomicU64,
     in_flight: AtomicUsize,
+    requests: AtomicU64,
 }
 
 impl Session {
@@ -100,6 +101,7 @@ impl Session {
             created: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
         }
     }
 
@@ -135,6 +137,16 @@ impl Session {
         }
     }
 
+    /// How long ago the session was created.
+    pub fn age(&self) -> Duration {
+        self.created.elapsed()
+    }
+
+    /// Requests and notifications the client sent in this session.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     /// Requests of this session now being handled.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
@@ -149,6 +161,7 @@ impl Session {
     /// Marks a request in flight until the guard drops; in-flight sessions are never idle.
     pub fn begin_request(self: &Arc<Self>) -> InFlight {
         self.touch();
+        self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(self))
     }

@@ -269,6 +269,16 @@ fn refused(id: &str, code: i32, message: &str, data: Option<serde_json::Value>) 
 }
 
 impl Relay {
+    /// Forgets that `session` was a stateless caller's (it ended).
+    pub(crate) fn forget_stateless_caller(&self, session: &str) {
+        lock(&self.bridge.hidden).remove(session);
+    }
+
+    /// True for the hidden session of a stateless caller.
+    pub fn is_stateless_caller(&self, session: &str) -> bool {
+        lock(&self.bridge.hidden).contains(session)
+    }
+
     /// Serves one stateless request on `server`'s routed endpoint, or (`None`)
     /// on the unified endpoint.
     pub async fn stateless(

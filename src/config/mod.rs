@@ -92,6 +92,9 @@ pub struct GatewayConfig {
     pub sse_replay_events: usize,
     /// API keys by name (`Authorization: Bearer <key>`); empty means no auth.
     pub api_keys: Vec<(String, String)>,
+    /// The key of the admin API (`Authorization: Bearer <admin_key>` on
+    /// `/admin/...`); without one the admin API is off.
+    pub admin_key: Option<String>,
     /// Serve a non-loopback address without API keys anyway.
     pub allow_unauthenticated: bool,
     /// Without API keys: the request header that names a stateless (2026-07-28)
@@ -100,6 +103,8 @@ pub struct GatewayConfig {
     /// How long a stateless call waits for the client's retry with its input
     /// (an `InputRequiredResult`), and how long its `requestState` is valid.
     pub input_required_timeout: Duration,
+    /// Reload the config when the file changes (as on SIGHUP).
+    pub watch_config: bool,
     /// Largest request head (request line and headers) accepted.
     pub max_header_bytes: u64,
     /// How long a client may take to send a request's head.
@@ -343,10 +348,13 @@ struct RawGateway {
     sse_replay_events: Option<usize>,
     #[serde(default)]
     api_keys: IndexMap<String, Spanned<String>>,
+    admin_key: Option<Spanned<String>>,
     #[serde(default)]
     allow_unauthenticated: bool,
     caller_header: Option<Spanned<String>>,
     input_required_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    watch_config: bool,
     max_header_bytes: Option<ByteSize>,
     header_read_timeout: Option<ConfigDuration>,
     max_in_flight_per_session: Option<usize>,
@@ -405,9 +413,11 @@ impl Default for GatewayConfig {
             allowed_origins: Vec::new(),
             sse_replay_events: 256,
             api_keys: Vec::new(),
+            admin_key: None,
             allow_unauthenticated: false,
             caller_header: None,
             input_required_timeout: Duration::from_secs(600),
+            watch_config: false,
             max_header_bytes: 16 << 10,
             header_read_timeout: Duration::from_secs(10),
             max_in_flight_per_session: 64,
@@ -519,6 +529,7 @@ impl Config {
             allowed_origins: g.allowed_origins.unwrap_or_default(),
             sse_replay_events: g.sse_replay_events.unwrap_or(defaults.sse_replay_events),
             api_keys: Vec::new(),
+            admin_key: None,
             allow_unauthenticated: g.allow_unauthenticated,
             caller_header: match &g.caller_header {
                 None => None,
@@ -534,6 +545,7 @@ impl Config {
                 Some(name) => Some(name.get_ref().to_ascii_lowercase()),
             },
             input_required_timeout: dur(g.input_required_timeout, defaults.input_required_timeout),
+            watch_config: g.watch_config,
             max_header_bytes: g
                 .max_header_bytes
                 .map_or(defaults.max_header_bytes, |b| b.0),
@@ -561,6 +573,24 @@ impl Config {
                 ));
             }
             gateway.api_keys.push((name.clone(), value));
+        }
+        if let Some(key) = &g.admin_key {
+            let value = expand_at(key, "gateway.admin_key".to_owned())?;
+            if value.len() < MIN_API_KEY_LEN {
+                return Err(at(
+                    Some(key.span()),
+                    Some("gateway.admin_key".into()),
+                    format!("the admin key must be at least {MIN_API_KEY_LEN} characters"),
+                ));
+            }
+            if gateway.api_keys.iter().any(|(_, k)| *k == value) {
+                return Err(at(
+                    Some(key.span()),
+                    Some("gateway.admin_key".into()),
+                    "the admin key must not be a caller's API key".into(),
+                ));
+            }
+            gateway.admin_key = Some(value);
         }
         gateway.tls = match (&g.tls_cert, &g.tls_key) {
             (None, None) => None,
@@ -803,6 +833,9 @@ impl Config {
             .map(|(name, _)| (name.clone(), Value::String("<redacted>".into())))
             .collect();
         gateway.insert("api_keys".into(), Value::Table(keys));
+        if g.admin_key.is_some() {
+            gateway.insert("admin_key".into(), Value::String("<redacted>".into()));
+        }
         gateway.insert(
             "allow_unauthenticated".into(),
             Value::Boolean(g.allow_unauthenticated),
@@ -814,6 +847,7 @@ impl Config {
             "input_required_timeout".into(),
             dur(g.input_required_timeout),
         );
+        gateway.insert("watch_config".into(), Value::Boolean(g.watch_config));
         gateway.insert(
             "max_header_bytes".into(),
             Value::String(format_size(g.max_header_bytes)),

@@ -71,7 +71,7 @@ pub async fn post(
     let server_id = server_id(path);
     let result = match read_post_body(&app, &headers, body).await {
         Ok(bytes) => match server(&app, &server_id) {
-            Ok(server) => post_message(&app, Target::Routed(server), &headers, bytes).await,
+            Ok(server) => post_message(&app, Target::Routed(&server), &headers, bytes).await,
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
@@ -82,7 +82,7 @@ pub async fn post(
 pub async fn get(State(app): State<Arc<App>>, path: ServerIdPath, headers: HeaderMap) -> Response {
     let server_id = server_id(path);
     server(&app, &server_id)
-        .and_then(|server| open_stream(&app, Target::Routed(server), &headers))
+        .and_then(|server| open_stream(&app, Target::Routed(&server), &headers))
         .unwrap_or_else(|e| refused(&server_id, e))
 }
 
@@ -93,7 +93,7 @@ pub async fn delete(
 ) -> Response {
     let server_id = server_id(path);
     let result = match server(&app, &server_id) {
-        Ok(server) => end_session(&app, Target::Routed(server), &headers).await,
+        Ok(server) => end_session(&app, Target::Routed(&server), &headers).await,
         Err(e) => Err(e),
     };
     result.unwrap_or_else(|e| refused(&server_id, e))
@@ -119,6 +119,7 @@ pub async fn unified_delete(State(app): State<Arc<App>>, headers: HeaderMap) -> 
 
 /// Logs a refused request (at debug level: clients probing is normal) and answers it.
 fn refused(server_id: &str, error: HttpError) -> Response {
+    crate::metrics::error(&format!("http_{}", error.status.as_u16()));
     tracing::debug!(
         server = server_id,
         status = error.status.as_u16(),
@@ -128,8 +129,8 @@ fn refused(server_id: &str, error: HttpError) -> Response {
     error.into_response()
 }
 
-fn server<'a>(app: &'a App, server_id: &str) -> Result<&'a Arc<ServerConfig>, HttpError> {
-    app.relay.config.server(server_id).ok_or_else(|| {
+fn server(app: &App, server_id: &str) -> Result<Arc<ServerConfig>, HttpError> {
+    app.relay.server(server_id).ok_or_else(|| {
         HttpError::new(
             StatusCode::NOT_FOUND,
             jsonrpc::SERVER_ERROR,
@@ -209,7 +210,9 @@ async fn read_post_body(app: &App, headers: &HeaderMap, body: Body) -> Result<By
     {
         return Err(too_large(limit));
     }
-    read_body(body, limit).await
+    let bytes = read_body(body, limit).await?;
+    crate::metrics::bytes_in(bytes.len());
+    Ok(bytes)
 }
 
 fn too_large(limit: u64) -> HttpError {

@@ -6,6 +6,7 @@
 //! `/mcp/{serverID}` and `/mcp`. It never spawns processes or reads backend output.
 
 mod endpoint;
+mod ops;
 mod reply;
 mod rules;
 mod stateless;
@@ -44,6 +45,14 @@ pub fn router(app: Arc<App>) -> Router {
                 .fallback(endpoint::method_not_allowed),
         )
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ops::readyz))
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .route("/admin/sessions", get(ops::admin_sessions))
+        .route(
+            "/admin/sessions/{id}",
+            axum::routing::delete(ops::admin_end_session),
+        )
         .with_state(app)
 }
 

@@ -77,6 +77,7 @@ impl IntoResponse for HttpError {
 
 /// A response whose body is one JSON document, sent as is.
 pub fn json_body(status: StatusCode, body: Bytes) -> Response {
+    crate::metrics::bytes_out(body.len());
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -121,6 +122,7 @@ fn sse_frame(event_id: Option<&str>, message: &[u8]) -> Bytes {
         }
     }
     frame.put_slice(b"\n\n");
+    crate::metrics::bytes_out(message.len());
     frame.freeze()
 }
 

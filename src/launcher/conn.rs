@@ -121,6 +121,7 @@ pub struct BackendConn {
     init_result: std::sync::OnceLock<Bytes>,
     /// The protocol generation the handshake settled on.
     generation: std::sync::OnceLock<Generation>,
+    started: std::time::Instant,
 }
 
 /// The protocol generation a backend process speaks.
@@ -167,6 +168,7 @@ impl BackendConn {
             max_errors,
             init_result: std::sync::OnceLock::new(),
             generation: std::sync::OnceLock::new(),
+            started: std::time::Instant::now(),
         });
         let reader = tokio::spawn(Arc::clone(&conn).read_stdout(
             BufReader::with_capacity(64 * 1024, stdout),
@@ -179,6 +181,16 @@ impl BackendConn {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// How long ago the process was started.
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Transport failures since the last success.
+    pub fn consecutive_errors(&self) -> u32 {
+        self.consecutive_errors.load(Ordering::Relaxed)
     }
 
     /// The backend's answer to the handshake that started it.

@@ -8,8 +8,9 @@ mod conn;
 pub mod handshake;
 mod pool;
 mod process;
+pub mod stats;
 pub mod supervisor;
 
 pub use conn::{Answer, BackendConn, ConnFailure, ConnLabel, Generation, ServerMessageSink};
 pub use pool::{LaunchError, Launched, PoolKey, SessionPool};
-pub use process::StopOutcome;
+pub use process::{StopOutcome, tree_rss_kib};

@@ -81,6 +81,8 @@ pub struct Launched {
 #[derive(Default)]
 struct Entry {
     conn: RwLock<Option<Arc<BackendConn>>>,
+    /// Processes started for this key after the first.
+    restarts: std::sync::atomic::AtomicU32,
     /// Held while launching: the single flight of this key. It guards the
     /// key's crash history.
     launching: Arc<tokio::sync::Mutex<Crashes>>,
@@ -137,6 +139,7 @@ pub struct SessionPool {
 
 struct PoolInner {
     entries: Mutex<HashMap<PoolKey, Arc<Entry>>>,
+    stats: super::stats::ServerStats,
     stop_grace: Duration,
     max_message_bytes: usize,
 }
@@ -146,6 +149,7 @@ impl SessionPool {
         SessionPool {
             inner: Arc::new(PoolInner {
                 entries: Mutex::new(HashMap::new()),
+                stats: super::stats::ServerStats::default(),
                 stop_grace,
                 max_message_bytes: usize::try_from(max_message_bytes).unwrap_or(usize::MAX),
             }),
@@ -225,13 +229,28 @@ impl SessionPool {
         if let Some(retry_after) =
             crashes.breaker_open(server.crash_loop_restarts, server.crash_loop_window)
         {
+            self.inner.stats.crash_loop(&server.id, retry_after);
+            crate::metrics::error("crash_loop");
             return Err(LaunchError::CrashLoop {
                 crashes: crashes.0.len(),
                 window: server.crash_loop_window,
                 retry_after,
             });
         }
-        let (conn, init_response) = match self.launch(key, server, init_message, sink).await {
+        let started = Instant::now();
+        let launched = self.launch(key, server, init_message, sink).await;
+        self.inner.stats.spawn(
+            &server.id,
+            relaunch,
+            launched.as_ref().err().map(ToString::to_string),
+        );
+        crate::metrics::spawned(&server.id, launched.is_ok(), started.elapsed());
+        if relaunch {
+            entry
+                .restarts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let (conn, init_response) = match launched {
             Ok(launched) => launched,
             Err(error) => {
                 // A replayed handshake that dies counts towards the breaker too.
@@ -285,7 +304,7 @@ impl SessionPool {
             server.max_consecutive_errors,
         );
         tracing::info!(server = %key.server, session = %key.session, pid = conn.pid(), "backend spawned");
-        self.watch_for_exit(&conn);
+        self.watch_for_exit(&conn, &key.server);
 
         let handshake = handshake::run(
             &conn,
@@ -322,15 +341,46 @@ impl SessionPool {
     /// When a backend ends on its own (or is closed for too many errors), its
     /// process group is stopped and reaped at once; the entry stays, so the
     /// session's next request starts a new process.
-    fn watch_for_exit(&self, conn: &Arc<BackendConn>) {
+    fn watch_for_exit(&self, conn: &Arc<BackendConn>, server: &str) {
         let conn = Arc::clone(conn);
         let grace = self.inner.stop_grace;
+        let pool = self.clone();
+        let server = server.to_owned();
         tokio::spawn(async move {
             conn.closed().await;
-            if !conn.stopped_by_request() {
+            let on_its_own = !conn.stopped_by_request();
+            crate::metrics::exited(&server, on_its_own);
+            if on_its_own {
+                let why = if conn.crashed() {
+                    "the backend exited on its own"
+                } else {
+                    "the backend was closed after too many errors"
+                };
+                let last = conn.stderr_tail().pop().unwrap_or_default();
+                pool.inner.stats.error(
+                    &server,
+                    format!("{why} (pid {}); stderr: {last}", conn.pid()),
+                );
                 conn.stop("backend exited or was evicted", grace).await;
             }
         });
+    }
+
+    /// What `server`'s processes have been doing.
+    pub fn record(&self, server: &str) -> super::stats::ServerRecord {
+        self.inner.stats.record(server)
+    }
+
+    /// The live connections, with their keys and how often each key's process
+    /// was started again.
+    pub fn live_all(&self) -> Vec<(PoolKey, Arc<BackendConn>, u32)> {
+        self.entries()
+            .iter()
+            .filter_map(|(key, entry)| {
+                let restarts = entry.restarts.load(std::sync::atomic::Ordering::Relaxed);
+                entry.live().map(|conn| (key.clone(), conn, restarts))
+            })
+            .collect()
     }
 
     /// The live connection of `key`, without starting one.
@@ -345,6 +395,7 @@ impl SessionPool {
             return false;
         };
         if let Some(conn) = entry.take() {
+            crate::metrics::evicted(&key.server, reason);
             conn.stop(reason, self.inner.stop_grace).await;
         }
         true

@@ -231,6 +231,32 @@ fn may_execute(path: &Path) -> io::Result<()> {
     }
 }
 
+/// The resident memory of `pid` and every descendant of it, in KiB (from
+/// `/proc`); `None` when `pid` is gone.
+pub fn tree_rss_kib(pid: u32) -> Option<u64> {
+    fn rss(pid: u32) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+    fn children(pid: u32) -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .map(|c| {
+                c.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    let mut total = rss(pid)?;
+    let mut todo = children(pid);
+    while let Some(child) = todo.pop() {
+        total += rss(child).unwrap_or(0);
+        todo.extend(children(child));
+    }
+    Some(total)
+}
+
 /// Sends `signal` to every process in the group `pgid`. Returns false when the
 /// group no longer exists.
 pub fn signal_group(pgid: u32, signal: i32) -> bool {

@@ -232,15 +232,14 @@ fn merge_capabilities(all: impl Iterator<Item = Value>) -> Value {
 }
 
 impl Relay {
-    fn server_by_id(&self, id: &str) -> Option<&Arc<ServerConfig>> {
-        self.config.server(id)
+    fn server_by_id(&self, id: &str) -> Option<Arc<ServerConfig>> {
+        self.server(id)
     }
 
     /// The servers whose latest handshake offered `capability`, in config
     /// order; servers never started yet count when `unknown_counts`.
     fn servers_offering(&self, capability: &str, unknown_counts: bool) -> Vec<Arc<ServerConfig>> {
-        self.config
-            .servers
+        self.servers()
             .iter()
             .filter(|s| match self.backend_info.capabilities(&s.id) {
                 Some(caps) => caps.get(capability).is_some(),
@@ -304,8 +303,7 @@ impl Relay {
             }
         }
         let capabilities = merge_capabilities(
-            self.config
-                .servers
+            self.servers()
                 .iter()
                 .filter_map(|s| self.backend_info.capabilities(&s.id)),
         );
@@ -426,13 +424,13 @@ impl Relay {
             );
         };
         if is_tool && !names::allowed(&server.tools, backend_name) {
-            return crate::relay::tool_not_allowed(peek.id, server, backend_name);
+            return crate::relay::tool_not_allowed(peek.id, &server, backend_name);
         }
         let unprefixed = serde_json::to_string(backend_name).expect("strings serialise");
         let range = jsonrpc::range_in(message, raw_name.get());
         let rewritten = jsonrpc::splice(message, range, unprefixed.as_bytes());
         match jsonrpc::peek(&rewritten) {
-            Ok(p) => self.send_to(session, server, &rewritten, &p).await,
+            Ok(p) => self.send_to(session, &server, &rewritten, &p).await,
             Err(_) => invalid_params(peek.id, "the name could not be rewritten"),
         }
     }
@@ -469,7 +467,7 @@ impl Relay {
                 .find(|(template, _)| names::template_matches(template, uri))
                 .map(|(_, server)| server.clone())
         })?;
-        self.server_by_id(&id).cloned()
+        self.server_by_id(&id)
     }
 
     /// Sends a request to one server for the session, tracking it for cancellation.
@@ -522,7 +520,7 @@ impl Relay {
             Some(cursor) => match lists::decode_cursor(&cursor) {
                 Some(pending) => pending
                     .into_iter()
-                    .filter_map(|(s, c)| Some((Arc::clone(self.server_by_id(&s)?), Some(c))))
+                    .filter_map(|(s, c)| Some((self.server_by_id(&s)?, Some(c))))
                     .collect(),
                 None => return invalid_params(peek.id, "invalid cursor"),
             },
@@ -606,7 +604,8 @@ impl Relay {
         let Some(state) = session.unified() else {
             return;
         };
-        let order = |id: &str| self.config.servers.iter().position(|s| s.id == id);
+        let servers = self.servers();
+        let order = |id: &str| servers.iter().position(|s| s.id == id);
         let mut routes = state.routes();
         for uri in uris {
             match kind {
@@ -680,7 +679,7 @@ impl Relay {
                 };
                 let restored = jsonrpc::splice(message, range, original.as_bytes());
                 if let Some(server) = self.server_by_id(&server_id) {
-                    self.forward_to_live(session, server, &restored).await;
+                    self.forward_to_live(session, &server, &restored).await;
                 }
             }
             (_, Some("notifications/cancelled")) => {
@@ -689,11 +688,11 @@ impl Relay {
                     .and_then(|p| jsonrpc::cancelled_request_id(message, p))
                     .and_then(|(id, _)| state.routes().in_flight.get(id).cloned());
                 if let Some(server) = server_id.as_deref().and_then(|s| self.server_by_id(s)) {
-                    self.forward_to_live(session, server, message).await;
+                    self.forward_to_live(session, &server, message).await;
                 }
             }
             _ => {
-                for server in &self.config.servers {
+                for server in self.servers().iter() {
                     self.forward_to_live(session, server, message).await;
                 }
             }

@@ -8,6 +8,8 @@ mod fidelity;
 mod interop;
 mod lifecycle;
 mod modern_backends;
+mod operations;
+mod operations_cli;
 mod pool;
 mod process_tree;
 mod routed_http;

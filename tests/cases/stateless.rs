@@ -700,7 +700,11 @@ async fn a_callers_process_goes_idle_once_its_listen_streams_are_closed() {
     ))
     .await;
     let pid = pid_of(&gw, call(1, "pid", json!({}))).await as u32;
-    let listen = Stateless::new(2, "subscriptions/listen", json!({"notifications": {"toolsListChanged": true}}));
+    let listen = Stateless::new(
+        2,
+        "subscriptions/listen",
+        json!({"notifications": {"toolsListChanged": true}}),
+    );
     let mut request = gw
         .http
         .post(gw.url("t"))
@@ -713,9 +717,20 @@ async fn a_callers_process_goes_idle_once_its_listen_streams_are_closed() {
     let mut stream = SseReader::from_response(request.send().await.unwrap());
     assert!(stream.next().await.is_some(), "the acknowledgment");
     // While the stream is open the process stays, well past the idle timeout.
-    assert!(stream.next_within(std::time::Duration::from_millis(1500)).await.is_none());
-    assert!(process_alive(pid), "a listening caller's process is not idle");
+    assert!(
+        stream
+            .next_within(std::time::Duration::from_millis(1500))
+            .await
+            .is_none()
+    );
+    assert!(
+        process_alive(pid),
+        "a listening caller's process is not idle"
+    );
     drop(stream);
-    wait_until("the caller's process is stopped once idle", || !process_alive(pid)).await;
+    wait_until("the caller's process is stopped once idle", || {
+        !process_alive(pid)
+    })
+    .await;
     gw.stop().await;
 }

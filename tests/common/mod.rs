@@ -70,6 +70,11 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `mcpgate` with `config` (a TOML text; `[gateway] listen` is set by the harness).
     pub async fn start(config: &str) -> Gateway {
+        Gateway::start_with_env(config, &[]).await
+    }
+
+    /// Like [`Gateway::start`], with `env` added to the gateway's environment.
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("mcpgate.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -83,6 +88,7 @@ impl Gateway {
             .arg(&config_path)
             .args(["--listen", "127.0.0.1:0"])
             .env("MCPGATE_TEST_TAG", &tag)
+            .envs(env.iter().copied())
             // MCPGATE_TEST_LOG overrides the gateway's log filter when debugging a test.
             .env(
                 "RUST_LOG",

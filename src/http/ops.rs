@@ -1,0 +1,228 @@
+//! The operator's endpoints: `/readyz`, `/health`, `/metrics`, and the admin
+//! API (`GET /admin/sessions`, `DELETE /admin/sessions/{id}`).
+//!
+//! Owns their JSON and text shapes and the admin key check. What it reports
+//! comes from the session store, the pool's per-server records and `/proc`;
+//! it never starts or stops a process itself (ending a session goes through
+//! the relay, like a client's DELETE) and never shows a secret.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::App;
+use super::reply::HttpError;
+use super::rules;
+use crate::jsonrpc;
+use crate::launcher::stats::ServerRecord;
+
+/// What a server's processes are doing, in a word.
+fn state_of(record: &ServerRecord, processes: usize) -> &'static str {
+    if record.crash_loop_for().is_some() {
+        "crash-loop"
+    } else if record.last_spawn.as_ref().is_some_and(|s| !s.ok) {
+        "failing"
+    } else if processes > 0 {
+        "running"
+    } else {
+        "idle"
+    }
+}
+
+/// Running processes per server.
+fn processes_by_server(app: &App) -> BTreeMap<String, usize> {
+    let mut counts: BTreeMap<String, usize> = app
+        .relay
+        .servers()
+        .iter()
+        .map(|s| (s.id.clone(), 0))
+        .collect();
+    for (key, _, _) in app.relay.pool.live_all() {
+        *counts.entry(key.server.to_string()).or_default() += 1;
+    }
+    counts
+}
+
+fn json(status: StatusCode, value: &Value) -> Response {
+    let mut response = (status, value.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `GET /readyz`: ready (200) once listening with the config loaded, with each
+/// server's state.
+pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let processes = processes_by_server(&app);
+    let servers: serde_json::Map<String, Value> = processes
+        .iter()
+        .map(|(id, &n)| {
+            let record = app.relay.pool.record(id);
+            let last_spawn = record
+                .last_spawn
+                .as_ref()
+                .map(|s| json!({"at_unix_ms": s.at_unix_ms, "ok": s.ok, "error": s.error}));
+            let errors: Vec<Value> = record
+                .recent_errors
+                .iter()
+                .map(|e| json!({"at_unix_ms": e.at_unix_ms, "error": e.what}))
+                .collect();
+            let crash_loop = record.crash_loop_for();
+            (
+                id.clone(),
+                json!({
+                    "state": state_of(&record, n),
+                    "processes": n,
+                    "spawns": record.spawns,
+                    "spawn_failures": record.spawn_failures,
+                    "restarts": record.restarts,
+                    "last_spawn": last_spawn,
+                    "recent_errors": errors,
+                    "crash_loop": {
+                        "open": crash_loop.is_some(),
+                        "retry_after_s": crash_loop.map(|d| d.as_secs().max(1)),
+                    },
+                }),
+            )
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &json!({"status": "ready", "sessions": app.relay.sessions.all().len(), "servers": servers}),
+    )
+}
+
+/// `GET /health`, in the shape gh-aw-mcpg users script against: `status`
+/// (`healthy`, or `degraded` when a server cannot start), and `servers` with
+/// each server's `status` (`running`, `idle` or `error`).
+pub async fn health(State(app): State<Arc<App>>) -> Response {
+    let mut degraded = false;
+    let servers: serde_json::Map<String, Value> = processes_by_server(&app)
+        .into_iter()
+        .map(|(id, n)| {
+            let status = match state_of(&app.relay.pool.record(&id), n) {
+                "crash-loop" | "failing" => {
+                    degraded = true;
+                    "error"
+                }
+                "running" => "running",
+                _ => "idle",
+            };
+            (id, json!({"status": status, "processes": n}))
+        })
+        .collect();
+    let status = if degraded { "degraded" } else { "healthy" };
+    json(
+        StatusCode::OK,
+        &json!({"status": status, "servers": servers}),
+    )
+}
+
+/// `GET /metrics`: the Prometheus (OpenMetrics) text exposition.
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let mut sessions: BTreeMap<String, i64> = BTreeMap::new();
+    for session in app.relay.sessions.all() {
+        *sessions
+            .entry(session.endpoint_name().to_owned())
+            .or_default() += 1;
+    }
+    let processes: Vec<(String, i64)> = processes_by_server(&app)
+        .into_iter()
+        .map(|(id, n)| (id, i64::try_from(n).unwrap_or(i64::MAX)))
+        .collect();
+    let text = crate::metrics::render(&sessions.into_iter().collect::<Vec<_>>(), &processes);
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+/// The admin API needs `admin_key`; without one configured it does not exist.
+fn check_admin(app: &App, headers: &HeaderMap) -> Result<(), HttpError> {
+    let Some(key) = &app.relay.config.gateway.admin_key else {
+        return Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            jsonrpc::SERVER_ERROR,
+            "Not Found: the admin API is off (set [gateway] admin_key)",
+        ));
+    };
+    rules::authenticate(headers, &[("admin".to_owned(), key.clone())]).map(|_| ())
+}
+
+/// `GET /admin/sessions`: every session, with its processes.
+pub async fn admin_sessions(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(e) = check_admin(&app, &headers) {
+        return e.into_response();
+    }
+    let live = app.relay.pool.live_all();
+    let mut sessions: Vec<Value> = app
+        .relay
+        .sessions
+        .all()
+        .into_iter()
+        .map(|session| {
+            let processes: Vec<Value> = live
+                .iter()
+                .filter(|(key, _, _)| *key.session == *session.id)
+                .map(|(key, conn, restarts)| {
+                    json!({
+                        "server": &*key.server,
+                        "pid": conn.pid(),
+                        "age_s": conn.age().as_secs(),
+                        "consecutive_errors": conn.consecutive_errors(),
+                        "restarts": restarts,
+                        "rss_kib": crate::launcher::tree_rss_kib(conn.pid()),
+                        "stderr_tail": conn.stderr_tail(),
+                    })
+                })
+                .collect();
+            let era = if app.relay.is_stateless_caller(&session.id) {
+                "stateless"
+            } else {
+                "session"
+            };
+            json!({
+                "id": &*session.id,
+                "endpoint": session.endpoint_name(),
+                "era": era,
+                "caller": session.caller.as_deref(),
+                "protocol_version": session.protocol_version,
+                "age_s": session.age().as_secs(),
+                "idle_s": session.idle_for().as_secs(),
+                "requests": session.requests(),
+                "in_flight": session.in_flight(),
+                "processes": processes,
+            })
+        })
+        .collect();
+    sessions.sort_by_key(|s| std::cmp::Reverse(s["age_s"].as_u64()));
+    json(StatusCode::OK, &json!({"sessions": sessions}))
+}
+
+/// `DELETE /admin/sessions/{id}`: ends a session (and stops its processes).
+pub async fn admin_end_session(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = check_admin(&app, &headers) {
+        return e.into_response();
+    }
+    if app.relay.end_session(&id, "admin DELETE").await {
+        tracing::info!(session = %id, "session ended by the admin API");
+        json(StatusCode::OK, &json!({"ended": id}))
+    } else {
+        json(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("no session {id}")}),
+        )
+    }
+}

@@ -1,0 +1,234 @@
+//! The gateway's Prometheus metrics.
+//!
+//! Owns the metric families and their names, and the text exposition served
+//! on `/metrics`. The rest of the gateway records into them through the
+//! functions here (the counters and histograms are atomics, so recording takes
+//! no lock any request could wait on, beyond the family map's read lock).
+//! Labels are bounded sets: server ids from the config, JSON-RPC methods of
+//! the MCP specification (anything else is `other`), and fixed reasons. It
+//! never labels anything with a session id, a caller or a client-chosen string.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The methods that get a label of their own; any other method is `other`.
+const METHODS: [&str; 22] = [
+    "initialize",
+    "ping",
+    "server/discover",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+    "logging/setLevel",
+    "subscriptions/listen",
+    "sampling/createMessage",
+    "elicitation/create",
+    "roots/list",
+    "tasks/get",
+    "tasks/list",
+    "tasks/result",
+    "tasks/cancel",
+];
+
+struct Metrics {
+    registry: Registry,
+    sessions: Family<Labels, Gauge>,
+    processes: Family<Labels, Gauge>,
+    spawns: Family<Labels, Counter>,
+    exits: Family<Labels, Counter>,
+    evictions: Family<Labels, Counter>,
+    spawn_seconds: Family<Labels, Histogram>,
+    request_seconds: Family<Labels, Histogram>,
+    errors: Family<Labels, Counter>,
+    bytes: Family<Labels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.1 ms to about 100 s.
+    Histogram::new(exponential_buckets(0.0001, 4.0, 11))
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("mcpgate");
+    let m = Metrics {
+        sessions: Family::default(),
+        processes: Family::default(),
+        spawns: Family::default(),
+        exits: Family::default(),
+        evictions: Family::default(),
+        spawn_seconds: Family::new_with_constructor(latency_histogram),
+        request_seconds: Family::new_with_constructor(latency_histogram),
+        errors: Family::default(),
+        bytes: Family::default(),
+        registry: Registry::default(),
+    };
+    registry.register(
+        "sessions",
+        "Open client sessions (stateless callers' included), by endpoint: a server id or /mcp",
+        m.sessions.clone(),
+    );
+    registry.register(
+        "processes",
+        "Running backend processes, by server",
+        m.processes.clone(),
+    );
+    registry.register(
+        "spawns",
+        "Backend processes started, by server and outcome (ok: the handshake succeeded)",
+        m.spawns.clone(),
+    );
+    registry.register(
+        "process_exits",
+        "Backend processes that ended, by server and reason",
+        m.exits.clone(),
+    );
+    registry.register(
+        "evictions",
+        "Backend processes stopped by the gateway, by server and reason",
+        m.evictions.clone(),
+    );
+    registry.register(
+        "spawn_to_ready_seconds",
+        "Time from spawning a backend to the end of its handshake, by server",
+        m.spawn_seconds.clone(),
+    );
+    registry.register(
+        "request_seconds",
+        "Time a backend took to answer a client request, by server and method",
+        m.request_seconds.clone(),
+    );
+    registry.register(
+        "errors",
+        "Errors, by kind (an HTTP refusal's status, a backend failure, a launch failure)",
+        m.errors.clone(),
+    );
+    registry.register(
+        "bytes",
+        "JSON-RPC bytes from clients (in) and to clients (out)",
+        m.bytes.clone(),
+    );
+    Metrics { registry, ..m }
+});
+
+fn server(server: &str) -> Labels {
+    vec![("server", server.to_owned())]
+}
+
+/// The label of a JSON-RPC method: itself if the specification has it, else `other`.
+fn method_label(method: &str) -> String {
+    if METHODS.contains(&method) {
+        method.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
+/// A backend process was started: `ok` when its handshake succeeded, after `took`.
+pub fn spawned(server_id: &str, ok: bool, took: Duration) {
+    let mut labels = server(server_id);
+    labels.push(("outcome", if ok { "ok" } else { "error" }.to_owned()));
+    METRICS.spawns.get_or_create(&labels).inc();
+    if ok {
+        METRICS
+            .spawn_seconds
+            .get_or_create(&server(server_id))
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// A backend process ended: `crashed` when nobody asked it to.
+pub fn exited(server_id: &str, crashed: bool) {
+    let mut labels = server(server_id);
+    labels.push((
+        "reason",
+        if crashed { "crashed" } else { "stopped" }.to_owned(),
+    ));
+    METRICS.exits.get_or_create(&labels).inc();
+}
+
+/// The gateway stopped a backend process for `reason` (a fixed phrase).
+pub fn evicted(server_id: &str, reason: &'static str) {
+    let mut labels = server(server_id);
+    labels.push(("reason", reason.to_owned()));
+    METRICS.evictions.get_or_create(&labels).inc();
+}
+
+/// A backend answered a request of `method` after `took`.
+pub fn answered(server_id: &str, method: &str, took: Duration) {
+    let mut labels = server(server_id);
+    labels.push(("method", method_label(method)));
+    METRICS
+        .request_seconds
+        .get_or_create(&labels)
+        .observe(took.as_secs_f64());
+}
+
+/// An error of `kind` (a fixed phrase).
+pub fn error(kind: &str) {
+    METRICS
+        .errors
+        .get_or_create(&vec![("kind", kind.to_owned())])
+        .inc();
+}
+
+/// `n` bytes came from a client.
+pub fn bytes_in(n: usize) {
+    METRICS
+        .bytes
+        .get_or_create(&vec![("direction", "in".to_owned())])
+        .inc_by(n as u64);
+}
+
+/// `n` bytes went to a client.
+pub fn bytes_out(n: usize) {
+    METRICS
+        .bytes
+        .get_or_create(&vec![("direction", "out".to_owned())])
+        .inc_by(n as u64);
+}
+
+/// The Prometheus text exposition, with the gauges set from `sessions` and
+/// `processes` (per endpoint and per server) as they are now.
+pub fn render(sessions: &[(String, i64)], processes: &[(String, i64)]) -> String {
+    METRICS.sessions.clear();
+    for (endpoint, n) in sessions {
+        METRICS
+            .sessions
+            .get_or_create(&vec![("endpoint", endpoint.clone())])
+            .set(*n);
+    }
+    METRICS.processes.clear();
+    for (server_id, n) in processes {
+        METRICS.processes.get_or_create(&server(server_id)).set(*n);
+    }
+    let mut out = String::new();
+    encode(&mut out, &METRICS.registry).expect("writing to a String cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_chosen_methods_do_not_become_labels() {
+        assert_eq!(method_label("tools/call"), "tools/call");
+        assert_eq!(method_label("x/any-string-a-client-likes"), "other");
+    }
+}
