@@ -156,7 +156,7 @@ impl Relay {
         message: Bytes,
         peek: &Peek<'_>,
     ) -> InitOutcome {
-        let id: Arc<str> = Arc::from(mint_session_id());
+        let id: Arc<str> = Arc::from(mint_session_id(self.config.gateway.instance_tag.as_deref()));
         let key = pool_key(server, &id);
         // Until the session is registered, giving up (a client that disconnects)
         // releases the slot and stops whatever was started for it alone.

@@ -33,11 +33,18 @@ pub fn pool_key(server: &ServerConfig, session: &Arc<str>) -> PoolKey {
 /// The session part of a shared server's pool key (never a minted id: those are hex).
 pub const SHARED_POOL_KEY: &str = "*shared*";
 
-/// Makes a new session id: 128 bits from the OS's secure random source, as 32 hex digits.
-pub fn mint_session_id() -> String {
+/// Makes a new session id: 128 bits from the OS's secure random source, as 32
+/// hex digits, after `<instance_tag>.` when the gateway has an instance tag (so
+/// that a load balancer can send every request of the session to the instance
+/// that holds its processes).
+pub fn mint_session_id(instance_tag: Option<&str>) -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the OS random source is available");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let random: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    match instance_tag {
+        Some(tag) => format!("{tag}.{random}"),
+        None => random,
+    }
 }
 
 /// True for a well-formed session id header value: visible ASCII, sensibly short.
@@ -242,9 +249,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_instance_tag_prefixes_the_session_id() {
+        let id = mint_session_id(Some("gw-1"));
+        let (tag, random) = id.split_once('.').unwrap();
+        assert_eq!(tag, "gw-1");
+        assert_eq!(random.len(), 32);
+        assert!(is_plausible_session_id(&id));
+    }
+
+    #[test]
     fn session_ids_are_long_random_and_visible_ascii() {
-        let a = mint_session_id();
-        let b = mint_session_id();
+        let a = mint_session_id(None);
+        let b = mint_session_id(None);
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert!(is_plausible_session_id(&a));

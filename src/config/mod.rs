@@ -105,6 +105,9 @@ pub struct GatewayConfig {
     pub input_required_timeout: Duration,
     /// Reload the config when the file changes (as on SIGHUP).
     pub watch_config: bool,
+    /// Put before every session id this gateway mints (`<tag>.<random>`), so
+    /// that a load balancer can route a session to the instance holding it.
+    pub instance_tag: Option<String>,
     /// Largest request head (request line and headers) accepted.
     pub max_header_bytes: u64,
     /// How long a client may take to send a request's head.
@@ -355,6 +358,7 @@ struct RawGateway {
     input_required_timeout: Option<ConfigDuration>,
     #[serde(default)]
     watch_config: bool,
+    instance_tag: Option<Spanned<String>>,
     max_header_bytes: Option<ByteSize>,
     header_read_timeout: Option<ConfigDuration>,
     max_in_flight_per_session: Option<usize>,
@@ -418,6 +422,7 @@ impl Default for GatewayConfig {
             caller_header: None,
             input_required_timeout: Duration::from_secs(600),
             watch_config: false,
+            instance_tag: None,
             max_header_bytes: 16 << 10,
             header_read_timeout: Duration::from_secs(10),
             max_in_flight_per_session: 64,
@@ -546,6 +551,25 @@ impl Config {
             },
             input_required_timeout: dur(g.input_required_timeout, defaults.input_required_timeout),
             watch_config: g.watch_config,
+            instance_tag: match &g.instance_tag {
+                None => None,
+                Some(tag) => {
+                    let value = expand_at(tag, "gateway.instance_tag".to_owned())?;
+                    let ok = !value.is_empty()
+                        && value.len() <= 64
+                        && value
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                    if !ok {
+                        return Err(at(
+                            Some(tag.span()),
+                            Some("gateway.instance_tag".into()),
+                            "must be 1 to 64 of A-Z, a-z, 0-9, '-' and '_'".into(),
+                        ));
+                    }
+                    Some(value)
+                }
+            },
             max_header_bytes: g
                 .max_header_bytes
                 .map_or(defaults.max_header_bytes, |b| b.0),
@@ -848,6 +872,9 @@ impl Config {
             dur(g.input_required_timeout),
         );
         gateway.insert("watch_config".into(), Value::Boolean(g.watch_config));
+        if let Some(tag) = &g.instance_tag {
+            gateway.insert("instance_tag".into(), Value::String(tag.clone()));
+        }
         gateway.insert(
             "max_header_bytes".into(),
             Value::String(format_size(g.max_header_bytes)),

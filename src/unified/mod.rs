@@ -260,7 +260,7 @@ impl Relay {
         message: Bytes,
         peek: &Peek<'_>,
     ) -> InitOutcome {
-        let id: Arc<str> = Arc::from(mint_session_id());
+        let id: Arc<str> = Arc::from(mint_session_id(self.config.gateway.instance_tag.as_deref()));
         let requested = peek
             .params
             .and_then(|p| jsonrpc::string_member(p, "protocolVersion"));
