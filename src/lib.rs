@@ -29,6 +29,7 @@
 #![warn(rust_2018_idioms, missing_debug_implementations)]
 #![allow(missing_debug_implementations)]
 
+pub mod audit;
 pub mod bridge;
 pub mod cli;
 pub mod config;
@@ -63,6 +64,11 @@ pub enum RunError {
     Serve(std::io::Error),
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    #[error("cannot open the audit log {}: {source}", path.display())]
+    Audit {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Loads the configuration again for a reload: the same file, the same
@@ -92,6 +98,17 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let notifier = Arc::new(systemd::Notifier::from_env());
     let _watchdog = notifier.spawn_watchdog();
+    let audit = match &config.gateway.audit_log {
+        Some(path) => Some(
+            audit::AuditLog::open(path, config.gateway.audit_payloads).map_err(|source| {
+                RunError::Audit {
+                    path: path.clone(),
+                    source,
+                }
+            })?,
+        ),
+        None => None,
+    };
     let addr = config.gateway.listen;
     let tls = config
         .gateway
@@ -111,7 +128,7 @@ pub async fn run(
         config.servers.len()
     );
 
-    let relay = Arc::new(Relay::new(Arc::new(config)));
+    let relay = Arc::new(Relay::new(Arc::new(config), audit));
     let sweeper = tokio::spawn(Arc::clone(&relay).sweep_idle_forever());
     let reloader = reloads.map(|reloads| tokio::spawn(reload_forever(Arc::clone(&relay), reloads)));
     notifier.ready(&status);

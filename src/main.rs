@@ -62,11 +62,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     }
     mcpgate::telemetry::init(cli.log_format);
     tracing::info!(config = %path.display(), "config loaded");
-    let gateway = &config.gateway;
-    if gateway.api_keys.is_empty() && !gateway.listen.ip().is_loopback() {
-        tracing::warn!(listen = %gateway.listen,
-            "serving a non-loopback address without api_keys (allow_unauthenticated = true): \
-             anyone who can reach it can run the configured commands");
+    for risk in config.risks() {
+        tracing::warn!("risky setting: {risk}");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

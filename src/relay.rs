@@ -62,10 +62,11 @@ pub struct Relay {
     pub(crate) backend_info: crate::unified::BackendInfo,
     /// Stateless callers' processes and their parked calls.
     pub(crate) bridge: crate::bridge::Bridge,
+    audit: Option<crate::audit::AuditLog>,
 }
 
 impl Relay {
-    pub fn new(config: Arc<Config>) -> Relay {
+    pub fn new(config: Arc<Config>, audit: Option<crate::audit::AuditLog>) -> Relay {
         let pool = SessionPool::new(config.gateway.stop_grace, config.gateway.max_message_bytes);
         Relay {
             servers: std::sync::RwLock::new(Arc::new(config.servers.clone())),
@@ -76,6 +77,7 @@ impl Relay {
             shared: std::sync::Mutex::default(),
             backend_info: crate::unified::BackendInfo::default(),
             bridge: crate::bridge::Bridge::default(),
+            audit,
         }
     }
 
@@ -269,11 +271,37 @@ impl Relay {
     /// Forwards a request and returns the answer: the backend's own, or a JSON-RPC
     /// error naming what failed.
     pub async fn request(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) -> Bytes {
+        use tracing::Instrument as _;
         let _in_flight = session.begin_request();
-        match &session.endpoint {
-            Endpoint::Routed(server) => self.routed_request(session, server, message, peek).await,
-            Endpoint::Unified(_) => self.unified_request(session, message, peek).await,
+        let started = Instant::now();
+        // At debug level, every event of the request carries these fields.
+        let span = tracing::debug_span!("request", endpoint = session.endpoint_name(),
+            session = %session.id, method = peek.method.as_deref().unwrap_or_default(),
+            id = peek.id.unwrap_or("null"));
+        let answer = match &session.endpoint {
+            Endpoint::Routed(server) => {
+                self.routed_request(session, server, message, peek)
+                    .instrument(span)
+                    .await
+            }
+            Endpoint::Unified(_) => {
+                self.unified_request(session, message, peek)
+                    .instrument(span)
+                    .await
+            }
+        };
+        if let Some(audit) = &self.audit {
+            audit.record(&crate::audit::Record {
+                caller: session.caller.as_deref(),
+                session: &session.id,
+                endpoint: session.endpoint_name(),
+                server: session.server().map(|s| s.id.as_str()),
+                request: peek,
+                answer: &answer,
+                took: started.elapsed(),
+            });
         }
+        answer
     }
 
     async fn routed_request(

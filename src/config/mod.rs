@@ -105,6 +105,10 @@ pub struct GatewayConfig {
     pub input_required_timeout: Duration,
     /// Reload the config when the file changes (as on SIGHUP).
     pub watch_config: bool,
+    /// Append one JSON line per client request to this file.
+    pub audit_log: Option<PathBuf>,
+    /// Put each request's `params` in the audit log too (they may hold secrets).
+    pub audit_payloads: bool,
     /// Put before every session id this gateway mints (`<tag>.<random>`), so
     /// that a load balancer can route a session to the instance holding it.
     pub instance_tag: Option<String>,
@@ -359,6 +363,9 @@ struct RawGateway {
     #[serde(default)]
     watch_config: bool,
     instance_tag: Option<Spanned<String>>,
+    audit_log: Option<Spanned<String>>,
+    #[serde(default)]
+    audit_payloads: bool,
     max_header_bytes: Option<ByteSize>,
     header_read_timeout: Option<ConfigDuration>,
     max_in_flight_per_session: Option<usize>,
@@ -423,6 +430,8 @@ impl Default for GatewayConfig {
             input_required_timeout: Duration::from_secs(600),
             watch_config: false,
             instance_tag: None,
+            audit_log: None,
+            audit_payloads: false,
             max_header_bytes: 16 << 10,
             header_read_timeout: Duration::from_secs(10),
             max_in_flight_per_session: 64,
@@ -551,6 +560,12 @@ impl Config {
             },
             input_required_timeout: dur(g.input_required_timeout, defaults.input_required_timeout),
             watch_config: g.watch_config,
+            audit_log: g
+                .audit_log
+                .as_ref()
+                .map(|p| expand_at(p, "gateway.audit_log".to_owned()).map(PathBuf::from))
+                .transpose()?,
+            audit_payloads: g.audit_payloads,
             instance_tag: match &g.instance_tag {
                 None => None,
                 Some(tag) => {
@@ -789,6 +804,58 @@ impl Config {
     /// Refuses a config that would expose backends without authentication: a
     /// non-loopback listen address needs API keys, unless
     /// `allow_unauthenticated = true` says the risk is taken on purpose.
+    /// Settings that work but carry a risk an operator should know of, one
+    /// sentence each (logged as warnings at start).
+    pub fn risks(&self) -> Vec<String> {
+        let g = &self.gateway;
+        let exposed = !g.listen.ip().is_loopback();
+        let mut risks = Vec::new();
+        if exposed && g.api_keys.is_empty() {
+            risks.push(format!(
+                "{} is not a loopback address and there are no api_keys \
+                 (allow_unauthenticated = true): anyone who can reach it can run the configured commands",
+                g.listen
+            ));
+        }
+        if exposed && g.tls.is_none() {
+            risks.push(format!(
+                "{} is not a loopback address and TLS is off: keys, session ids and payloads \
+                 cross the network in clear (set tls_cert/tls_key, or terminate TLS in front)",
+                g.listen
+            ));
+        }
+        if exposed && g.api_keys.is_empty() && g.caller_header.is_some() {
+            risks.push(
+                "stateless callers are named by caller_header, which any client can set: \
+                 without api_keys they can reach each other's processes"
+                    .to_owned(),
+            );
+        }
+        if g.audit_payloads {
+            risks.push(
+                "audit_payloads = true: the audit log records every request's params, \
+                 which may hold secrets"
+                    .to_owned(),
+            );
+        }
+        for server in &self.servers {
+            if server.session_mode == SessionMode::Shared {
+                risks.push(format!(
+                    "server `{}` is shared: every session uses one process, which sees \
+                     (and may mix up) what all of them send it",
+                    server.id
+                ));
+            }
+            if server.inherit_env {
+                risks.push(format!(
+                    "server `{}` inherits the gateway's whole environment (inherit_env = true)",
+                    server.id
+                ));
+            }
+        }
+        risks
+    }
+
     pub fn check_exposure(&self) -> Result<(), String> {
         let g = &self.gateway;
         if g.listen.ip().is_loopback() || !g.api_keys.is_empty() || g.allow_unauthenticated {
@@ -872,6 +939,13 @@ impl Config {
             dur(g.input_required_timeout),
         );
         gateway.insert("watch_config".into(), Value::Boolean(g.watch_config));
+        if let Some(path) = &g.audit_log {
+            gateway.insert(
+                "audit_log".into(),
+                Value::String(path.display().to_string()),
+            );
+        }
+        gateway.insert("audit_payloads".into(), Value::Boolean(g.audit_payloads));
         if let Some(tag) = &g.instance_tag {
             gateway.insert("instance_tag".into(), Value::String(tag.clone()));
         }
@@ -1138,6 +1212,26 @@ mod tests {
         assert_eq!(c.servers[0].scheduling, Scheduling::Batch);
         assert_eq!(c.servers[1].scheduling, Scheduling::Normal);
         assert!(parse("[servers.a]\ncommand = \"x\"\nscheduling = \"fifo\"\n").is_err());
+    }
+
+    #[test]
+    fn risks_name_exposure_without_keys_or_tls_and_shared_servers() {
+        let quiet = parse("[servers.a]\ncommand = \"x\"\n").unwrap();
+        assert!(quiet.risks().is_empty());
+        let risky = parse(
+            "[gateway]\nlisten = \"0.0.0.0:3000\"\nallow_unauthenticated = true\ncaller_header = \"x-c\"\n\
+             [servers.a]\ncommand = \"x\"\nsession_mode = \"shared\"\n",
+        )
+        .unwrap();
+        let risks = risky.risks().join("\n");
+        for part in [
+            "no api_keys",
+            "TLS is off",
+            "caller_header",
+            "`a` is shared",
+        ] {
+            assert!(risks.contains(part), "{part}: {risks}");
+        }
     }
 
     #[test]

@@ -359,3 +359,88 @@ async fn with_watch_config_a_changed_file_is_reloaded_and_gateway_changes_are_re
     assert_eq!(gw.backend_pid("t", &session).await, pid);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_has_a_line_per_request_with_caller_and_outcome_and_no_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let gw = Gateway::start(&format!(
+        "{FAST_GATEWAY}audit_log = {:?}\napi_keys = {{ alice = \"alice-key-0123456789\" }}\n{}",
+        audit.display().to_string(),
+        test_server("t", &[])
+    ))
+    .await;
+    let alice = [("authorization", "Bearer alice-key-0123456789")];
+    let init = gw.post("t", None, &initialize_body("1"), &alice).await;
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let call = |id: &str, tool: &str, args: Value| {
+        json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":args}})
+            .to_string()
+    };
+    let secret = "do-not-log-this-argument";
+    gw.post(
+        "t",
+        Some(&session),
+        &call("a", "echo", json!({"message": secret})),
+        &alice,
+    )
+    .await;
+    gw.post(
+        "t",
+        Some(&session),
+        &call("b", "no_such_tool", json!({})),
+        &alice,
+    )
+    .await;
+    let lines = || -> Vec<Value> {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    wait_until("two tools/call lines in the audit log", || {
+        lines()
+            .iter()
+            .filter(|l| l["method"] == "tools/call")
+            .count()
+            == 2
+    })
+    .await;
+    let calls: Vec<Value> = lines()
+        .into_iter()
+        .filter(|l| l["method"] == "tools/call")
+        .collect();
+    let echo = &calls[0];
+    assert_eq!(echo["caller"], "alice");
+    assert_eq!(echo["session"], session.as_str());
+    assert_eq!(echo["server"], "t");
+    assert_eq!(echo["tool"], "echo");
+    assert_eq!(echo["outcome"], "ok");
+    assert!(echo["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert!(echo["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(calls[1]["outcome"], "error", "{}", calls[1]);
+    assert!(calls[1]["error_code"].is_i64());
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(!text.contains(secret), "no payloads by default");
+    assert!(!text.contains("alice-key-0123456789"), "no keys, ever");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn risky_settings_are_warned_about_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&format!(
+        "{FAST_GATEWAY}audit_log = {:?}\naudit_payloads = true\n{}session_mode = \"shared\"\n",
+        dir.path().join("audit.jsonl").display().to_string(),
+        test_server("t", &[])
+    ))
+    .await;
+    gw.wait_for_log(&["risky setting", "audit_payloads"]).await;
+    gw.wait_for_log(&["risky setting", "server `t` is shared"])
+        .await;
+    gw.stop().await;
+}
