@@ -20,6 +20,13 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// The labels of a request's latency: built on every request without
+/// allocating (the server id is shared, the method label is static).
+type RequestLabels = (
+    [(&'static str, std::sync::Arc<str>); 1],
+    [(&'static str, &'static str); 1],
+);
+
 /// The methods that get a label of their own; any other method is `other`.
 const METHODS: [&str; 22] = [
     "initialize",
@@ -54,9 +61,12 @@ struct Metrics {
     exits: Family<Labels, Counter>,
     evictions: Family<Labels, Counter>,
     spawn_seconds: Family<Labels, Histogram>,
-    request_seconds: Family<Labels, Histogram>,
+    request_seconds: Family<RequestLabels, Histogram>,
     errors: Family<Labels, Counter>,
-    bytes: Family<Labels, Counter>,
+    /// `mcpgate_bytes_total{direction="in"}` and `{direction="out"}`, looked
+    /// up once.
+    bytes_in: Counter,
+    bytes_out: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -66,7 +76,19 @@ fn latency_histogram() -> Histogram {
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let mut registry = Registry::with_prefix("mcpgate");
+    let bytes: Family<Labels, Counter> = Family::default();
+    // One statement each: `get_or_create` holds the family's read lock until
+    // the statement ends, and a second one in the same statement would wait
+    // for the first (a deadlock).
+    let bytes_in = bytes
+        .get_or_create(&vec![("direction", "in".to_owned())])
+        .clone();
+    let bytes_out = bytes
+        .get_or_create(&vec![("direction", "out".to_owned())])
+        .clone();
     let m = Metrics {
+        bytes_in,
+        bytes_out,
         sessions: Family::default(),
         processes: Family::default(),
         spawns: Family::default(),
@@ -75,7 +97,6 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         spawn_seconds: Family::new_with_constructor(latency_histogram),
         request_seconds: Family::new_with_constructor(latency_histogram),
         errors: Family::default(),
-        bytes: Family::default(),
         registry: Registry::default(),
     };
     registry.register(
@@ -121,7 +142,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     registry.register(
         "bytes",
         "JSON-RPC bytes from clients (in) and to clients (out)",
-        m.bytes.clone(),
+        bytes,
     );
     Metrics { registry, ..m }
 });
@@ -131,12 +152,12 @@ fn server(server: &str) -> Labels {
 }
 
 /// The label of a JSON-RPC method: itself if the specification has it, else `other`.
-fn method_label(method: &str) -> String {
-    if METHODS.contains(&method) {
-        method.to_owned()
-    } else {
-        "other".to_owned()
-    }
+fn method_label(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
 }
 
 /// A backend process was started: `ok` when its handshake succeeded, after `took`.
@@ -169,10 +190,12 @@ pub fn evicted(server_id: &str, reason: &'static str) {
     METRICS.evictions.get_or_create(&labels).inc();
 }
 
-/// A backend answered a request of `method` after `took`.
-pub fn answered(server_id: &str, method: &str, took: Duration) {
-    let mut labels = server(server_id);
-    labels.push(("method", method_label(method)));
+/// A backend of `server_id` answered a request of `method` after `took`.
+pub fn answered(server_id: &std::sync::Arc<str>, method: &str, took: Duration) {
+    let labels = (
+        [("server", std::sync::Arc::clone(server_id))],
+        [("method", method_label(method))],
+    );
     METRICS
         .request_seconds
         .get_or_create(&labels)
@@ -189,18 +212,12 @@ pub fn error(kind: &str) {
 
 /// `n` bytes came from a client.
 pub fn bytes_in(n: usize) {
-    METRICS
-        .bytes
-        .get_or_create(&vec![("direction", "in".to_owned())])
-        .inc_by(n as u64);
+    METRICS.bytes_in.inc_by(n as u64);
 }
 
 /// `n` bytes went to a client.
 pub fn bytes_out(n: usize) {
-    METRICS
-        .bytes
-        .get_or_create(&vec![("direction", "out".to_owned())])
-        .inc_by(n as u64);
+    METRICS.bytes_out.inc_by(n as u64);
 }
 
 /// The Prometheus text exposition, with the gauges set from `sessions` and
@@ -225,6 +242,25 @@ pub fn render(sessions: &[(String, i64)], processes: &[(String, i64)]) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recording_and_rendering_work_from_first_use() {
+        bytes_in(3);
+        bytes_out(5);
+        answered(
+            &std::sync::Arc::from("s"),
+            "tools/call",
+            Duration::from_millis(2),
+        );
+        error("test");
+        let text = render(&[("s".to_owned(), 1)], &[("s".to_owned(), 2)]);
+        assert!(
+            text.contains("mcpgate_bytes_total{direction=\"in\"}"),
+            "{text}"
+        );
+        assert!(text.contains("mcpgate_processes{server=\"s\"} 2"), "{text}");
+        assert!(text.contains("method=\"tools/call\""), "{text}");
+    }
 
     #[test]
     fn client_chosen_methods_do_not_become_labels() {

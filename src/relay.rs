@@ -376,7 +376,7 @@ impl Relay {
             None => request_when_ready(conn, &session.id, message, peek, server).await,
         };
         crate::metrics::answered(
-            &server.id,
+            conn.server(),
             peek.method.as_deref().unwrap_or_default(),
             started.elapsed(),
         );

@@ -183,6 +183,11 @@ impl BackendConn {
         self.pid
     }
 
+    /// The id of the server this process belongs to.
+    pub fn server(&self) -> &Arc<str> {
+        &self.label.server
+    }
+
     /// How long ago the process was started.
     pub fn age(&self) -> Duration {
         self.started.elapsed()

@@ -132,7 +132,11 @@ impl Gateway {
             config_path,
             _dir: dir,
             log,
-            http: reqwest::Client::new(),
+            // No request may hang a test for ever (a wedged gateway fails it).
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(90))
+                .build()
+                .expect("HTTP client"),
         }
     }
 
