@@ -3,12 +3,16 @@
 #
 #   .testdeps/py-mcp1/   Python venv with the MCP Python SDK 1.x  (pip 'mcp==1.*')
 #   .testdeps/py-mcp2/   Python venv with the MCP Python SDK 2.x  (pip 'mcp==2.*')
+#   .testdeps/py-k8s/    Python venv with kubernetes-validate 1.x, which checks
+#                        deploy/kubernetes/ against the bundled Kubernetes schemas
 #   .testdeps/npm/       npm prefix with the reference MCP servers, the official
 #                        conformance suite (@modelcontextprotocol/conformance 0.1.x, run by
 #                        tests/conformance/run.sh) and a Node 22 binary (npm package
 #                        `node`, major 22; the host node may be older)
 #   groff                (Debian's groff-base, system-wide, only if missing: the man page
 #                        test renders the page)
+#   nginx                (Debian's nginx-light, system-wide, only if missing: the
+#                        scale-out tests put a real nginx in front of two gateways)
 #   .testdeps/npm-conformance-2026/
 #                        npm prefix with the conformance suite 0.2.0-alpha.12, exactly,
 #                        whose scenarios cover the 2026-07-28 revision (run with the
@@ -18,7 +22,7 @@
 # from; a component is reinstalled from scratch only when its stamp is missing or
 # differs, or its installed files fail a quick check. With everything present a
 # run takes well under a second. Needs PyPI, the npm registry and (only when groff
-# is missing) Debian's package archive.
+# or nginx is missing) Debian's package archive.
 #
 # Usage: scripts/install-test-deps.sh [--force]
 # Env:   MCPGATE_TESTDEPS  target dir (default: <repo>/.testdeps)
@@ -33,7 +37,7 @@ FORCE=0
 for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
-    -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-test-deps: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -41,6 +45,7 @@ done
 # ---- what gets installed (majors pinned; the conformance prerelease exactly) -
 PY_MCP1_SPEC='mcp==1.*'
 PY_MCP2_SPEC='mcp==2.*'
+PY_K8S_SPEC='kubernetes-validate==1.*'
 # The reference servers are versioned by date (YYYY.M.D), so their "major" is a year.
 NPM_DEPS=(
   '@modelcontextprotocol/server-everything=2026'
@@ -93,12 +98,14 @@ make_venv() {
   rm -f "$DEPS/venv.err"
 }
 
+# install_py NAME SPEC [DIST MODULE]: a venv at $DEPS/NAME holding SPEC, whose
+# distribution DIST (default mcp) is importable as MODULE (default mcp).
 install_py() {
-  local name="$1" spec="$2"
+  local name="$1" spec="$2" dist="${3:-mcp}" module="${4:-mcp}"
   local venv="$DEPS/$name" stamp="$DEPS/$name/.mcpgate-stamp"
   local want="spec=$spec python=$PY_ID"
   local state="cached" ver
-  local getver='import importlib.metadata as m; print(m.version("mcp"))'
+  local getver="import importlib.metadata as m; print(m.version('$dist'))"
   if ! stamp_ok "$stamp" "$want" || ! ver="$("$venv/bin/python" -c "$getver" 2>/dev/null)"; then
     state="installed"
     log "$name: installing '$spec' ..."
@@ -106,16 +113,19 @@ install_py() {
     make_venv "$venv"
     PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip install \
       --quiet --no-input --progress-bar off "$spec"
-    "$venv/bin/python" -c 'import mcp' || die "$name: 'import mcp' fails after install"
+    "$venv/bin/python" -c "import $module" || die "$name: 'import $module' fails after install"
     printf '%s' "$want" >"$stamp"
     ver="$("$venv/bin/python" -c "$getver")"
   fi
-  log "$name: mcp $ver ($state) -> $venv/bin/python"
-  SUMMARY+=("$name mcp $ver")
+  log "$name: $dist $ver ($state) -> $venv/bin/python"
+  SUMMARY+=("$name $dist $ver")
 }
 
 install_py py-mcp1 "$PY_MCP1_SPEC"
 install_py py-mcp2 "$PY_MCP2_SPEC"
+# The Kubernetes manifests' schema check (tests/cases/scale_out.rs): the schemas
+# of every Kubernetes release ship inside the package, so it runs offline.
+install_py py-k8s "$PY_K8S_SPEC" kubernetes-validate kubernetes_validate
 
 # ---- npm -------------------------------------------------------------------
 command -v npm >/dev/null 2>&1 || die "npm not found"
@@ -219,6 +229,33 @@ else
   command -v groff >/dev/null 2>&1 || die "groff: installed but not on PATH"
 fi
 SUMMARY+=("groff")
+
+# ---- nginx (Debian's nginx-light): the scale-out tests put it in front of two ---
+# gateways (tests/cases/scale_out.rs, deploy/nginx/mcpgate.conf). The tests start
+# their own nginx as the current user, with its config and temp files in a temp
+# dir; the package's own service is not used, so if installing started it (Debian
+# starts it unless policy-rc.d forbids, as in most containers) it is stopped again:
+# with systemd by systemctl, otherwise by the pid in the package's pid file.
+NGINX_BIN="$(command -v nginx 2>/dev/null || true)"
+[[ -n "$NGINX_BIN" || ! -x /usr/sbin/nginx ]] || NGINX_BIN=/usr/sbin/nginx
+if [[ -n "$NGINX_BIN" ]]; then
+  log "nginx: $("$NGINX_BIN" -v 2>&1 | head -n 1) at $NGINX_BIN (present)"
+else
+  log "nginx: installing Debian's nginx-light ..."
+  SUDO=""
+  [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq >&2 || die "nginx: apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nginx-light >&2 \
+    || die "nginx: apt-get install nginx-light failed"
+  [[ -x /usr/sbin/nginx ]] || die "nginx: installed but /usr/sbin/nginx is missing"
+  if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+    $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+  elif [[ -s /run/nginx.pid ]]; then
+    $SUDO /usr/sbin/nginx -s quit >/dev/null 2>&1 || true
+  fi
+  log "nginx: $(/usr/sbin/nginx -v 2>&1 | head -n 1) (installed)"
+fi
+SUMMARY+=("nginx")
 
 # ---- one-line summary on stdout --------------------------------------------
 summary="$(printf '%s, ' "${SUMMARY[@]}")"

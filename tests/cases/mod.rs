@@ -13,6 +13,7 @@ mod operations_cli;
 mod pool;
 mod process_tree;
 mod routed_http;
+mod scale_out;
 mod security;
 mod shared_mode;
 mod stateless;
