@@ -398,7 +398,8 @@ impl Relay {
         // The gateway sent `notifications/initialized` itself right after the
         // handshake (it must, on every relaunch), so the client's copy is dropped.
         if peek.method.as_deref() == Some("notifications/initialized")
-            || (peek.kind == jsonrpc::Kind::Response && self.take_asked_answer(message, peek))
+            || (peek.kind == jsonrpc::Kind::Response
+                && self.take_asked_answer(session, message, peek))
         {
             return;
         }

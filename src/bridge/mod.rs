@@ -139,7 +139,8 @@ pub struct Bridge {
     parked: Mutex<HashMap<String, Parked>>,
     /// Requests the gateway sent a session-era client on a modern backend's
     /// behalf (from its `InputRequiredResult`), by raw id, until answered.
-    asked: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Bytes>>>,
+    /// Keyed by (session id, raw request id): only the session asked may answer.
+    asked: Mutex<HashMap<(Arc<str>, String), tokio::sync::oneshot::Sender<Bytes>>>,
     next_asked: std::sync::atomic::AtomicU64,
 }
 

@@ -67,11 +67,17 @@ impl Relay {
     /// A session-era client's answer to a request the gateway asked it on a
     /// modern backend's behalf: handed to the waiting request, not forwarded.
     /// False for any other message.
-    pub(crate) fn take_asked_answer(&self, message: &[u8], peek: &jsonrpc::Peek<'_>) -> bool {
+    pub(crate) fn take_asked_answer(
+        &self,
+        session: &Arc<Session>,
+        message: &[u8],
+        peek: &jsonrpc::Peek<'_>,
+    ) -> bool {
         let Some(id) = peek.id.filter(|id| id.starts_with(ASKED_ID_PREFIX)) else {
             return false;
         };
-        if let Some(waiter) = lock(&self.bridge.asked).remove(id) {
+        let key = (Arc::clone(&session.id), id.to_owned());
+        if let Some(waiter) = lock(&self.bridge.asked).remove(&key) {
             let _ = waiter.send(Bytes::copy_from_slice(message));
         }
         true
@@ -126,11 +132,12 @@ impl Relay {
                     None => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{}}}"#, method.get()),
                 };
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                lock(&self.bridge.asked).insert(id.clone(), tx);
+                let asked = (Arc::clone(&session.id), id.clone());
+                lock(&self.bridge.asked).insert(asked.clone(), tx);
                 use crate::launcher::ServerMessageSink as _;
                 session.outbox.deliver(Bytes::from(ask), Kind::Request);
                 let reply = tokio::time::timeout(server.tool_timeout, rx).await;
-                lock(&self.bridge.asked).remove(&id);
+                lock(&self.bridge.asked).remove(&asked);
                 let Ok(Ok(reply)) = reply else {
                     return Err(crate::launcher::ConnFailure::Timeout(server.tool_timeout));
                 };

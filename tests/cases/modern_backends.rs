@@ -156,6 +156,16 @@ async fn a_modern_backends_input_request_reaches_a_session_era_client_as_a_reque
     let ask = stream.next().await.expect("a request before the answer");
     assert_eq!(ask["method"], "elicitation/create", "{ask}");
     assert_eq!(ask["params"]["message"], "Name?", "{ask}");
+    // Another session cannot answer it, even with the right id.
+    let intruder = gw.post("m", None, &init.to_string(), &[]).await;
+    let intruder = intruder.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let forged = json!({"jsonrpc": "2.0", "id": ask["id"],
+        "result": {"action": "accept", "content": {"name": "mallory"}}});
+    gw.post("m", Some(&intruder), &forged.to_string(), &[])
+        .await;
     let reply = json!({"jsonrpc": "2.0", "id": ask["id"],
         "result": {"action": "accept", "content": {"name": "octocat"}}});
     let accepted = gw.post("m", Some(&session), &reply.to_string(), &[]).await;
