@@ -125,6 +125,9 @@ pub enum Step {
 /// `initialize`), once opened; locked while opening.
 type CallerSlot = Arc<tokio::sync::Mutex<Option<(Arc<Session>, Bytes)>>>;
 
+/// A request the gateway asked a session's client: (session id, raw request id).
+type AskedKey = (Arc<str>, String);
+
 /// The bridge's state.
 pub struct Bridge {
     signer: Signer,
@@ -140,7 +143,7 @@ pub struct Bridge {
     /// Requests the gateway sent a session-era client on a modern backend's
     /// behalf (from its `InputRequiredResult`), by raw id, until answered.
     /// Keyed by (session id, raw request id): only the session asked may answer.
-    asked: Mutex<HashMap<(Arc<str>, String), tokio::sync::oneshot::Sender<Bytes>>>,
+    asked: Mutex<HashMap<AskedKey, tokio::sync::oneshot::Sender<Bytes>>>,
     next_asked: std::sync::atomic::AtomicU64,
 }
 
