@@ -108,6 +108,8 @@ pub enum Outcome {
     Refused(Bytes),
     /// `max_sessions` are open.
     Busy,
+    /// The caller already has `max_in_flight_per_session` requests in flight.
+    TooMany,
     /// The backend sent notifications for the request (progress, logs) before
     /// its answer: they come first, then the final message, on an event stream.
     Stream(Bytes, tokio::sync::mpsc::Receiver<Step>),
@@ -300,6 +302,9 @@ impl Relay {
             Ok(opened) => opened,
             Err(outcome) => return outcome,
         };
+        if session.in_flight() >= self.config.gateway.max_in_flight_per_session {
+            return Outcome::TooMany;
+        }
         // A routed process may have been relaunched since: its current handshake counts.
         let (init, modern_backend) = match server {
             None => (Some(init), false),

@@ -365,6 +365,17 @@ async fn stateless_post(
             crate::bridge::Outcome::Stream(first, steps) => {
                 stateless_stream(first, steps, app.relay.config.gateway.sse_keepalive)
             }
+            crate::bridge::Outcome::TooMany => {
+                let limit = app.relay.config.gateway.max_in_flight_per_session;
+                HttpError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    jsonrpc::SERVER_ERROR,
+                    format!(
+                        "Too Many Requests: this caller already has {limit} requests in flight (max_in_flight_per_session)"
+                    ),
+                )
+                .into_response()
+            }
             crate::bridge::Outcome::Busy => {
                 let mut busy = HttpError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -47,6 +47,17 @@ fn processes_by_server(app: &App) -> BTreeMap<String, usize> {
     counts
 }
 
+/// The same DNS-rebinding and cross-site protection as the MCP endpoints: a
+/// web page must not read server names or sessions through a browser.
+fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), HttpError> {
+    let gateway = &app.relay.config.gateway;
+    rules::check_origin_and_host(
+        headers,
+        gateway.listen.ip().is_loopback(),
+        &gateway.allowed_origins,
+    )
+}
+
 fn json(status: StatusCode, value: &Value) -> Response {
     let mut response = (status, value.to_string()).into_response();
     response.headers_mut().insert(
@@ -58,7 +69,10 @@ fn json(status: StatusCode, value: &Value) -> Response {
 
 /// `GET /readyz`: ready (200) once listening with the config loaded, with each
 /// server's state.
-pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+pub async fn readyz(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(e) = check_origin(&app, &headers) {
+        return e.into_response();
+    }
     let processes = processes_by_server(&app);
     let servers: serde_json::Map<String, Value> = processes
         .iter()
@@ -101,7 +115,10 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
 /// `GET /health`, in the shape gh-aw-mcpg users script against: `status`
 /// (`healthy`, or `degraded` when a server cannot start), and `servers` with
 /// each server's `status` (`running`, `idle` or `error`).
-pub async fn health(State(app): State<Arc<App>>) -> Response {
+pub async fn health(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(e) = check_origin(&app, &headers) {
+        return e.into_response();
+    }
     let mut degraded = false;
     let servers: serde_json::Map<String, Value> = processes_by_server(&app)
         .into_iter()
@@ -125,7 +142,10 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
 }
 
 /// `GET /metrics`: the Prometheus (OpenMetrics) text exposition.
-pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(e) = check_origin(&app, &headers) {
+        return e.into_response();
+    }
     let mut sessions: BTreeMap<String, i64> = BTreeMap::new();
     for session in app.relay.sessions.all() {
         *sessions
@@ -147,6 +167,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
 
 /// The admin API needs `admin_key`; without one configured it does not exist.
 fn check_admin(app: &App, headers: &HeaderMap) -> Result<(), HttpError> {
+    check_origin(app, headers)?;
     let Some(key) = &app.relay.config.gateway.admin_key else {
         return Err(HttpError::new(
             StatusCode::NOT_FOUND,

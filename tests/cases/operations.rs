@@ -444,3 +444,19 @@ async fn risky_settings_are_warned_about_at_start() {
         .await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_endpoints_refuse_foreign_origins_like_the_mcp_ones() {
+    let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
+    for path in ["/readyz", "/health", "/metrics", "/admin/sessions"] {
+        let response = gw
+            .http
+            .get(format!("{}{path}", gw.base))
+            .header("origin", "http://evil.example.com")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{path}");
+    }
+    gw.stop().await;
+}

@@ -734,3 +734,26 @@ async fn a_callers_process_goes_idle_once_its_listen_streams_are_closed() {
     .await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_over_max_in_flight_gets_429() {
+    let gw = Gateway::start(&format!(
+        "{FAST_GATEWAY}max_in_flight_per_session = 2\n{}",
+        test_server("t", &[])
+    ))
+    .await;
+    pid_of(&gw, call(1, "pid", json!({}))).await;
+    let slow = |id: u64| call(id, "sleep", json!({"ms": 3_000}));
+    let (first, second) = (slow(2), slow(3));
+    let (a, b, c) = tokio::join!(first.send(&gw), second.send(&gw), async {
+        wait_until("two calls in flight at the backend", || {
+            gw.log().iter().filter(|l| l.contains("sleeping ")).count() >= 2
+        })
+        .await;
+        call(4, "echo", json!({"message": "x"})).send(&gw).await
+    });
+    let (status, body) = c;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!((a.0, b.0), (200, 200));
+    gw.stop().await;
+}
