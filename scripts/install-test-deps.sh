@@ -216,16 +216,27 @@ CONF26_VER="$(pkg_version "$CONF26_PKG" "$CONF26_DIR")"
 log "npm: $CONF26_PKG $CONF26_VER ($conf26_state) -> $CONF26_DIR/node_modules/$CONF26_PKG/dist/index.js"
 SUMMARY+=("conformance-2026 $CONF26_VER")
 
+# ---- Debian packages, installed system-wide only when missing ---------------
+SUDO=""
+[[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
+APT_UPDATED=0
+# apt_install LABEL PACKAGE: installs PACKAGE from Debian's archive (the package
+# lists are fetched once per run).
+apt_install() {
+  if [[ $APT_UPDATED -eq 0 ]]; then
+    $SUDO apt-get update -qq >&2 || die "$1: apt-get update failed"
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$2" >&2 \
+    || die "$1: apt-get install $2 failed"
+}
+
 # ---- groff (Debian's groff-base): the man page test renders the page --------
 if command -v groff >/dev/null 2>&1; then
   log "groff: $(groff --version | head -n 1) (present)"
 else
   log "groff: installing Debian's groff-base ..."
-  SUDO=""
-  [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
-  $SUDO apt-get update -qq >&2 || die "groff: apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends groff-base >&2 \
-    || die "groff: apt-get install groff-base failed"
+  apt_install groff groff-base
   command -v groff >/dev/null 2>&1 || die "groff: installed but not on PATH"
 fi
 SUMMARY+=("groff")
@@ -242,11 +253,7 @@ if [[ -n "$NGINX_BIN" ]]; then
   log "nginx: $("$NGINX_BIN" -v 2>&1 | head -n 1) at $NGINX_BIN (present)"
 else
   log "nginx: installing Debian's nginx-light ..."
-  SUDO=""
-  [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
-  $SUDO apt-get update -qq >&2 || die "nginx: apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nginx-light >&2 \
-    || die "nginx: apt-get install nginx-light failed"
+  apt_install nginx nginx-light
   [[ -x /usr/sbin/nginx ]] || die "nginx: installed but /usr/sbin/nginx is missing"
   if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
     $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
