@@ -28,9 +28,6 @@ use crate::session::Session;
 /// How long the rest of an oversized body is read before the 413 is sent anyway.
 const DRAIN_OVERSIZED_BODY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// `Retry-After` of a 503 when `max_sessions` are open.
-const BUSY_RETRY_AFTER_SECS: &str = "5";
-
 /// The last protocol version with JSON-RPC batches.
 const BATCHES_UNTIL: &str = "2025-03-26";
 
@@ -296,20 +293,7 @@ async fn post_message(
                 reply
             }
             InitOutcome::Failed { response } => reply::json_body(StatusCode::OK, response),
-            InitOutcome::Busy => {
-                let mut busy = HttpError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    jsonrpc::SERVER_ERROR,
-                    "Service Unavailable: the gateway holds max_sessions sessions; retry later",
-                )
-                .with_id(peek.id)
-                .into_response();
-                busy.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from_static(BUSY_RETRY_AFTER_SECS),
-                );
-                busy
-            }
+            InitOutcome::Busy => busy().with_id(peek.id).into_response(),
         });
     }
 
@@ -318,14 +302,7 @@ async fn post_message(
         Kind::Request => {
             let limit = app.relay.config.gateway.max_in_flight_per_session;
             if session.in_flight() >= limit {
-                return Err(HttpError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    jsonrpc::SERVER_ERROR,
-                    format!(
-                        "Too Many Requests: this session already has {limit} requests in flight (max_in_flight_per_session)"
-                    ),
-                )
-                .with_id(peek.id));
+                return Err(too_many("session", limit).with_id(peek.id));
             }
             Ok(serve_request(app, session, answer_as, bytes.clone(), &peek).await)
         }
@@ -334,6 +311,26 @@ async fn post_message(
             Ok(reply::accepted())
         }
     }
+}
+
+/// 503: `max_sessions` are open (the response says when to retry).
+fn busy() -> HttpError {
+    HttpError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        jsonrpc::SERVER_ERROR,
+        "Service Unavailable: the gateway holds max_sessions sessions; retry later",
+    )
+}
+
+/// 429: this `who` (session or stateless caller) has `limit` requests in flight.
+fn too_many(who: &str, limit: usize) -> HttpError {
+    HttpError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        jsonrpc::SERVER_ERROR,
+        format!(
+            "Too Many Requests: this {who} already has {limit} requests in flight (max_in_flight_per_session)"
+        ),
+    )
 }
 
 /// A stateless (2026-07-28) POST, on either endpoint: checked here, served by
@@ -366,29 +363,10 @@ async fn stateless_post(
                 stateless_stream(first, steps, app.relay.config.gateway.sse_keepalive)
             }
             crate::bridge::Outcome::TooMany => {
-                let limit = app.relay.config.gateway.max_in_flight_per_session;
-                HttpError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    jsonrpc::SERVER_ERROR,
-                    format!(
-                        "Too Many Requests: this caller already has {limit} requests in flight (max_in_flight_per_session)"
-                    ),
-                )
-                .into_response()
+                too_many("caller", app.relay.config.gateway.max_in_flight_per_session)
+                    .into_response()
             }
-            crate::bridge::Outcome::Busy => {
-                let mut busy = HttpError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    jsonrpc::SERVER_ERROR,
-                    "Service Unavailable: the gateway holds max_sessions sessions; retry later",
-                )
-                .into_response();
-                busy.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from_static(BUSY_RETRY_AFTER_SECS),
-                );
-                busy
-            }
+            crate::bridge::Outcome::Busy => busy().into_response(),
         },
     )
 }
