@@ -133,6 +133,11 @@ pub(crate) struct Hub {
 static NEXT_BACKEND_LISTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Hub {
+    /// True once every listen stream of the hub has gone.
+    fn has_no_listener(&self) -> bool {
+        lock(&self.listeners).iter().all(|l| l.tx.is_closed())
+    }
+
     /// Hands one backend message to the listeners that asked for it.
     fn fan_out(&self, message: &[u8]) {
         let Ok(peek) = jsonrpc::peek(message) else {
@@ -270,7 +275,7 @@ impl Relay {
                         // process can go idle; a later listen makes a new hub.
                         // (Listeners join under the same lock, so none is lost.)
                         let mut hubs = lock(&hubs);
-                        if lock(&feeding.listeners).iter().all(|l| l.tx.is_closed()) {
+                        if feeding.has_no_listener() {
                             hubs.remove(&id);
                             return;
                         }
@@ -313,7 +318,7 @@ impl Relay {
                     _ = &mut answer => break false,
                     _ = &mut stop_rx => break false,
                     _ = tick.tick() => {
-                        if lock(&hub.listeners).iter().all(|l| l.tx.is_closed()) {
+                        if hub.has_no_listener() {
                             break true;
                         }
                     }
