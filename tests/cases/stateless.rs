@@ -84,6 +84,31 @@ impl Stateless {
         headers
     }
 
+    /// The POST of `body` with exactly `headers` (the harness's `post` would
+    /// add a session-era version) besides the content type and `Accept`.
+    fn post(
+        &self,
+        gw: &Gateway,
+        headers: &[(&'static str, String)],
+        body: String,
+    ) -> reqwest::RequestBuilder {
+        let mut request = gw
+            .http
+            .post(gw.url(self.server))
+            .header("content-type", "application/json")
+            .header("accept", ACCEPT_BOTH)
+            .body(body);
+        for (k, v) in headers {
+            request = request.header(*k, v);
+        }
+        request
+    }
+
+    /// The request with its own headers, not yet sent.
+    pub fn request(&self, gw: &Gateway) -> reqwest::RequestBuilder {
+        self.post(gw, &self.headers(), self.body())
+    }
+
     /// Sends it with its headers, changed by `adjust`; returns status and body.
     pub async fn send_with(
         &self,
@@ -92,17 +117,11 @@ impl Stateless {
     ) -> (u16, Value) {
         let (mut headers, mut body) = (self.headers(), self.body());
         adjust(&mut headers, &mut body);
-        // Exactly these headers (the harness's `post` would add a session-era version).
-        let mut request = gw
-            .http
-            .post(gw.url(self.server))
-            .header("content-type", "application/json")
-            .header("accept", ACCEPT_BOTH)
-            .body(body);
-        for (k, v) in &headers {
-            request = request.header(*k, v);
-        }
-        let response = request.send().await.expect("HTTP request");
+        let response = self
+            .post(gw, &headers, body)
+            .send()
+            .await
+            .expect("HTTP request");
         let status = response.status().as_u16();
         assert!(
             response.headers().get("mcp-session-id").is_none(),
@@ -491,18 +510,9 @@ async fn a_stateless_client_that_goes_away_cancels_its_call_at_the_backend() {
     let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
     // Open the caller's process first, so the slow call is the only one in flight.
     pid_of(&gw, call(1, "pid", json!({}))).await;
-    let sleep = call(7, "sleep", json!({"ms": 60_000}));
-    let (headers, body) = (sleep.headers(), sleep.body());
-    let mut request = gw
-        .http
-        .post(gw.url("t"))
-        .header("content-type", "application/json")
-        .header("accept", ACCEPT_BOTH)
-        .timeout(std::time::Duration::from_millis(500))
-        .body(body);
-    for (k, v) in &headers {
-        request = request.header(*k, v);
-    }
+    let request = call(7, "sleep", json!({"ms": 60_000}))
+        .request(&gw)
+        .timeout(std::time::Duration::from_millis(500));
     assert!(request.send().await.is_err(), "the client gives up");
     // The test server says `cancelled <id>` on stderr, which the gateway logs.
     gw.wait_for_log(&["mcpgate::backend", "cancelled "]).await;
@@ -577,18 +587,8 @@ async fn subscriptions_listen_streams_get_the_list_changes_they_asked_for_tagged
             "subscriptions/listen",
             json!({"notifications": notifications}),
         );
-        let (headers, body) = (listen.headers(), listen.body());
-        let gw = &gw;
+        let request = listen.request(&gw);
         async move {
-            let mut request = gw
-                .http
-                .post(gw.url("t"))
-                .header("content-type", "application/json")
-                .header("accept", ACCEPT_BOTH)
-                .body(body);
-            for (k, v) in &headers {
-                request = request.header(*k, v);
-            }
             let response = request.send().await.unwrap();
             assert_eq!(response.status(), 200);
             SseReader::from_response(response)
@@ -705,16 +705,7 @@ async fn a_callers_process_goes_idle_once_its_listen_streams_are_closed() {
         "subscriptions/listen",
         json!({"notifications": {"toolsListChanged": true}}),
     );
-    let mut request = gw
-        .http
-        .post(gw.url("t"))
-        .header("content-type", "application/json")
-        .header("accept", ACCEPT_BOTH)
-        .body(listen.body());
-    for (k, v) in &listen.headers() {
-        request = request.header(*k, v);
-    }
-    let mut stream = SseReader::from_response(request.send().await.unwrap());
+    let mut stream = SseReader::from_response(listen.request(&gw).send().await.unwrap());
     assert!(stream.next().await.is_some(), "the acknowledgment");
     // While the stream is open the process stays, well past the idle timeout.
     assert!(
