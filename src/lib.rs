@@ -38,6 +38,7 @@ pub mod jsonrpc;
 pub mod launcher;
 pub mod metrics;
 pub mod outbox;
+pub(crate) mod protocol;
 pub mod relay;
 pub mod reload;
 pub mod session;

@@ -27,32 +27,6 @@ type RequestLabels = (
     [(&'static str, &'static str); 1],
 );
 
-/// The methods that get a label of their own; any other method is `other`.
-const METHODS: [&str; 22] = [
-    "initialize",
-    "ping",
-    "server/discover",
-    "tools/list",
-    "tools/call",
-    "prompts/list",
-    "prompts/get",
-    "resources/list",
-    "resources/read",
-    "resources/templates/list",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "completion/complete",
-    "logging/setLevel",
-    "subscriptions/listen",
-    "sampling/createMessage",
-    "elicitation/create",
-    "roots/list",
-    "tasks/get",
-    "tasks/list",
-    "tasks/result",
-    "tasks/cancel",
-];
-
 struct Metrics {
     registry: Registry,
     sessions: Family<Labels, Gauge>,
@@ -153,7 +127,7 @@ fn server(server: &str) -> Labels {
 
 /// The label of a JSON-RPC method: itself if the specification has it, else `other`.
 fn method_label(method: &str) -> &'static str {
-    METHODS
+    crate::protocol::method::KNOWN
         .iter()
         .find(|m| **m == method)
         .copied()

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::jsonrpc::{self, Kind};
 use crate::launcher::ServerMessageSink;
+use crate::protocol::method;
 
 /// Notifications kept while no stream is open.
 const BACKLOG_MAX: usize = 256;
@@ -317,13 +318,13 @@ impl State {
         }
         let peek = jsonrpc::peek(message).ok()?;
         match peek.method.as_deref()? {
-            "notifications/progress" => {
+            method::PROGRESS => {
                 let (token, _) = jsonrpc::notification_progress_token(message, peek.params?)?;
                 self.requests
                     .iter()
                     .position(|r| r.progress_token.as_deref() == Some(token))
             }
-            "notifications/message" | "notifications/cancelled" => newest,
+            method::MESSAGE | method::CANCELLED => newest,
             _ => None,
         }
     }

@@ -19,13 +19,11 @@ use serde_json::json;
 use crate::config::{Config, ServerConfig, SessionMode};
 use crate::jsonrpc::{self, Peek};
 use crate::launcher::{
-    BackendConn, ConnFailure, Generation, LaunchError, PoolKey, ServerMessageSink, SessionPool,
+    BackendConn, ConnFailure, LaunchError, PoolKey, ServerMessageSink, SessionPool,
 };
+use crate::protocol::{Era, Version, meta, method};
 use crate::session::{Endpoint, Outbox, Session, SessionStore, mint_session_id, pool_key};
 use crate::shared::SharedRoute;
-
-/// The `protocolVersion` assumed when a backend's initialize result has none.
-const FALLBACK_PROTOCOL_VERSION: &str = "2025-03-26";
 
 /// The result of an `initialize`.
 pub enum InitOutcome {
@@ -207,7 +205,7 @@ impl Relay {
             },
         };
         // A 2026-07-28 backend answered `server/discover`; the client asked `initialize`.
-        let response = if launched.conn.generation() == Generation::Stateless {
+        let response = if launched.conn.era() == Era::Stateless {
             crate::bridge::initialize_from_discover(&response, peek)
         } else {
             response
@@ -218,7 +216,7 @@ impl Relay {
                 p.result
                     .and_then(|r| jsonrpc::string_member(r, "protocolVersion"))
             })
-            .unwrap_or_else(|| FALLBACK_PROTOCOL_VERSION.to_owned());
+            .unwrap_or_else(|| Version::ASSUMED.as_str().to_owned());
         let session = Arc::new(Session::new(
             id,
             Endpoint::Routed(Arc::clone(server)),
@@ -348,11 +346,11 @@ impl Relay {
     ) -> Result<Bytes, ConnFailure> {
         // A 2026-07-28 backend needs `_meta` on every request: a session-era
         // client's requests get the session's.
-        if conn.generation() == Generation::Stateless
+        if conn.era() == Era::Stateless
             && peek
                 .params
                 .and_then(|p| jsonrpc::member(p, "_meta"))
-                .is_none_or(|m| jsonrpc::member(m, crate::bridge::VERSION_META).is_none())
+                .is_none_or(|m| jsonrpc::member(m, meta::PROTOCOL_VERSION).is_none())
         {
             let meta = crate::launcher::handshake::modern_meta(&session.init_message);
             let with_meta = jsonrpc::with_meta_members(message, peek, &meta);
@@ -384,7 +382,7 @@ impl Relay {
             route.forget_progress_token(token);
         }
         match answer {
-            Ok(answer) if conn.generation() == Generation::Stateless => {
+            Ok(answer) if conn.era() == Era::Stateless => {
                 self.complete_input_required(session, server, conn, message, peek, answer)
                     .await
             }
@@ -397,7 +395,7 @@ impl Relay {
         let _in_flight = session.begin_request();
         // The gateway sent `notifications/initialized` itself right after the
         // handshake (it must, on every relaunch), so the client's copy is dropped.
-        if peek.method.as_deref() == Some("notifications/initialized")
+        if peek.method.as_deref() == Some(method::INITIALIZED)
             || (peek.kind == jsonrpc::Kind::Response
                 && self.take_asked_answer(session, message, peek))
         {
@@ -542,7 +540,7 @@ pub(crate) async fn forward_to(
     peek: &Peek<'_>,
 ) {
     let result = match (peek.method.as_deref(), peek.params) {
-        (Some("notifications/cancelled"), Some(params)) => {
+        (Some(method::CANCELLED), Some(params)) => {
             match jsonrpc::cancelled_request_id(message, params) {
                 Some((id, range)) => conn.forward_cancel(&session.id, message, id, range).await,
                 None => Ok(()),

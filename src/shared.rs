@@ -19,6 +19,7 @@ use bytes::Bytes;
 
 use crate::jsonrpc::{self, Kind};
 use crate::launcher::ServerMessageSink;
+use crate::protocol::method;
 use crate::session::Session;
 
 /// The sessions sharing one server's process, and what routes to which.
@@ -87,7 +88,7 @@ impl ServerMessageSink for SharedRoute {
         };
         let method = peek.method.as_deref().unwrap_or_default();
         match (kind, method) {
-            (Kind::Notification, "notifications/progress") => {
+            (Kind::Notification, method::PROGRESS) => {
                 let Some((token, range)) = peek
                     .params
                     .and_then(|p| jsonrpc::notification_progress_token(&message, p))
@@ -111,7 +112,7 @@ impl ServerMessageSink for SharedRoute {
                     }
                 }
             }
-            (Kind::Notification, "notifications/cancelled") => {
+            (Kind::Notification, method::CANCELLED) => {
                 let owner = peek
                     .params
                     .and_then(|p| jsonrpc::cancelled_request_id(&message, p))

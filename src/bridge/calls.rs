@@ -27,19 +27,13 @@ use super::{
 };
 use crate::jsonrpc::{self, Kind};
 use crate::outbox::StreamHandle;
+use crate::protocol::method;
 use crate::relay::{Relay, with_id};
 use crate::session::Session;
 
 /// How long the bridge waits for more input requests after one arrives, so
 /// that requests a backend sends together go to the client together.
 const INPUT_BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(25);
-
-/// Backend requests that become input requests, with the client capability each needs.
-const INPUT_METHODS: [(&str, &str); 3] = [
-    ("elicitation/create", "elicitation"),
-    ("sampling/createMessage", "sampling"),
-    ("roots/list", "roots"),
-];
 
 /// Log levels from the least to the most severe (RFC 5424, as MCP names them).
 const LOG_LEVELS: [&str; 8] = [
@@ -310,7 +304,7 @@ impl Relay {
                 // Progress and logs of this request, for a client that takes a
                 // stream (a JSON-only client cannot get them).
                 let wanted = !running.bridged
-                    || peek.method.as_deref() != Some("notifications/message")
+                    || peek.method.as_deref() != Some(method::MESSAGE)
                     || log_level_admits(call.log_level.as_deref(), peek.params);
                 if call.accepts_stream && wanted {
                     let _ = notes.send(Step::Note(event.message.clone())).await;
@@ -319,7 +313,7 @@ impl Relay {
             }
             let method = peek.method.as_deref().unwrap_or_default();
             let backend_id = peek.id.unwrap_or("null").to_owned();
-            let needs = INPUT_METHODS
+            let needs = crate::protocol::method::INPUT_REQUESTS
                 .iter()
                 .find(|(m, _)| *m == method)
                 .map(|(_, c)| *c);
@@ -383,7 +377,7 @@ impl Relay {
                         Some(serde_json::json!({ "requiredCapabilities": { cap: {} } })),
                     );
                 }
-                None if method == "ping" => {
+                None if method == method::PING => {
                     let pong = format!(r#"{{"jsonrpc":"2.0","id":{backend_id},"result":{{}}}}"#);
                     let peek = jsonrpc::peek(pong.as_bytes()).expect("built from valid JSON");
                     let session = Arc::clone(&running.session);

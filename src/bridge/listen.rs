@@ -23,11 +23,9 @@ use tokio::sync::mpsc;
 
 use super::{Outcome, StatelessCall, Step, lock};
 use crate::jsonrpc::{self, Kind};
+use crate::protocol::{meta, method};
 use crate::relay::Relay;
 use crate::session::Session;
-
-/// `_meta` key of the subscription a notification belongs to.
-const SUBSCRIPTION_META: &str = "io.modelcontextprotocol/subscriptionId";
 
 /// What a listen stream asked for (its `notifications` filter).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -99,10 +97,10 @@ impl Filter {
     /// True when a notification of `method` (with `params`) is one this filter asked for.
     fn wants(&self, method: &str, params: Option<&RawValue>) -> bool {
         match method {
-            "notifications/tools/list_changed" => self.tools,
-            "notifications/prompts/list_changed" => self.prompts,
-            "notifications/resources/list_changed" => self.resources,
-            "notifications/resources/updated" => params
+            method::TOOLS_LIST_CHANGED => self.tools,
+            method::PROMPTS_LIST_CHANGED => self.prompts,
+            method::RESOURCES_LIST_CHANGED => self.resources,
+            method::RESOURCES_UPDATED => params
                 .and_then(|p| jsonrpc::string_member(p, "uri"))
                 .is_some_and(|uri| self.uris.contains(&uri)),
             _ => false,
@@ -148,7 +146,7 @@ impl Hub {
         }
         let method = peek.method.as_deref().unwrap_or_default();
         // The backend's own subscription id (2026-07-28 backends) is replaced.
-        let untagged = jsonrpc::without_meta_members(message, &peek, SUBSCRIPTION_META);
+        let untagged = jsonrpc::without_meta_members(message, &peek, meta::SUBSCRIPTION_ID);
         let base: &[u8] = untagged.as_deref().unwrap_or(message);
         let Ok(base_peek) = jsonrpc::peek(base) else {
             return;
@@ -160,7 +158,7 @@ impl Hub {
             let tagged = jsonrpc::with_meta_members(
                 base,
                 &base_peek,
-                &format!(r#""{SUBSCRIPTION_META}":{}"#, listener.id),
+                &format!(r#""{}":{}"#, meta::SUBSCRIPTION_ID, listener.id),
             );
             match listener.tx.try_send(Step::Note(Bytes::from(tagged))) {
                 Ok(()) => true,
@@ -198,7 +196,9 @@ impl Relay {
             .and_then(|r| jsonrpc::member(r, "capabilities"));
         let honoured = Filter::parse(params).honoured_by(capabilities);
         let ack = format!(
-            r#"{{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{{"_meta":{{"{SUBSCRIPTION_META}":{}}},"notifications":{}}}}}"#,
+            r#"{{"jsonrpc":"2.0","method":"{}","params":{{"_meta":{{"{}":{}}},"notifications":{}}}}}"#,
+            method::SUBSCRIPTIONS_ACKNOWLEDGED,
+            meta::SUBSCRIPTION_ID,
             call.id,
             honoured.to_json()
         );

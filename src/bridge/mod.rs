@@ -41,40 +41,11 @@ use serde_json::value::RawValue;
 
 use crate::config::ServerConfig;
 use crate::jsonrpc;
-use crate::launcher::Generation;
+use crate::protocol::{Era, Version, meta, method};
 use crate::relay::{InitOutcome, Relay, with_id};
 use crate::session::Session;
 use calls::Parked;
 use request_state::{Binding, Signer};
-
-/// The stateless protocol versions the gateway serves.
-pub const MODERN_VERSIONS: [&str; 1] = ["2026-07-28"];
-/// `_meta` key of a stateless request's protocol version.
-pub const VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
-/// `_meta` key of a stateless request's client capabilities.
-pub const CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
-/// `_meta` key of the log level a stateless request asks for.
-pub const LOG_LEVEL_META: &str = "io.modelcontextprotocol/logLevel";
-/// `_meta` key of a stateless request's client info.
-pub const CLIENT_INFO_META: &str = "io.modelcontextprotocol/clientInfo";
-/// The prefix of the `_meta` keys of the 2026-07-28 request envelope.
-const ENVELOPE_PREFIX: &str = "io.modelcontextprotocol/";
-
-/// `_meta` key of the server info in a `server/discover` result.
-const SERVER_INFO_META: &str = "io.modelcontextprotocol/serverInfo";
-
-/// The session-era version the gateway's own `initialize` asks for.
-const BRIDGE_PROTOCOL_VERSION: &str = "2025-11-25";
-
-/// Results that carry caching hints (2026-07-28, caching).
-const CACHEABLE: [&str; 6] = [
-    "server/discover",
-    "tools/list",
-    "prompts/list",
-    "resources/list",
-    "resources/templates/list",
-    "resources/read",
-];
 
 /// A stateless request, as the HTTP layer checked it.
 #[derive(Debug, Clone)]
@@ -191,7 +162,8 @@ fn bridge_initialize(client_info: Option<&str>) -> Bytes {
         r#""}"#
     ));
     Bytes::from(format!(
-        r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{BRIDGE_PROTOCOL_VERSION}","capabilities":{{"elicitation":{{"form":{{}},"url":{{}}}},"sampling":{{}},"roots":{{}}}},"clientInfo":{info}}}}}"#
+        r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{}","capabilities":{{"elicitation":{{"form":{{}},"url":{{}}}},"sampling":{{}},"roots":{{}}}},"clientInfo":{info}}}}}"#,
+        Version::LATEST_SESSION.as_str()
     ))
 }
 
@@ -217,8 +189,8 @@ fn with_result_members(answer: &[u8], members: &str) -> Bytes {
 }
 
 /// The members a complete result of `method` gets.
-fn complete_members(method: &str) -> &'static str {
-    if CACHEABLE.contains(&method) {
+fn complete_members(method_name: &str) -> &'static str {
+    if method::CACHEABLE.contains(&method_name) {
         r#""resultType":"complete","ttlMs":0,"cacheScope":"private""#
     } else {
         r#""resultType":"complete""#
@@ -237,8 +209,8 @@ fn discover_from_initialize(init: Option<&[u8]>, call: &StatelessCall) -> Outcom
     let mut out = format!(
         r#"{{"jsonrpc":"2.0","id":{},"result":{{{},"supportedVersions":{},"capabilities":{}"#,
         call.id,
-        complete_members("server/discover"),
-        serde_json::to_string(&MODERN_VERSIONS).expect("strings serialise"),
+        complete_members(method::DISCOVER),
+        serde_json::to_string(&[Version::STATELESS.as_str()]).expect("strings serialise"),
         member("capabilities").unwrap_or("{}"),
     );
     if let Some(instructions) = member("instructions") {
@@ -246,7 +218,7 @@ fn discover_from_initialize(init: Option<&[u8]>, call: &StatelessCall) -> Outcom
         out.push_str(instructions);
     }
     if let Some(info) = member("serverInfo") {
-        out.push_str(&format!(r#","_meta":{{"{SERVER_INFO_META}":{info}}}"#));
+        out.push_str(&format!(r#","_meta":{{"{}":{info}}}"#, meta::SERVER_INFO));
     }
     out.push_str("}}");
     Outcome::Answer(Bytes::from(out))
@@ -309,10 +281,7 @@ impl Relay {
         let (init, modern_backend) = match server {
             None => (Some(init), false),
             Some(server) => match self.conn_for(&session, server).await {
-                Ok((conn, _)) => (
-                    conn.init_result(),
-                    conn.generation() == Generation::Stateless,
-                ),
+                Ok((conn, _)) => (conn.init_result(), conn.era() == Era::Stateless),
                 Err(error) => {
                     return Outcome::Answer(crate::relay::launch_error_response(
                         Some(&call.id),
@@ -322,7 +291,7 @@ impl Relay {
                 }
             },
         };
-        if call.method == "subscriptions/listen" {
+        if call.method == method::LISTEN {
             let params = jsonrpc::peek(&message).ok().and_then(|p| p.params);
             return self
                 .listen(&session, &call, params, init.as_deref(), modern_backend)
@@ -334,14 +303,14 @@ impl Relay {
             let running = self.start(&session, message, &call, false);
             return self.run(running, Binding::default(), call).await;
         }
-        if call.method == "server/discover" {
+        if call.method == method::DISCOVER {
             return discover_from_initialize(init.as_deref(), &call);
         }
         // A session-era backend gets the request without the 2026-07-28
         // envelope (some refuse it on a session-era connection); the rest of
         // `_meta` (a progress token, say) stays.
         let message = match jsonrpc::peek(&message) {
-            Ok(peek) => jsonrpc::without_meta_members(&message, &peek, ENVELOPE_PREFIX)
+            Ok(peek) => jsonrpc::without_meta_members(&message, &peek, meta::ENVELOPE_PREFIX)
                 .map_or(message.clone(), Bytes::from),
             Err(_) => message,
         };

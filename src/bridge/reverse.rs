@@ -13,9 +13,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::{SERVER_INFO_META, lock};
+use super::lock;
 use crate::config::ServerConfig;
 use crate::jsonrpc::{self, Kind};
+use crate::protocol::{Version, meta};
 use crate::relay::{Relay, with_id};
 use crate::session::Session;
 
@@ -39,13 +40,10 @@ pub(crate) fn initialize_from_discover(discover: &[u8], initialize: &jsonrpc::Pe
     let asked = initialize
         .params
         .and_then(|p| jsonrpc::string_member(p, "protocolVersion"));
-    let sessions = crate::http::SUPPORTED_VERSIONS;
-    let version = asked
-        .filter(|v| sessions.contains(&v.as_str()))
-        .unwrap_or_else(|| sessions[sessions.len() - 1].to_owned());
+    let version = Version::answer_to_session_client(asked.as_deref()).as_str();
     let server_info = member("_meta")
         .and_then(|m| serde_json::from_str::<HashMap<String, Box<RawValue>>>(m).ok())
-        .and_then(|mut m| m.remove(SERVER_INFO_META))
+        .and_then(|mut m| m.remove(meta::SERVER_INFO))
         .map_or_else(
             || r#"{"name":"unknown","version":"unknown"}"#.to_owned(),
             |info| info.get().to_owned(),

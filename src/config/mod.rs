@@ -149,7 +149,7 @@ pub struct ServerConfig {
     /// The Linux scheduling policy the backend's process tree runs under.
     pub scheduling: Scheduling,
     /// Which protocol generation the backend speaks, or how to find out.
-    pub era: BackendEra,
+    pub era: EraSetting,
     /// Tool allow-list (globs; `*` matches any run of characters). Other tools
     /// are hidden from lists and refused, on both endpoints.
     pub tools: Vec<String>,
@@ -199,27 +199,32 @@ impl SessionMode {
     }
 }
 
-/// The protocol generation of a server's backend processes.
+/// The `era` key: which of the protocol's eras ([`crate::protocol::Era`]) a
+/// server's backend processes speak, or `auto` to find out for each process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum BackendEra {
-    /// Session era (`initialize`), the default: what nearly every stdio server speaks.
+pub enum EraSetting {
+    /// `legacy`: the session era (`initialize`), the default: what nearly
+    /// every stdio server speaks.
     #[default]
-    Legacy,
-    /// 2026-07-28 (`server/discover`, `_meta` on every request).
-    Modern,
+    #[serde(rename = "legacy")]
+    Session,
+    /// `modern`: 2026-07-28 (`server/discover`, `_meta` on every request).
+    #[serde(rename = "modern")]
+    Stateless,
     /// Each new process is asked `server/discover` first; any answer but a
     /// discover result naming a 2026 version, or silence for a short while,
     /// means the session era, and `initialize` follows on the same process.
     Auto,
 }
 
-impl BackendEra {
+impl EraSetting {
+    /// The value as the config file writes it.
     pub fn as_str(self) -> &'static str {
         match self {
-            BackendEra::Legacy => "legacy",
-            BackendEra::Modern => "modern",
-            BackendEra::Auto => "auto",
+            EraSetting::Session => "legacy",
+            EraSetting::Stateless => "modern",
+            EraSetting::Auto => "auto",
         }
     }
 }
@@ -388,7 +393,7 @@ struct RawServer {
     #[serde(default)]
     scheduling: Scheduling,
     #[serde(default)]
-    era: BackendEra,
+    era: EraSetting,
     tools: Option<Vec<String>>,
     working_directory: Option<Spanned<String>>,
     startup_timeout: Option<ConfigDuration>,
@@ -1240,10 +1245,10 @@ mod tests {
             "[servers.a]\ncommand = \"x\"\n[servers.b]\ncommand = \"x\"\nera = \"auto\"\n[servers.c]\ncommand = \"x\"\nera = \"modern\"\n",
         )
         .unwrap();
-        let eras: Vec<BackendEra> = c.servers.iter().map(|s| s.era).collect();
+        let eras: Vec<EraSetting> = c.servers.iter().map(|s| s.era).collect();
         assert_eq!(
             eras,
-            [BackendEra::Legacy, BackendEra::Auto, BackendEra::Modern]
+            [EraSetting::Session, EraSetting::Auto, EraSetting::Stateless]
         );
         assert!(parse("[servers.a]\ncommand = \"x\"\nera = \"2026\"\n").is_err());
     }

@@ -22,17 +22,12 @@ use super::rules::{self, AnswerAs};
 use super::stateless::{self, Era};
 use crate::config::ServerConfig;
 use crate::jsonrpc::{self, Kind};
+use crate::protocol::{Version, method};
 use crate::relay::InitOutcome;
 use crate::session::Session;
 
 /// How long the rest of an oversized body is read before the 413 is sent anyway.
 const DRAIN_OVERSIZED_BODY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The last protocol version with JSON-RPC batches.
-const BATCHES_UNTIL: &str = "2025-03-26";
-
-/// First protocol version whose streams start with a priming event.
-const PRIMING_SINCE: &str = "2025-11-25";
 
 /// Which endpoint a request came to.
 #[derive(Clone, Copy)]
@@ -263,7 +258,7 @@ async fn post_message(
     let peek = jsonrpc::peek_client(&bytes)
         .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
 
-    if peek.kind == Kind::Request && peek.method.as_deref() == Some("initialize") {
+    if peek.kind == Kind::Request && peek.method.as_deref() == Some(method::INITIALIZE) {
         if session_id.is_some() {
             return Err(HttpError::new(
                 StatusCode::BAD_REQUEST,
@@ -437,7 +432,7 @@ fn single_answer(answer_as: AnswerAs, session: &Session, message: Bytes) -> Resp
 
 /// True when the session's streams start with a priming event (2025-11-25 on).
 fn primes(session: &Session) -> bool {
-    session.protocol_version.as_str() >= PRIMING_SINCE
+    Version::FIRST_WITH_PRIMING.is_at_most(&session.protocol_version)
 }
 
 /// Serves one request. Its answer is JSON when the client accepts JSON and the
@@ -564,12 +559,13 @@ async fn serve_batch(
     answer_as: AnswerAs,
     bytes: &[u8],
 ) -> Result<Response, HttpError> {
-    if session.protocol_version.as_str() > BATCHES_UNTIL {
+    if session.protocol_version.as_str() > Version::LAST_WITH_BATCHES.as_str() {
         return Err(HttpError::new(
             StatusCode::BAD_REQUEST,
             jsonrpc::INVALID_REQUEST,
             format!(
-                "Invalid Request: JSON-RPC batches were removed after {BATCHES_UNTIL}; this session speaks {}",
+                "Invalid Request: JSON-RPC batches were removed after {}; this session speaks {}",
+                Version::LAST_WITH_BATCHES.as_str(),
                 session.protocol_version
             ),
         ));
@@ -605,7 +601,7 @@ async fn serve_batch(
                 &e.to_string(),
                 None,
             )),
-            Ok(peek) if peek.method.as_deref() == Some("initialize") => {
+            Ok(peek) if peek.method.as_deref() == Some(method::INITIALIZE) => {
                 Some(jsonrpc::error_response(
                     peek.id,
                     jsonrpc::INVALID_REQUEST,

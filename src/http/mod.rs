@@ -20,8 +20,6 @@ use axum::routing::get;
 
 use crate::relay::Relay;
 
-pub use rules::SUPPORTED_VERSIONS;
-
 /// What every handler can reach.
 pub struct App {
     pub relay: Arc<Relay>,

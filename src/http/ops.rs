@@ -19,6 +19,7 @@ use super::reply::HttpError;
 use super::rules;
 use crate::jsonrpc;
 use crate::launcher::stats::ServerRecord;
+use crate::protocol::Era;
 
 /// What a server's processes are doing, in a word.
 fn state_of(record: &ServerRecord, processes: usize) -> &'static str {
@@ -206,14 +207,14 @@ pub async fn admin_sessions(State(app): State<Arc<App>>, headers: HeaderMap) -> 
                 })
                 .collect();
             let era = if app.relay.is_stateless_caller(&session.id) {
-                "stateless"
+                Era::Stateless
             } else {
-                "session"
+                Era::Session
             };
             json!({
                 "id": &*session.id,
                 "endpoint": session.endpoint_name(),
-                "era": era,
+                "era": era.as_str(),
                 "caller": session.caller.as_deref(),
                 "protocol_version": session.protocol_version,
                 "age_s": session.age().as_secs(),

@@ -8,10 +8,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 
 use super::reply::{HttpError, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
 use crate::jsonrpc;
+use crate::protocol::{Era, Version};
 use crate::session::is_plausible_session_id;
-
-/// Session-era protocol versions the gateway serves.
-pub const SUPPORTED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
 /// How the client wants a request answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +106,8 @@ pub fn protocol_version(headers: &HeaderMap) -> Result<Option<&'static str>, Htt
         return Ok(None);
     };
     let version = value.to_str().unwrap_or("").trim();
-    if let Some(known) = SUPPORTED_VERSIONS.iter().find(|v| **v == version) {
-        Ok(Some(known))
+    if let Some(known) = Version::parse(version).filter(|v| v.era() == Era::Session) {
+        Ok(Some(known.as_str()))
     } else {
         Err(HttpError::new(
             StatusCode::BAD_REQUEST,
@@ -117,7 +115,10 @@ pub fn protocol_version(headers: &HeaderMap) -> Result<Option<&'static str>, Htt
             format!(
                 "Bad Request: unsupported MCP-Protocol-Version `{}` (supported: {})",
                 String::from_utf8_lossy(value.as_bytes()),
-                SUPPORTED_VERSIONS.join(", ")
+                Version::of_era(Era::Session)
+                    .map(Version::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ))
     }

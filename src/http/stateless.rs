@@ -16,11 +16,10 @@ use base64::Engine as _;
 use serde_json::value::RawValue;
 
 use super::reply::{HttpError, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
-use crate::bridge::{
-    CAPABILITIES_META, CLIENT_INFO_META, LOG_LEVEL_META, MODERN_VERSIONS, StatelessCall,
-    VERSION_META,
-};
+use crate::bridge::StatelessCall;
 use crate::jsonrpc::{self, Kind, Peek};
+pub(crate) use crate::protocol::Era;
+use crate::protocol::{Version, meta, method};
 
 /// `Mcp-Method`: the JSON-RPC method, mirrored for intermediaries.
 const METHOD_HEADER: &str = "mcp-method";
@@ -29,44 +28,12 @@ const NAME_HEADER: &str = "mcp-name";
 
 use jsonrpc::{HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION as UNSUPPORTED_VERSION};
 
-/// The methods the gateway serves to stateless clients.
-const METHODS: [&str; 10] = [
-    "server/discover",
-    "tools/list",
-    "tools/call",
-    "prompts/list",
-    "prompts/get",
-    "resources/list",
-    "resources/read",
-    "resources/templates/list",
-    "completion/complete",
-    "subscriptions/listen",
-];
-
-/// Which protocol generation a request speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Era {
-    /// 2025-03-26 to 2025-11-25: `initialize` and `Mcp-Session-Id`.
-    Session,
-    /// 2026-07-28 on: every request stands alone.
-    Stateless,
-}
-
-/// True for a protocol version of the stateless era: a date after the last
-/// session-era revision (versions are `YYYY-MM-DD`, so they sort as text).
-pub fn is_stateless_version(version: &str) -> bool {
-    version.len() == 10
-        && version.as_bytes()[4] == b'-'
-        && version.bytes().all(|b| b.is_ascii_digit() || b == b'-')
-        && version > "2025-11-25"
-}
-
 /// The era of a request with these headers (GET, DELETE).
 pub fn era_of_headers(headers: &HeaderMap) -> Era {
     let header_version = headers
         .get(PROTOCOL_VERSION_HEADER)
         .and_then(|v| v.to_str().ok());
-    if header_version.is_some_and(is_stateless_version) {
+    if header_version.is_some_and(|v| Era::of_version(v) == Era::Stateless) {
         Era::Stateless
     } else {
         Era::Session
@@ -86,8 +53,9 @@ pub fn era_of_post(headers: &HeaderMap, body: &[u8]) -> Era {
     match jsonrpc::peek_client(body) {
         Ok(peek)
             if peek.kind == Kind::Request
-                && peek.method.as_deref() != Some("initialize")
-                && meta(&peek).is_some_and(|m| jsonrpc::member(m, VERSION_META).is_some()) =>
+                && peek.method.as_deref() != Some(method::INITIALIZE)
+                && envelope(&peek)
+                    .is_some_and(|m| jsonrpc::member(m, meta::PROTOCOL_VERSION).is_some()) =>
         {
             Era::Stateless
         }
@@ -95,7 +63,7 @@ pub fn era_of_post(headers: &HeaderMap, body: &[u8]) -> Era {
     }
 }
 
-fn meta<'a>(peek: &Peek<'a>) -> Option<&'a RawValue> {
+fn envelope<'a>(peek: &Peek<'a>) -> Option<&'a RawValue> {
     jsonrpc::member(peek.params?, "_meta")
 }
 
@@ -162,10 +130,10 @@ pub fn check(
         )
         .with_id(id)
     };
-    let meta = meta(&peek);
-    let body_version = meta
-        .and_then(|m| jsonrpc::string_member(m, VERSION_META))
-        .ok_or_else(|| missing_meta(VERSION_META))?;
+    let envelope = envelope(&peek);
+    let body_version = envelope
+        .and_then(|m| jsonrpc::string_member(m, meta::PROTOCOL_VERSION))
+        .ok_or_else(|| missing_meta(meta::PROTOCOL_VERSION))?;
     let header_version = match header(headers, PROTOCOL_VERSION_HEADER) {
         None => {
             return Err(mismatch(
@@ -189,7 +157,10 @@ pub fn check(
             ),
         ));
     }
-    if !MODERN_VERSIONS.contains(&body_version.as_str()) {
+    let stateless_versions: Vec<&str> = Version::of_era(Era::Stateless)
+        .map(Version::as_str)
+        .collect();
+    if !stateless_versions.contains(&body_version.as_str()) {
         return Err(HttpError::new(
             StatusCode::BAD_REQUEST,
             UNSUPPORTED_VERSION,
@@ -198,14 +169,14 @@ pub fn check(
         .with_id(id)
         .with_data(serde_json::json!({
             // What `server/discover` says too (clients check that they agree).
-            "supported": MODERN_VERSIONS,
+            "supported": stateless_versions,
             "requested": body_version,
         })));
     }
-    let capabilities = meta
-        .and_then(|m| jsonrpc::member(m, CAPABILITIES_META))
+    let capabilities = envelope
+        .and_then(|m| jsonrpc::member(m, meta::CLIENT_CAPABILITIES))
         .filter(|c| c.get().starts_with('{'))
-        .ok_or_else(|| missing_meta(CAPABILITIES_META))?;
+        .ok_or_else(|| missing_meta(meta::CLIENT_CAPABILITIES))?;
     match header(headers, METHOD_HEADER) {
         None => return Err(mismatch(id, "the Mcp-Method header is required".into())),
         Some(Ok(value)) if value == method => {}
@@ -219,7 +190,7 @@ pub fn check(
             ));
         }
     }
-    if !METHODS.contains(&method.as_str()) {
+    if !crate::protocol::method::SERVED_STATELESS.contains(&method.as_str()) {
         return Err(HttpError::new(
             StatusCode::NOT_FOUND,
             jsonrpc::METHOD_NOT_FOUND,
@@ -268,8 +239,8 @@ pub fn check(
     let input_responses = params
         .and_then(|p| jsonrpc::member(p, "inputResponses"))
         .map(|r| r.get().to_owned());
-    let client_info = meta
-        .and_then(|m| jsonrpc::member(m, CLIENT_INFO_META))
+    let client_info = envelope
+        .and_then(|m| jsonrpc::member(m, meta::CLIENT_INFO))
         .map(|c| c.get().to_owned());
     let named_caller = caller_header
         .and_then(|name| headers.get(name))
@@ -286,7 +257,7 @@ pub fn check(
         input_responses,
         named_caller,
         accepts_stream,
-        log_level: meta.and_then(|m| jsonrpc::string_member(m, LOG_LEVEL_META)),
+        log_level: envelope.and_then(|m| jsonrpc::string_member(m, meta::LOG_LEVEL)),
     };
     Ok(Some(call))
 }
@@ -331,9 +302,9 @@ mod tests {
         assert_eq!(era_of_post(&HeaderMap::new(), init), Era::Session);
         let plain = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
         assert_eq!(era_of_post(&HeaderMap::new(), plain), Era::Session);
-        assert!(!is_stateless_version("2025-11-25"));
-        assert!(is_stateless_version("2027-01-01"));
-        assert!(!is_stateless_version("banana-pie"));
+        assert_eq!(Era::of_version("2025-11-25"), Era::Session);
+        assert_eq!(Era::of_version("2027-01-01"), Era::Stateless);
+        assert_eq!(Era::of_version("banana-pie"), Era::Session);
     }
 
     fn check_err(h: &HeaderMap, body: &str) -> (StatusCode, i32, String) {

@@ -23,6 +23,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::process::{self, StopOutcome};
 use crate::jsonrpc::{self, Kind};
+use crate::protocol::Era;
 
 /// How many stderr lines a connection keeps for error messages.
 const STDERR_TAIL_LINES: usize = 20;
@@ -119,18 +120,10 @@ pub struct BackendConn {
     /// Failures in a row that close the connection.
     max_errors: u32,
     init_result: std::sync::OnceLock<Bytes>,
-    /// The protocol generation the handshake settled on.
-    generation: std::sync::OnceLock<Generation>,
+    /// The era the handshake settled on: the session era after `initialize`;
+    /// stateless (every request needs `_meta`) after `server/discover`.
+    era: std::sync::OnceLock<Era>,
     started: std::time::Instant,
-}
-
-/// The protocol generation a backend process speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Generation {
-    /// Session era: it was started with `initialize`.
-    Session,
-    /// 2026-07-28: it answered `server/discover`; every request needs `_meta`.
-    Stateless,
 }
 
 impl BackendConn {
@@ -167,7 +160,7 @@ impl BackendConn {
             consecutive_errors: AtomicU32::new(0),
             max_errors,
             init_result: std::sync::OnceLock::new(),
-            generation: std::sync::OnceLock::new(),
+            era: std::sync::OnceLock::new(),
             started: std::time::Instant::now(),
         });
         let reader = tokio::spawn(Arc::clone(&conn).read_stdout(
@@ -204,19 +197,16 @@ impl BackendConn {
     }
 
     /// Records the backend's answer to the handshake (once), and the
-    /// generation it speaks: its `initialize` or `server/discover` answer.
-    pub fn set_init_result(&self, answer: Bytes, generation: Generation) {
+    /// era it speaks: its `initialize` or `server/discover` answer.
+    pub(crate) fn set_init_result(&self, answer: Bytes, era: Era) {
         let _ = self.init_result.set(answer);
-        let _ = self.generation.set(generation);
+        let _ = self.era.set(era);
     }
 
-    /// The protocol generation of the process (the session era until the
-    /// handshake says otherwise).
-    pub fn generation(&self) -> Generation {
-        self.generation
-            .get()
-            .copied()
-            .unwrap_or(Generation::Session)
+    /// The protocol era of the process (the session era until the handshake
+    /// says otherwise).
+    pub(crate) fn era(&self) -> Era {
+        self.era.get().copied().unwrap_or(Era::Session)
     }
 
     /// True once the connection can serve no more requests.

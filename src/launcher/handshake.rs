@@ -14,18 +14,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::conn::{BackendConn, ConnFailure, Generation};
-use crate::config::BackendEra;
+use super::conn::{BackendConn, ConnFailure};
+use crate::config::EraSetting;
 use crate::jsonrpc;
+use crate::protocol::{Era, Version, meta};
 
 /// The `notifications/initialized` the gateway sends after every `initialize`.
 const INITIALIZED: &[u8] = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
 
 /// How long `era = "auto"` waits for an answer to its `server/discover` probe.
 pub const DISCOVER_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The 2026-07-28 version the gateway speaks to modern backends.
-pub const MODERN_VERSION: &str = "2026-07-28";
 
 /// Why a handshake failed.
 pub enum Failed {
@@ -46,14 +44,16 @@ pub fn modern_meta(init_message: &[u8]) -> String {
             .map(|v| v.get().to_owned())
     };
     let capabilities = member("capabilities").unwrap_or_else(|| "{}".to_owned());
-    let mut meta = format!(
-        r#""io.modelcontextprotocol/protocolVersion":"{MODERN_VERSION}","io.modelcontextprotocol/clientCapabilities":{capabilities}"#
+    let mut members = format!(
+        r#""{}":"{}","{}":{capabilities}"#,
+        meta::PROTOCOL_VERSION,
+        Version::STATELESS.as_str(),
+        meta::CLIENT_CAPABILITIES,
     );
     if let Some(info) = member("clientInfo") {
-        meta.push_str(r#","io.modelcontextprotocol/clientInfo":"#);
-        meta.push_str(&info);
+        members.push_str(&format!(r#","{}":{info}"#, meta::CLIENT_INFO));
     }
-    meta
+    members
 }
 
 fn discover_request(init_message: &[u8]) -> Vec<u8> {
@@ -78,21 +78,21 @@ fn is_modern_discover(answer: &[u8]) -> bool {
         .and_then(|p| p.result)
         .and_then(|r| jsonrpc::member(r, "supportedVersions"))
         .and_then(|v| serde_json::from_str::<Vec<String>>(v.get()).ok())
-        .is_some_and(|versions| versions.iter().any(|v| v == MODERN_VERSION))
+        .is_some_and(|versions| versions.iter().any(|v| v == Version::STATELESS.as_str()))
 }
 
 /// Runs the handshake of `era` on `conn`; returns the backend's answer (to
-/// `initialize` or `server/discover`) and the generation it speaks.
-pub async fn run(
+/// `initialize` or `server/discover`) and the era it speaks.
+pub(crate) async fn run(
     conn: &BackendConn,
     owner: &std::sync::Arc<str>,
-    era: BackendEra,
+    era: EraSetting,
     init_message: &[u8],
     timeout: Duration,
-) -> Result<(Bytes, Generation), Failed> {
-    if era != BackendEra::Legacy {
+) -> Result<(Bytes, Era), Failed> {
+    if era != EraSetting::Session {
         let discover = discover_request(init_message);
-        let wait = if era == BackendEra::Auto {
+        let wait = if era == EraSetting::Auto {
             DISCOVER_PROBE_TIMEOUT.min(timeout)
         } else {
             timeout
@@ -102,10 +102,12 @@ pub async fn run(
             .await
         {
             Ok(answer) if is_modern_discover(&answer.bytes) => {
-                return Ok((answer.bytes, Generation::Stateless));
+                return Ok((answer.bytes, Era::Stateless));
             }
-            Ok(answer) if era == BackendEra::Modern => return Err(Failed::Refused(answer.bytes)),
-            Err(failure) if era == BackendEra::Modern => return Err(Failed::Transport(failure)),
+            Ok(answer) if era == EraSetting::Stateless => {
+                return Err(Failed::Refused(answer.bytes));
+            }
+            Err(failure) if era == EraSetting::Stateless => return Err(Failed::Transport(failure)),
             // auto: a refusal, another answer, or silence all mean the session
             // era; a process that is gone means nothing at all.
             Err(failure) if !matches!(failure, ConnFailure::Timeout(_)) => {
@@ -126,7 +128,7 @@ pub async fn run(
         return Err(Failed::Refused(answer));
     }
     conn.send(INITIALIZED).await.map_err(Failed::Transport)?;
-    Ok((answer, Generation::Session))
+    Ok((answer, Era::Session))
 }
 
 #[cfg(test)]

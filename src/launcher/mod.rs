@@ -11,6 +11,6 @@ mod process;
 pub mod stats;
 pub mod supervisor;
 
-pub use conn::{Answer, BackendConn, ConnFailure, ConnLabel, Generation, ServerMessageSink};
+pub use conn::{Answer, BackendConn, ConnFailure, ConnLabel, ServerMessageSink};
 pub use pool::{LaunchError, Launched, PoolKey, SessionPool};
 pub use process::{StopOutcome, tree_rss_kib};

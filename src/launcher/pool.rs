@@ -315,10 +315,10 @@ impl SessionPool {
         )
         .await;
         let answer = match handshake {
-            Ok((answer, generation)) => {
-                tracing::debug!(server = %key.server, session = %key.session, ?generation,
+            Ok((answer, era)) => {
+                tracing::debug!(server = %key.server, session = %key.session, ?era,
                     "backend handshake done");
-                conn.set_init_result(answer.clone(), generation);
+                conn.set_init_result(answer.clone(), era);
                 answer
             }
             Err(Failed::Transport(ConnFailure::Timeout(after))) => {

@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 
 use super::names;
 use crate::jsonrpc;
+use crate::protocol::method;
 
 /// The four list methods the unified endpoint merges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,20 +27,20 @@ pub enum ListKind {
 impl ListKind {
     pub fn from_method(method: &str) -> Option<ListKind> {
         Some(match method {
-            "tools/list" => ListKind::Tools,
-            "prompts/list" => ListKind::Prompts,
-            "resources/list" => ListKind::Resources,
-            "resources/templates/list" => ListKind::ResourceTemplates,
+            method::TOOLS_LIST => ListKind::Tools,
+            method::PROMPTS_LIST => ListKind::Prompts,
+            method::RESOURCES_LIST => ListKind::Resources,
+            method::RESOURCE_TEMPLATES_LIST => ListKind::ResourceTemplates,
             _ => return None,
         })
     }
 
     pub fn method(self) -> &'static str {
         match self {
-            ListKind::Tools => "tools/list",
-            ListKind::Prompts => "prompts/list",
-            ListKind::Resources => "resources/list",
-            ListKind::ResourceTemplates => "resources/templates/list",
+            ListKind::Tools => method::TOOLS_LIST,
+            ListKind::Prompts => method::PROMPTS_LIST,
+            ListKind::Resources => method::RESOURCES_LIST,
+            ListKind::ResourceTemplates => method::RESOURCE_TEMPLATES_LIST,
         }
     }
 

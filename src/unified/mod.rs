@@ -22,9 +22,9 @@ use serde_json::{Map, Value, json};
 
 use self::lists::{ListKind, Rewrite};
 use crate::config::ServerConfig;
-use crate::http::SUPPORTED_VERSIONS;
 use crate::jsonrpc::{self, Kind, Peek};
 use crate::launcher::ServerMessageSink;
+use crate::protocol::method;
 use crate::relay::{InitOutcome, Relay, failure_response, forward_to, launch_error_response};
 use crate::session::{Endpoint, Outbox, Session, mint_session_id, pool_key};
 
@@ -131,7 +131,7 @@ impl ServerMessageSink for UnifiedSink {
                 }
                 delivered
             }
-            (Kind::Notification, Some("notifications/cancelled")) => {
+            (Kind::Notification, Some(method::CANCELLED)) => {
                 let Some((id, range)) = peek
                     .params
                     .and_then(|p| jsonrpc::cancelled_request_id(&message, p))
@@ -152,7 +152,7 @@ impl ServerMessageSink for UnifiedSink {
                     None => false,
                 }
             }
-            (_, Some("notifications/resources/list_changed")) => {
+            (_, Some(method::RESOURCES_LIST_CHANGED)) => {
                 // The URI map is rebuilt from the next lists the client reads.
                 let mut routes = state.routes();
                 routes.uris.retain(|_, server| *server != self.server);
@@ -264,10 +264,8 @@ impl Relay {
         let requested = peek
             .params
             .and_then(|p| jsonrpc::string_member(p, "protocolVersion"));
-        let version = match requested {
-            Some(v) if SUPPORTED_VERSIONS.contains(&v.as_str()) => v,
-            _ => SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1].to_owned(),
-        };
+        let version =
+            crate::protocol::Version::answer_to_session_client(requested.as_deref()).as_str();
         let Some(mut pending) = self.admit(vec![]) else {
             tracing::warn!("max_sessions reached; unified initialize refused");
             return InitOutcome::Busy;
@@ -278,12 +276,11 @@ impl Relay {
             caller,
             self.config.gateway.session_idle_timeout,
             message,
-            version.clone(),
+            version.to_owned(),
             Arc::new(Outbox::new(self.config.gateway.sse_replay_events)),
         ));
-        let unknown: Vec<&Arc<ServerConfig>> = self
-            .config
-            .servers
+        let servers = self.servers();
+        let unknown: Vec<&Arc<ServerConfig>> = servers
             .iter()
             .filter(|s| self.backend_info.get(&s.id).is_none())
             .collect();
@@ -307,9 +304,7 @@ impl Relay {
                 .iter()
                 .filter_map(|s| self.backend_info.capabilities(&s.id)),
         );
-        let instructions: Vec<String> = self
-            .config
-            .servers
+        let instructions: Vec<String> = servers
             .iter()
             .filter_map(|s| {
                 let answer = self.backend_info.get(&s.id)?;
@@ -346,7 +341,7 @@ impl Relay {
         peek: &Peek<'_>,
     ) -> Bytes {
         let method = peek.method.as_deref().unwrap_or_default();
-        if method == "ping" {
+        if method == method::PING {
             return result_response(peek.id, "{}");
         }
         if let Some(kind) = ListKind::from_method(method) {
@@ -356,14 +351,20 @@ impl Relay {
             return invalid_params(peek.id, &format!("`{method}` needs params"));
         };
         match method {
-            "tools/call" | "prompts/get" => {
+            method::TOOLS_CALL | method::PROMPTS_GET => {
                 let Some(raw_name) = jsonrpc::member(params, "name") else {
                     return invalid_params(peek.id, "params.name is missing");
                 };
-                self.call_by_name(session, message, peek, raw_name, method == "tools/call")
-                    .await
+                self.call_by_name(
+                    session,
+                    message,
+                    peek,
+                    raw_name,
+                    method == method::TOOLS_CALL,
+                )
+                .await
             }
-            "completion/complete" => {
+            method::COMPLETE => {
                 let Some(reference) = jsonrpc::member(params, "ref") else {
                     return invalid_params(peek.id, "params.ref is missing");
                 };
@@ -376,13 +377,13 @@ impl Relay {
                     invalid_params(peek.id, "params.ref has neither name nor uri")
                 }
             }
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                match jsonrpc::string_member(params, "uri") {
-                    Some(uri) => self.call_by_uri(session, message, peek, &uri).await,
-                    None => invalid_params(peek.id, "params.uri is missing"),
-                }
-            }
-            "logging/setLevel" => {
+            method::RESOURCES_READ
+            | method::RESOURCES_SUBSCRIBE
+            | method::RESOURCES_UNSUBSCRIBE => match jsonrpc::string_member(params, "uri") {
+                Some(uri) => self.call_by_uri(session, message, peek, &uri).await,
+                None => invalid_params(peek.id, "params.uri is missing"),
+            },
+            method::SET_LOG_LEVEL => {
                 let targets = self.servers_offering("logging", false);
                 let sends = targets
                     .iter()
@@ -682,7 +683,7 @@ impl Relay {
                     self.forward_to_live(session, &server, &restored).await;
                 }
             }
-            (_, Some("notifications/cancelled")) => {
+            (_, Some(method::CANCELLED)) => {
                 let server_id = peek
                     .params
                     .and_then(|p| jsonrpc::cancelled_request_id(message, p))

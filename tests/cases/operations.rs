@@ -323,6 +323,42 @@ async fn sighup_reloads_servers_added_removed_and_changed_while_other_sessions_k
     gw.stop().await;
 }
 
+/// Regression: the unified endpoint once read the server list loaded at start,
+/// so after a reload removed `gone`, a new `/mcp` session still started it, and
+/// that process outlived the session's DELETE (until the gateway stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reload_removes_a_server_a_unified_session_neither_starts_nor_leaves_its_process() {
+    let gw = Gateway::start(&format!(
+        "{FAST_GATEWAY}{}{}",
+        test_server("stay", &[]),
+        test_server("gone", &[])
+    ))
+    .await;
+    std::fs::write(
+        &gw.config_path,
+        format!("{FAST_GATEWAY}{}", test_server("stay", &[])),
+    )
+    .unwrap();
+    gw.signal(libc::SIGHUP);
+    gw.wait_for_log(&["configuration reloaded"]).await;
+
+    let session = gw.open_session("").await;
+    let tools = tool_names(&gw, "", &session).await;
+    assert!(!tools.is_empty(), "the remaining server serves");
+    assert!(
+        tools.iter().all(|t| t.starts_with("stay")),
+        "only the server in force is listed: {tools:?}"
+    );
+    assert!(!gw.leftovers().is_empty(), "the session's backend runs");
+    assert_eq!(gw.delete("", &session).await, 200);
+    // Every process this test caused belonged to that one session: all gone.
+    wait_until("the unified session's every process is stopped", || {
+        gw.leftovers().is_empty()
+    })
+    .await;
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_watch_config_a_changed_file_is_reloaded_and_gateway_changes_are_refused() {
     let gw = Gateway::start(&format!(
