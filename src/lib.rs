@@ -4,54 +4,72 @@
 //! that only speak stdio, with one backend process per client session.
 //!
 //! ## Layout
-//! - [`cli`]: command-line flags.
-//! - [`config`]: TOML schema, `${VAR}` expansion, validation into a checked [`config::Config`].
-//! - [`http`]: the only module that knows HTTP: router, Streamable HTTP rules, SSE, shutdown.
-//! - [`jsonrpc`]: peeks at raw messages (kind, method, id) and splices ids without re-serialising.
-//! - [`relay`]: what a client message does (create a session, forward, answer, end).
-//! - [`session`]: client sessions, their ids, idle tracking.
-//! - [`outbox`]: which client stream carries a backend's own messages; event ids and resumption.
-//! - [`shared`]: shared mode: routing one shared backend's messages among its sessions.
-//! - [`launcher`]: the only module that starts processes: the `(server, session)` pool,
-//!   process trees, and the JSON-RPC connection over a child's pipes.
-//! - [`unified`]: the `/mcp` endpoint: merged lists, prefixed names, routing by name and URI.
-//!   The only module (with `unified::lists`) that rewrites message contents.
-//! - [`systemd`]: `READY=1`, `STOPPING=1` and watchdog pings to systemd (`NOTIFY_SOCKET`).
-//! - [`telemetry`]: logging setup.
+//! From the top of the stack to the bottom (docs/ARCHITECTURE.md has the
+//! layers as a table, and the `tidy` test holds the imports to it):
+//! - [`http`]: the only module that knows HTTP: router, Streamable HTTP rules,
+//!   SSE, the operator's endpoints, TLS, graceful shutdown.
+//! - `bridge`: stateless (2026-07-28) callers on both endpoints: their hidden
+//!   sessions, calls, multi round-trip requests and `subscriptions/listen`.
+//! - `routed`: the `/mcp/<serverID>` endpoint: one backend per session.
+//! - `unified`: the `/mcp` endpoint: merged lists, prefixed names, routing by
+//!   name and URI.
+//! - `reload`: a reloaded config's servers put in force.
+//! - `core`: sessions, the pool, the live server table, admission, ending
+//!   sessions, and sending a session's messages to a backend.
+//! - `session`, `shared`, [`outbox`]: client sessions and their ids; routing a
+//!   shared backend's messages among its sessions; which client stream
+//!   carries a backend's own messages.
+//! - [`launcher`]: the only module that starts processes: the `(server,
+//!   session)` pool, process trees, the JSON-RPC connection over a child's pipes.
+//! - `catalog`: list results and names: pages rewritten, names prefixed,
+//!   allow-lists, URI templates.
+//! - [`config`], [`cli`], `metrics`, `audit`, `systemd`, [`telemetry`]: the
+//!   TOML schema and its checks, flags, Prometheus families, the audit log,
+//!   `sd_notify`, logging setup.
+//! - [`jsonrpc`], `protocol`: peeking at raw messages and splicing them
+//!   without re-serialising; MCP's versions, eras, methods and `_meta` keys.
 //!
 //! ## Invariants
 //! - Only `launcher` spawns or signals processes; every backend runs in its own
 //!   process group, and every way a connection ends stops the whole group.
 //! - Only `http` knows HTTP statuses and headers.
 //! - Forwarded messages are never re-serialised: only ids are spliced into the bytes.
+//! - No module imports one above it, and no two modules import each other.
+//!
+//! Public modules are the ones the binary (`main.rs`) and the fuzz targets use.
 
 #![deny(unsafe_code)]
-#![warn(rust_2018_idioms, missing_debug_implementations)]
-#![allow(missing_debug_implementations)]
 
-pub mod audit;
-pub mod bridge;
+pub(crate) mod audit;
+pub(crate) mod bridge;
+pub(crate) mod catalog;
 pub mod cli;
 pub mod config;
-pub mod http;
+pub(crate) mod core;
+pub(crate) mod http;
 pub mod jsonrpc;
 pub mod launcher;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod outbox;
 pub(crate) mod protocol;
-pub mod relay;
-pub mod reload;
-pub mod session;
-pub mod shared;
-pub mod systemd;
+pub(crate) mod reload;
+pub(crate) mod routed;
+pub(crate) mod session;
+pub(crate) mod shared;
+pub(crate) mod systemd;
 pub mod telemetry;
-pub mod unified;
+#[cfg(test)]
+mod tidy;
+pub(crate) mod unified;
 
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::bridge::Bridge;
 use crate::config::Config;
-use crate::relay::Relay;
+use crate::core::Core;
+use crate::routed::Routed;
+use crate::unified::Unified;
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -129,34 +147,67 @@ pub async fn run(
         config.servers.len()
     );
 
-    let relay = Arc::new(Relay::new(Arc::new(config), audit));
-    let sweeper = tokio::spawn(Arc::clone(&relay).sweep_idle_forever());
-    let reloader = reloads.map(|reloads| tokio::spawn(reload_forever(Arc::clone(&relay), reloads)));
+    let (source, watch) = (config.source.clone(), config.gateway.watch_config);
+    let core = Arc::new(Core::new(config.gateway, config.servers, audit));
+    let routed = Arc::new(Routed::new(Arc::clone(&core)));
+    let unified = Arc::new(Unified::new(Arc::clone(&core)));
+    let bridge = Arc::new(Bridge::new(
+        Arc::clone(&core),
+        Arc::clone(&routed),
+        Arc::clone(&unified),
+    ));
+    let sweeper = tokio::spawn(sweep_forever(Arc::clone(&core), Arc::clone(&bridge)));
+    let reloader = reloads
+        .map(|reloads| tokio::spawn(reload_forever(Arc::clone(&core), source, watch, reloads)));
+    let app = Arc::new(http::App {
+        core: Arc::clone(&core),
+        routed,
+        unified,
+        bridge,
+    });
     notifier.ready(&status);
     let stopping = Arc::clone(&notifier);
     let shutdown = async move {
         shutdown.await;
         stopping.stopping("shutting down: finishing in-flight requests");
     };
-    let served = http::serve(listener, tls, Arc::clone(&relay), shutdown).await;
+    let served = http::serve(listener, tls, app, shutdown).await;
     sweeper.abort();
     if let Some(reloader) = reloader {
         reloader.abort();
     }
     tracing::info!("stopping every backend");
     notifier.status("shutting down: stopping every backend");
-    relay.shutdown().await;
+    core.shutdown().await;
     tracing::info!("stopped");
     served.map_err(RunError::Serve)
 }
 
-/// Reloads the configuration whenever asked (or, with `watch_config`, when
-/// the file changes), until the task is dropped. A file that does not load,
+/// Every `cleanup_interval`, until the task is dropped: ends idle sessions,
+/// and drops stateless calls whose client did not come back with its input.
+async fn sweep_forever(core: Arc<Core>, bridge: Arc<Bridge>) {
+    let mut tick = tokio::time::interval(core.gateway().cleanup_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let ended = core.end_idle_sessions().await;
+        if ended > 0 {
+            tracing::info!(ended, "idle sessions ended");
+        }
+        bridge.drop_expired_parked_calls();
+    }
+}
+
+/// Reloads the configuration whenever asked (or, with `watch`, when the file
+/// `source` changes), until the task is dropped. A file that does not load,
 /// or changes `[gateway]`, is refused with a log line; the running
 /// configuration stays.
-async fn reload_forever(relay: Arc<Relay>, mut reloads: Reloads) {
-    let source = relay.config.source.clone();
-    let watch = relay.config.gateway.watch_config;
+async fn reload_forever(
+    core: Arc<Core>,
+    source: std::path::PathBuf,
+    watch: bool,
+    mut reloads: Reloads,
+) {
     let modified = || std::fs::metadata(&source).and_then(|m| m.modified()).ok();
     let mut seen = modified();
     let mut tick = tokio::time::interval(WATCH_EVERY);
@@ -183,10 +234,10 @@ async fn reload_forever(relay: Arc<Relay>, mut reloads: Reloads) {
                 continue;
             }
         };
-        match relay.reload(new).await {
-            Ok(done) => tracing::info!(added = ?done.added, removed = ?done.removed,
-                changed = ?done.changed, sessions_ended = done.sessions_ended,
-                "configuration reloaded"),
+        match reload::apply(&core, new).await {
+            Ok(done) => tracing::info!(added = ?done.changes.added,
+                removed = ?done.changes.removed, changed = ?done.changes.changed,
+                sessions_ended = done.sessions_ended, "configuration reloaded"),
             Err(refused) => {
                 tracing::error!("reload refused, the running configuration stays: {refused}");
             }

@@ -11,83 +11,55 @@
 //! so that what runs is always one whole, valid file. It never reads the file
 //! itself (the caller loads and validates it) and never speaks HTTP.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-
-use crate::config::{Config, ServerConfig};
-use crate::relay::Relay;
+use crate::config::Config;
+use crate::core::{Changes, Core, changes};
 
 /// What a reload did.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Reloaded {
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    pub changed: Vec<String>,
+pub(crate) struct Reloaded {
+    pub(crate) changes: Changes,
     /// Sessions ended because their server was removed.
-    pub sessions_ended: usize,
+    pub(crate) sessions_ended: usize,
 }
 
 /// Why a reload was refused (the old configuration stays).
 #[derive(Debug, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     #[error(
         "[gateway] settings differ from the running ones; they take effect only at a restart (nothing was reloaded)"
     )]
     GatewayChanged,
 }
 
-impl Relay {
-    /// Puts `new`'s servers in force (see the module documentation).
-    pub async fn reload(&self, new: Config) -> Result<Reloaded, Refused> {
-        if new.gateway != self.config.gateway {
-            return Err(Refused::GatewayChanged);
-        }
-        let old = self.servers();
-        let ids = |servers: &[Arc<ServerConfig>]| -> HashSet<String> {
-            servers.iter().map(|s| s.id.clone()).collect()
-        };
-        let (old_ids, new_ids) = (ids(&old), ids(&new.servers));
-        let mut report = Reloaded {
-            added: new
-                .servers
-                .iter()
-                .filter(|s| !old_ids.contains(&s.id))
-                .map(|s| s.id.clone())
-                .collect(),
-            removed: old
-                .iter()
-                .filter(|s| !new_ids.contains(&s.id))
-                .map(|s| s.id.clone())
-                .collect(),
-            changed: new
-                .servers
-                .iter()
-                .filter(|s| old.iter().any(|o| o.id == s.id && **o != ***s))
-                .map(|s| s.id.clone())
-                .collect(),
-            sessions_ended: 0,
-        };
-        self.set_servers(new.servers.clone());
-        for session in self.sessions.all() {
-            match session.server() {
-                Some(server) if report.removed.contains(&server.id) => {
-                    if self
-                        .end_session(&session.id, "server removed by a reload")
-                        .await
-                    {
-                        report.sessions_ended += 1;
-                    }
+/// Puts `new`'s servers in force (see the module documentation).
+pub(crate) async fn apply(core: &Core, new: Config) -> Result<Reloaded, Refused> {
+    if new.gateway != *core.gateway() {
+        return Err(Refused::GatewayChanged);
+    }
+    let old = core.replace_servers(new.servers.clone());
+    let mut report = Reloaded {
+        changes: changes(&old, &new.servers),
+        sessions_ended: 0,
+    };
+    let removed = &report.changes.removed;
+    for session in core.sessions() {
+        match session.server() {
+            Some(server) if removed.contains(&server.id) => {
+                if core
+                    .end_session(&session.id, "server removed by a reload")
+                    .await
+                {
+                    report.sessions_ended += 1;
                 }
-                Some(_) => {}
-                None => {
-                    for removed in old.iter().filter(|s| report.removed.contains(&s.id)) {
-                        self.pool
-                            .evict(&session.key_for(removed), "server removed by a reload")
-                            .await;
-                    }
+            }
+            Some(_) => {}
+            None => {
+                for server in old.iter().filter(|s| removed.contains(&s.id)) {
+                    core.stop_conn(&session, server, "server removed by a reload")
+                        .await;
                 }
             }
         }
-        Ok(report)
     }
+    Ok(report)
 }

@@ -3,20 +3,24 @@
 //!
 //! Owns minting `Mcp-Session-Id` values (128 random bits), the table of live
 //! sessions, each session's `initialize` message (replayed to a fresh backend
-//! process), its negotiated protocol version, its last activity, and its
-//! outbox (see `outbox`). It never starts or stops processes (it asks the pool) and never
-//! formats HTTP.
+//! process), its negotiated protocol version, its last activity, its outbox
+//! (see `outbox`), and the record of the pool keys it holds (so that ending
+//! it stops exactly those). It never starts or stops processes (the core asks
+//! the pool) and never formats HTTP. It knows no endpoint's internals: the
+//! unified endpoint keeps its per-session state behind [`EndpointState`].
 
+use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::config::{ServerConfig, SessionMode};
-use crate::launcher::PoolKey;
+use crate::launcher::{PoolKey, ServerMessageSink};
 pub use crate::outbox::Outbox;
+use crate::protocol::Era;
 
 /// The pool key a session of `server` uses: its own id, or the one key that
 /// every session of a shared server uses.
@@ -32,6 +36,11 @@ pub fn pool_key(server: &ServerConfig, session: &Arc<str>) -> PoolKey {
 
 /// The session part of a shared server's pool key (never a minted id: those are hex).
 pub const SHARED_POOL_KEY: &str = "*shared*";
+
+/// True for the key of a shared server's one process.
+pub fn is_shared_key(key: &PoolKey) -> bool {
+    &*key.session == SHARED_POOL_KEY
+}
 
 /// Makes a new session id: 128 bits from the OS's secure random source, as 32
 /// hex digits, after `<instance_tag>.` when the gateway has an instance tag (so
@@ -52,12 +61,35 @@ pub fn is_plausible_session_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 256 && id.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
+/// What an endpoint that serves many backends keeps with each of its
+/// sessions (the unified endpoint: which server serves which URI, which
+/// backend request is which), and where each backend's own messages go.
+pub trait EndpointState: Send + Sync + 'static {
+    /// Where `server`'s messages to `session` go.
+    fn sink(
+        self: Arc<Self>,
+        session: &Arc<Session>,
+        server: &ServerConfig,
+    ) -> Arc<dyn ServerMessageSink>;
+
+    /// The state as its concrete type, for the endpoint that made it.
+    fn as_any(&self) -> &dyn Any;
+}
+
 /// Which endpoint a session belongs to.
 pub enum Endpoint {
     /// `/mcp/<serverID>`: one backend.
     Routed(Arc<ServerConfig>),
     /// `/mcp`: every backend, with the unified endpoint's own state.
-    Unified(crate::unified::UnifiedState),
+    Unified(Arc<dyn EndpointState>),
+}
+
+/// The pool keys a session holds, and whether it has ended (after which it
+/// takes no more).
+#[derive(Default)]
+struct Held {
+    keys: Vec<PoolKey>,
+    ended: bool,
 }
 
 /// One client session.
@@ -75,6 +107,11 @@ pub struct Session {
     pub outbox: Arc<Outbox>,
     /// A routed session's pool key, made once (it is needed on every request).
     routed_key: Option<PoolKey>,
+    /// The pool keys this session has asked the pool for: ending the session
+    /// stops exactly these.
+    held: Mutex<Held>,
+    /// Opened by the gateway for a stateless (2026-07-28) caller, not by a client.
+    stateless_caller: AtomicBool,
     created: Instant,
     /// Milliseconds after `created` of the last client request.
     last_activity_ms: AtomicU64,
@@ -98,6 +135,8 @@ impl Session {
         };
         Session {
             routed_key,
+            held: Mutex::default(),
+            stateless_caller: AtomicBool::new(false),
             id,
             endpoint,
             caller,
@@ -120,11 +159,47 @@ impl Session {
         }
     }
 
-    /// The unified endpoint's state of a unified session.
-    pub fn unified(&self) -> Option<&crate::unified::UnifiedState> {
+    /// The state the session's endpoint keeps with it, if it is of type `T`.
+    pub fn endpoint_state<T: 'static>(&self) -> Option<&T> {
         match &self.endpoint {
-            Endpoint::Unified(state) => Some(state),
+            Endpoint::Unified(state) => state.as_any().downcast_ref(),
             Endpoint::Routed(_) => None,
+        }
+    }
+
+    /// Records that the session holds `key`. False once the session has
+    /// ended: it must not start anything more.
+    pub fn hold(&self, key: &PoolKey) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.ended {
+            return false;
+        }
+        if !held.keys.contains(key) {
+            held.keys.push(key.clone());
+        }
+        true
+    }
+
+    /// Marks the session ended and returns the keys it held (once; later
+    /// calls return none).
+    pub fn end(&self) -> Vec<PoolKey> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.ended = true;
+        std::mem::take(&mut held.keys)
+    }
+
+    /// Marks the session as a stateless caller's, opened by the gateway.
+    pub fn mark_stateless_caller(&self) {
+        self.stateless_caller.store(true, Ordering::Relaxed);
+    }
+
+    /// The era of the client behind the session: stateless for a session the
+    /// gateway opened for a 2026-07-28 caller.
+    pub fn client_era(&self) -> Era {
+        if self.stateless_caller.load(Ordering::Relaxed) {
+            Era::Stateless
+        } else {
+            Era::Session
         }
     }
 

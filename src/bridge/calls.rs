@@ -22,13 +22,13 @@ use serde_json::value::RawValue;
 
 use super::request_state::Binding;
 use super::{
-    Outcome, StatelessCall, Step, complete_members, final_outcome, lock, random_hex, refused,
+    Bridge, StatelessCall, complete_members, final_outcome, lock, random_hex, refused,
     with_result_members,
 };
+use crate::core::{Outcome, Step, with_id};
 use crate::jsonrpc::{self, Kind};
 use crate::outbox::StreamHandle;
 use crate::protocol::method;
-use crate::relay::{Relay, with_id};
 use crate::session::Session;
 
 /// How long the bridge waits for more input requests after one arrives, so
@@ -63,7 +63,7 @@ type Answering = Pin<Box<dyn Future<Output = Bytes> + Send>>;
 
 /// A call in flight at a backend, on its way to an answer.
 pub(super) struct Running {
-    relay: Arc<Relay>,
+    bridge: Arc<Bridge>,
     session: Arc<Session>,
     /// The id the backend's answer will carry (the first request's).
     client_id: String,
@@ -94,14 +94,14 @@ impl Drop for Running {
         let (Some(handle), Some(answer)) = (self.handle.take(), self.answer.take()) else {
             return;
         };
-        let (relay, session) = (Arc::clone(&self.relay), Arc::clone(&self.session));
+        let (bridge, session) = (Arc::clone(&self.bridge), Arc::clone(&self.session));
         let cancel = format!(
             r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{},"reason":"the client closed the request"}}}}"#,
             self.client_id
         );
         tokio::spawn(async move {
             if let Ok(peek) = jsonrpc::peek(cancel.as_bytes()) {
-                relay.forward(&session, cancel.as_bytes(), &peek).await;
+                bridge.forward(&session, cancel.as_bytes(), &peek).await;
             }
             drop(answer);
             session.outbox.abandon_request(handle);
@@ -159,7 +159,7 @@ impl Drop for Active {
     }
 }
 
-impl Relay {
+impl Bridge {
     /// Drives a call in a task of its own and answers with its first step: the
     /// final message, or (for a client that accepts a stream) the backend's
     /// first notification and then the rest. A client that goes away before
@@ -171,10 +171,10 @@ impl Relay {
         call: StatelessCall,
     ) -> Outcome {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        let relay = Arc::clone(self);
+        let bridge = Arc::clone(self);
         tokio::spawn(async move {
             let outcome = tokio::select! {
-                outcome = relay.drive(running, &expected, &call, &tx) => outcome,
+                outcome = bridge.drive(running, &expected, &call, &tx) => outcome,
                 () = tx.closed() => return,
             };
             let _ = tx.send(Step::Done(outcome)).await;
@@ -203,15 +203,15 @@ impl Relay {
             jsonrpc::request_progress_token(&message, p.params?).map(|(t, _)| t.to_owned())
         });
         let handle = session.outbox.open_request(progress_token);
-        let (relay, in_task) = (Arc::clone(self), Arc::clone(session));
+        let (bridge, in_task) = (Arc::clone(self), Arc::clone(session));
         let answer: Answering = Box::pin(async move {
             match jsonrpc::peek(&message) {
-                Ok(peek) => relay.request(&in_task, &message, &peek).await,
+                Ok(peek) => bridge.request(&in_task, &message, &peek).await,
                 Err(e) => jsonrpc::error_response(None, e.code(), &e.to_string(), None),
             }
         });
         Running {
-            relay: Arc::clone(self),
+            bridge: Arc::clone(self),
             session: Arc::clone(session),
             client_id: call.id.clone(),
             bridged,
@@ -229,7 +229,7 @@ impl Relay {
         expected: &Binding,
         call: &StatelessCall,
     ) -> Result<(Running, Vec<Waiting>), Outcome> {
-        let parked_id = self.bridge.signer.verify(token, expected).map_err(|why| {
+        let parked_id = self.signer.verify(token, expected).map_err(|why| {
             tracing::info!(caller = %expected.caller, server = %expected.server, reason = %why,
                 "requestState refused");
             refused(
@@ -239,7 +239,7 @@ impl Relay {
                 None,
             )
         })?;
-        let Some(parked) = lock(&self.bridge.parked).remove(&parked_id) else {
+        let Some(parked) = lock(&self.parked).remove(&parked_id) else {
             return Err(refused(
                 &call.id,
                 jsonrpc::INVALID_PARAMS,
@@ -280,7 +280,7 @@ impl Relay {
         notes: &tokio::sync::mpsc::Sender<Step>,
     ) -> Outcome {
         let mut waiting: Vec<Waiting> = Vec::new();
-        let active = Active::new(&self.bridge.active, &running.session.id);
+        let active = Active::new(&self.active, &running.session.id);
         loop {
             let (handle, answer) = (
                 running.handle.as_mut().expect("running"),
@@ -413,9 +413,9 @@ impl Relay {
         expected: &Binding,
         call: &StatelessCall,
     ) -> Outcome {
-        let ttl = self.config.gateway.input_required_timeout;
+        let ttl = self.core.gateway().input_required_timeout;
         let parked_id = random_hex(16);
-        let token = self.bridge.signer.sign(
+        let token = self.signer.sign(
             &Binding {
                 parked: parked_id.clone(),
                 ..expected.clone()
@@ -438,7 +438,7 @@ impl Relay {
             requests.join(","),
             serde_json::to_string(&token).expect("string"),
         );
-        lock(&self.bridge.parked).insert(
+        lock(&self.parked).insert(
             parked_id,
             Parked {
                 call: running,
@@ -454,7 +454,7 @@ impl Relay {
     pub(crate) fn drop_expired_parked_calls(&self) {
         let now = Instant::now();
         let expired: Vec<Parked> = {
-            let mut parked = lock(&self.bridge.parked);
+            let mut parked = lock(&self.parked);
             let stale: Vec<String> = parked
                 .iter()
                 .filter(|(_, p)| p.expires <= now)
@@ -463,7 +463,7 @@ impl Relay {
             stale.iter().filter_map(|id| parked.remove(id)).collect()
         };
         for stale in expired {
-            let relay = Arc::clone(&stale.call.relay);
+            let bridge = Arc::clone(&stale.call.bridge);
             let session = Arc::clone(&stale.call.session);
             let ids: Vec<String> = stale.waiting.iter().map(|w| w.id.clone()).collect();
             tracing::info!(session = %session.id, "a call waiting for its client's input expired");
@@ -471,7 +471,7 @@ impl Relay {
             drop(stale);
             tokio::spawn(async move {
                 for id in ids {
-                    relay
+                    bridge
                         .answer_backend_error(&session, &id, "the client did not answer in time")
                         .await;
                 }

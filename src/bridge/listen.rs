@@ -21,10 +21,10 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use super::{Outcome, StatelessCall, Step, lock};
+use super::{Bridge, StatelessCall, lock};
+use crate::core::{Outcome, Step};
 use crate::jsonrpc::{self, Kind};
 use crate::protocol::{meta, method};
-use crate::relay::Relay;
 use crate::session::Session;
 
 /// What a listen stream asked for (its `notifications` filter).
@@ -172,7 +172,7 @@ impl Hub {
     }
 }
 
-impl Relay {
+impl Bridge {
     /// Opens a `subscriptions/listen` stream for a stateless caller on its
     /// process (`session`).
     pub(super) async fn listen(
@@ -248,7 +248,7 @@ impl Relay {
     /// Joins `listener` to the hub of a caller process, made (and fed from the
     /// process's server-initiated stream) on first use.
     fn join_hub(&self, session: &Arc<Session>, listener: Listener) -> Arc<Hub> {
-        let mut hubs = lock(&self.bridge.hubs);
+        let mut hubs = lock(&self.hubs);
         if let Some(hub) = hubs.get(&session.id) {
             lock(&hub.listeners).push(listener);
             return Arc::clone(hub);
@@ -257,9 +257,9 @@ impl Relay {
         lock(&hub.listeners).push(listener);
         hubs.insert(Arc::clone(&session.id), Arc::clone(&hub));
         let mut stream = session.outbox.attach();
-        let (feeding, hubs) = (Arc::clone(&hub), Arc::clone(&self.bridge.hubs));
+        let (feeding, hubs) = (Arc::clone(&hub), Arc::clone(&self.hubs));
         let id = Arc::clone(&session.id);
-        let every = self.config.gateway.cleanup_interval;
+        let every = self.core.gateway().cleanup_interval;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
@@ -304,13 +304,13 @@ impl Relay {
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         // Dropping the previous sender ends the previous listen.
         *lock(&hub.backend) = Some(stop_tx);
-        let (relay, session, hub) = (Arc::clone(self), Arc::clone(session), Arc::clone(hub));
-        let every = self.config.gateway.cleanup_interval;
+        let (bridge, session, hub) = (Arc::clone(self), Arc::clone(session), Arc::clone(hub));
+        let every = self.core.gateway().cleanup_interval;
         tokio::spawn(async move {
             let Ok(peek) = jsonrpc::peek(listen.as_bytes()) else {
                 return;
             };
-            let answer = relay.request(&session, listen.as_bytes(), &peek);
+            let answer = bridge.request(&session, listen.as_bytes(), &peek);
             tokio::pin!(answer);
             let mut tick = tokio::time::interval(every);
             let idle = loop {
@@ -329,7 +329,7 @@ impl Relay {
                 r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id},"reason":"no listener is left"}}}}"#
             );
             if let Ok(peek) = jsonrpc::peek(cancel.as_bytes()) {
-                relay.forward(&session, cancel.as_bytes(), &peek).await;
+                bridge.forward(&session, cancel.as_bytes(), &peek).await;
             }
             if idle {
                 lock(&hub.listeners).clear();

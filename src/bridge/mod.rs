@@ -28,10 +28,7 @@
 
 mod calls;
 mod listen;
-pub mod request_state;
-mod reverse;
-
-pub(crate) use reverse::initialize_from_discover;
+pub(crate) mod request_state;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -40,10 +37,15 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::config::ServerConfig;
+use crate::core::answers::launch_failed;
+use crate::core::{Core, Outcome, with_id};
 use crate::jsonrpc;
+use crate::jsonrpc::Peek;
 use crate::protocol::{Era, Version, meta, method};
-use crate::relay::{InitOutcome, Relay, with_id};
+use crate::routed::Routed;
+use crate::session::Endpoint;
 use crate::session::Session;
+use crate::unified::Unified;
 use calls::Parked;
 use request_state::{Binding, Signer};
 
@@ -71,68 +73,24 @@ pub struct StatelessCall {
     pub log_level: Option<String>,
 }
 
-/// What the client gets.
-pub enum Outcome {
-    /// 200 with this JSON-RPC message.
-    Answer(Bytes),
-    /// 400 with this JSON-RPC error (a refused `requestState`, a missing capability).
-    Refused(Bytes),
-    /// `max_sessions` are open.
-    Busy,
-    /// The caller already has `max_in_flight_per_session` requests in flight.
-    TooMany,
-    /// The backend sent notifications for the request (progress, logs) before
-    /// its answer: they come first, then the final message, on an event stream.
-    Stream(Bytes, tokio::sync::mpsc::Receiver<Step>),
-}
-
-/// What a call in flight yields to its client.
-pub enum Step {
-    /// A notification the backend sent for the request.
-    Note(Bytes),
-    /// The end: the final message (an answer, an `InputRequiredResult`, an error).
-    Done(Outcome),
-}
-
 /// A caller's hidden session on one route (and the answer to its
 /// `initialize`), once opened; locked while opening.
 type CallerSlot = Arc<tokio::sync::Mutex<Option<(Arc<Session>, Bytes)>>>;
 
-/// A request the gateway asked a session's client: (session id, raw request id).
-type AskedKey = (Arc<str>, String);
-
-/// The bridge's state.
-pub struct Bridge {
+/// The bridge: stateless callers' processes and their calls.
+pub(crate) struct Bridge {
+    core: Arc<Core>,
+    /// The endpoints a caller's hidden session is opened on.
+    routed: Arc<Routed>,
+    unified: Arc<Unified>,
     signer: Signer,
     /// The process (as a hidden session) of each (server, caller).
     callers: Mutex<HashMap<(String, String), CallerSlot>>,
-    /// The ids of those hidden sessions.
-    hidden: Mutex<std::collections::HashSet<Arc<str>>>,
     /// The `subscriptions/listen` hubs, by hidden session.
     hubs: Arc<Mutex<HashMap<Arc<str>, Arc<listen::Hub>>>>,
     /// Calls being driven (in flight and not parked), by hidden session.
     active: Arc<Mutex<HashMap<Arc<str>, usize>>>,
     parked: Mutex<HashMap<String, Parked>>,
-    /// Requests the gateway sent a session-era client on a modern backend's
-    /// behalf (from its `InputRequiredResult`), by raw id, until answered.
-    /// Keyed by (session id, raw request id): only the session asked may answer.
-    asked: Mutex<HashMap<AskedKey, tokio::sync::oneshot::Sender<Bytes>>>,
-    next_asked: std::sync::atomic::AtomicU64,
-}
-
-impl Default for Bridge {
-    fn default() -> Self {
-        Bridge {
-            signer: Signer::random(),
-            callers: Mutex::default(),
-            hidden: Mutex::default(),
-            hubs: Arc::default(),
-            active: Arc::default(),
-            parked: Mutex::default(),
-            asked: Mutex::default(),
-            next_asked: std::sync::atomic::AtomicU64::new(1),
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -246,20 +204,41 @@ fn refused(id: &str, code: i32, message: &str, data: Option<serde_json::Value>) 
     Outcome::Refused(jsonrpc::error_response(Some(id), code, message, data))
 }
 
-impl Relay {
-    /// Forgets that `session` was a stateless caller's (it ended).
-    pub(crate) fn forget_stateless_caller(&self, session: &str) {
-        lock(&self.bridge.hidden).remove(session);
+impl Bridge {
+    pub(crate) fn new(core: Arc<Core>, routed: Arc<Routed>, unified: Arc<Unified>) -> Bridge {
+        Bridge {
+            core,
+            routed,
+            unified,
+            signer: Signer::random(),
+            callers: Mutex::default(),
+            hubs: Arc::default(),
+            active: Arc::default(),
+            parked: Mutex::default(),
+        }
     }
 
-    /// True for the hidden session of a stateless caller.
-    pub fn is_stateless_caller(&self, session: &str) -> bool {
-        lock(&self.bridge.hidden).contains(session)
+    /// Sends a request of a caller's hidden session through the endpoint it
+    /// was opened on.
+    async fn request(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) -> Bytes {
+        match &session.endpoint {
+            Endpoint::Routed(_) => self.routed.request(session, message, peek).await,
+            Endpoint::Unified(_) => self.unified.request(session, message, peek).await,
+        }
+    }
+
+    /// Forwards a notification or response of a caller's hidden session
+    /// through the endpoint it was opened on.
+    async fn forward(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) {
+        match &session.endpoint {
+            Endpoint::Routed(_) => self.routed.forward(session, message, peek).await,
+            Endpoint::Unified(_) => self.unified.forward(session, message, peek).await,
+        }
     }
 
     /// Serves one stateless request on `server`'s routed endpoint, or (`None`)
     /// on the unified endpoint.
-    pub async fn stateless(
+    pub(crate) async fn stateless(
         self: &Arc<Self>,
         server: Option<&Arc<ServerConfig>>,
         api_caller: Option<Arc<str>>,
@@ -274,20 +253,16 @@ impl Relay {
             Ok(opened) => opened,
             Err(outcome) => return outcome,
         };
-        if session.in_flight() >= self.config.gateway.max_in_flight_per_session {
+        if session.in_flight() >= self.core.gateway().max_in_flight_per_session {
             return Outcome::TooMany;
         }
         // A routed process may have been relaunched since: its current handshake counts.
         let (init, modern_backend) = match server {
             None => (Some(init), false),
-            Some(server) => match self.conn_for(&session, server).await {
+            Some(server) => match self.core.conn_for(&session, server).await {
                 Ok((conn, _)) => (conn.init_result(), conn.era() == Era::Stateless),
                 Err(error) => {
-                    return Outcome::Answer(crate::relay::launch_error_response(
-                        Some(&call.id),
-                        server,
-                        &error,
-                    ));
+                    return Outcome::Answer(launch_failed(Some(&call.id), server, &error));
                 }
             },
         };
@@ -346,13 +321,13 @@ impl Relay {
         call: &StatelessCall,
     ) -> Result<(Arc<Session>, Bytes), Outcome> {
         let route = server.map_or_else(String::new, |s| s.id.clone());
-        let slot = lock(&self.bridge.callers)
+        let slot = lock(&self.callers)
             .entry((route, caller.to_owned()))
             .or_default()
             .clone();
         let mut slot = slot.lock().await;
         if let Some((session, init)) = slot.as_ref()
-            && self.sessions.get(&session.id).is_some()
+            && self.core.session(&session.id).is_some()
         {
             return Ok((Arc::clone(session), init.clone()));
         }
@@ -360,26 +335,31 @@ impl Relay {
         let peek = jsonrpc::peek(&init).expect("the bridge's initialize is valid JSON-RPC");
         let outcome = match server {
             Some(server) => {
-                self.initialize(server, api_caller, init.clone(), &peek)
+                self.routed
+                    .initialize(server, api_caller, init.clone(), &peek)
                     .await
             }
             None => {
-                self.unified_initialize(api_caller, init.clone(), &peek)
+                self.unified
+                    .initialize(api_caller, init.clone(), &peek)
                     .await
             }
         };
         match outcome {
-            InitOutcome::Created { session, response } => {
+            Outcome::Created {
+                session,
+                answer: response,
+            } => {
                 tracing::info!(endpoint = session.endpoint_name(), caller, session = %session.id,
                     "stateless caller's process opened");
-                lock(&self.bridge.hidden).insert(Arc::clone(&session.id));
+                session.mark_stateless_caller();
                 *slot = Some((Arc::clone(&session), response.clone()));
                 Ok((session, response))
             }
-            InitOutcome::Failed { response } => Err(Outcome::Answer(
+            Outcome::Answer(response) => Err(Outcome::Answer(
                 with_id(&response, Some(&call.id)).unwrap_or(response),
             )),
-            InitOutcome::Busy => Err(Outcome::Busy),
+            other => Err(other),
         }
     }
 }

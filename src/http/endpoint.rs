@@ -4,7 +4,7 @@
 //! Owns the order of the checks (endpoint, headers, body, message, session) and
 //! the choice of status for each outcome, per the Streamable HTTP transport of
 //! 2025-11-25 (accepting 2025-03-26 and 2025-06-18 clients). What a message
-//! *does* is the relay's business; these handlers never touch a backend.
+//! *does* is the endpoints' business; these handlers never touch a backend.
 
 use std::sync::Arc;
 
@@ -21,9 +21,9 @@ use super::reply::{self, HttpError, SESSION_HEADER};
 use super::rules::{self, AnswerAs};
 use super::stateless::{self, Era};
 use crate::config::ServerConfig;
+use crate::core::{Outcome, Step};
 use crate::jsonrpc::{self, Kind};
 use crate::protocol::{Version, method};
-use crate::relay::InitOutcome;
 use crate::session::Session;
 
 /// How long the rest of an oversized body is read before the 413 is sent anyway.
@@ -122,7 +122,7 @@ fn refused(server_id: &str, error: HttpError) -> Response {
 }
 
 fn server(app: &App, server_id: &str) -> Result<Arc<ServerConfig>, HttpError> {
-    app.relay.server(server_id).ok_or_else(|| {
+    app.core.server(server_id).ok_or_else(|| {
         HttpError::new(
             StatusCode::NOT_FOUND,
             jsonrpc::SERVER_ERROR,
@@ -140,9 +140,8 @@ fn session(
     headers: &HeaderMap,
 ) -> Result<Arc<Session>, HttpError> {
     let id = rules::require_session_id(headers)?;
-    app.relay
-        .sessions
-        .get(id)
+    app.core
+        .session(id)
         .filter(|s| target.owns(s) && s.caller == *caller)
         .ok_or_else(rules::unknown_session)
 }
@@ -189,7 +188,7 @@ async fn read_body(body: Body, limit: u64) -> Result<Bytes, HttpError> {
 /// refused before it is read when the client waits for `100 Continue` or the
 /// excess is too large to drain: it is never sent at all.
 async fn read_post_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, HttpError> {
-    let limit = app.relay.config.gateway.max_body_bytes;
+    let limit = app.core.gateway().max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
@@ -228,7 +227,7 @@ pub async fn method_not_allowed() -> Response {
 /// The checks every request to an MCP endpoint passes first (origin, host,
 /// API key); returns the caller's key name when the gateway has keys.
 fn check_caller(app: &App, headers: &HeaderMap) -> Result<Option<Arc<str>>, HttpError> {
-    let gateway = &app.relay.config.gateway;
+    let gateway = app.core.gateway();
     rules::check_origin_and_host(
         headers,
         gateway.listen.ip().is_loopback(),
@@ -238,7 +237,7 @@ fn check_caller(app: &App, headers: &HeaderMap) -> Result<Option<Arc<str>>, Http
 }
 
 async fn post_message(
-    app: &App,
+    app: &Arc<App>,
     target: Target<'_>,
     headers: &HeaderMap,
     bytes: Bytes,
@@ -269,42 +268,52 @@ async fn post_message(
         }
         let outcome = match target {
             Target::Routed(server) => {
-                app.relay
+                app.routed
                     .initialize(server, caller, bytes.clone(), &peek)
                     .await
             }
-            Target::Unified => {
-                app.relay
-                    .unified_initialize(caller, bytes.clone(), &peek)
-                    .await
-            }
+            Target::Unified => app.unified.initialize(caller, bytes.clone(), &peek).await,
         };
-        return Ok(match outcome {
-            InitOutcome::Created { session, response } => {
-                let mut reply = single_answer(answer_as, &session, response);
-                if let Ok(value) = HeaderValue::from_str(&session.id) {
-                    reply.headers_mut().insert(SESSION_HEADER, value);
-                }
-                reply
-            }
-            InitOutcome::Failed { response } => reply::json_body(StatusCode::OK, response),
-            InitOutcome::Busy => busy().with_id(peek.id).into_response(),
-        });
+        return Ok(respond(app, outcome, answer_as, peek.id));
     }
 
     let session = session(app, target, &caller, headers)?;
     match peek.kind {
         Kind::Request => {
-            let limit = app.relay.config.gateway.max_in_flight_per_session;
+            let limit = app.core.gateway().max_in_flight_per_session;
             if session.in_flight() >= limit {
                 return Err(too_many("session", limit).with_id(peek.id));
             }
             Ok(serve_request(app, session, answer_as, bytes.clone(), &peek).await)
         }
         Kind::Notification | Kind::Response => {
-            app.relay.forward(&session, &bytes, &peek).await;
+            app.forward(&session, &bytes, &peek).await;
             Ok(reply::accepted())
         }
+    }
+}
+
+/// The one place a client message's [`Outcome`] becomes a response: its
+/// status, headers and shape. `id` is the request's, for the errors the
+/// gateway words itself.
+fn respond(app: &App, outcome: Outcome, answer_as: AnswerAs, id: Option<&str>) -> Response {
+    match outcome {
+        Outcome::Created { session, answer } => {
+            let mut reply = single_answer(answer_as, &session, answer);
+            if let Ok(value) = HeaderValue::from_str(&session.id) {
+                reply.headers_mut().insert(SESSION_HEADER, value);
+            }
+            reply
+        }
+        Outcome::Answer(body) => reply::json_body(StatusCode::OK, body),
+        Outcome::Refused(body) => reply::json_body(StatusCode::BAD_REQUEST, body),
+        Outcome::Stream(first, steps) => {
+            stateless_stream(first, steps, app.core.gateway().sse_keepalive)
+        }
+        Outcome::TooMany => too_many("caller", app.core.gateway().max_in_flight_per_session)
+            .with_id(id)
+            .into_response(),
+        Outcome::Busy => busy().with_id(id).into_response(),
     }
 }
 
@@ -331,7 +340,7 @@ fn too_many(who: &str, limit: usize) -> HttpError {
 /// A stateless (2026-07-28) POST, on either endpoint: checked here, served by
 /// the bridge, answered as one JSON document or as an event stream.
 async fn stateless_post(
-    app: &App,
+    app: &Arc<App>,
     target: Target<'_>,
     caller: Option<Arc<str>>,
     answer_as: AnswerAs,
@@ -342,28 +351,15 @@ async fn stateless_post(
         Target::Routed(server) => Some(server),
         Target::Unified => None,
     };
-    let caller_header = app.relay.config.gateway.caller_header.as_deref();
+    let caller_header = app.core.gateway().caller_header.as_deref();
     let accepts_stream = answer_as != AnswerAs::Json;
     let call = match stateless::check(headers, &bytes, caller_header, accepts_stream)? {
         None => return Ok(reply::accepted()),
         Some(call) => call,
     };
-    Ok(
-        match app.relay.stateless(server, caller, bytes, call).await {
-            crate::bridge::Outcome::Answer(body) => reply::json_body(StatusCode::OK, body),
-            crate::bridge::Outcome::Refused(body) => {
-                reply::json_body(StatusCode::BAD_REQUEST, body)
-            }
-            crate::bridge::Outcome::Stream(first, steps) => {
-                stateless_stream(first, steps, app.relay.config.gateway.sse_keepalive)
-            }
-            crate::bridge::Outcome::TooMany => {
-                too_many("caller", app.relay.config.gateway.max_in_flight_per_session)
-                    .into_response()
-            }
-            crate::bridge::Outcome::Busy => busy().into_response(),
-        },
-    )
+    let outcome = app.bridge.stateless(server, caller, bytes, call).await;
+    // The stateless era's 503 and 429 carry no id (as before the bridge grew one).
+    Ok(respond(app, outcome, answer_as, None))
 }
 
 /// A stateless call's notifications and then its final message (or a
@@ -372,10 +368,9 @@ async fn stateless_post(
 /// `keepalive` so that a client that went away is noticed.
 fn stateless_stream(
     first: Bytes,
-    mut steps: tokio::sync::mpsc::Receiver<crate::bridge::Step>,
+    mut steps: tokio::sync::mpsc::Receiver<Step>,
     keepalive: std::time::Duration,
 ) -> Response {
-    use crate::bridge::{Outcome, Step};
     let (frames, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
         if frames.send(Ok(reply::sse_data(&first))).await.is_err() {
@@ -442,14 +437,14 @@ fn primes(session: &Session) -> bool {
 /// messages and then the answer. A client that drops that stream can resume it
 /// with `Last-Event-ID`; the request itself runs to its end either way.
 async fn serve_request(
-    app: &App,
+    app: &Arc<App>,
     session: Arc<Session>,
     answer_as: AnswerAs,
     bytes: Bytes,
     peek: &jsonrpc::Peek<'_>,
 ) -> Response {
     if answer_as == AnswerAs::Json {
-        let response = app.relay.request(&session, &bytes, peek).await;
+        let response = app.request(&session, &bytes, peek).await;
         return reply::json_body(StatusCode::OK, response);
     }
     let progress_token = peek
@@ -457,11 +452,11 @@ async fn serve_request(
         .and_then(|p| jsonrpc::request_progress_token(&bytes, p))
         .map(|(token, _)| token.to_owned());
     let mut handle = session.outbox.open_request(progress_token);
-    let relay = Arc::clone(&app.relay);
+    let app_in_task = Arc::clone(app);
     let in_task = Arc::clone(&session);
     let mut answer: std::pin::Pin<Box<dyn Future<Output = Bytes> + Send>> = Box::pin(async move {
         match jsonrpc::peek(&bytes) {
-            Ok(peek) => relay.request(&in_task, &bytes, &peek).await,
+            Ok(peek) => app_in_task.request(&in_task, &bytes, &peek).await,
             Err(e) => jsonrpc::error_response(None, e.code(), &e.to_string(), None),
         }
     });
@@ -610,10 +605,10 @@ async fn serve_batch(
                 ))
             }
             Ok(peek) if peek.kind == Kind::Request => {
-                Some(app.relay.request(session, bytes, &peek).await)
+                Some(app.request(session, bytes, &peek).await)
             }
             Ok(peek) => {
-                app.relay.forward(session, bytes, &peek).await;
+                app.forward(session, bytes, &peek).await;
                 None
             }
         }
@@ -677,7 +672,7 @@ fn open_stream(app: &App, target: Target<'_>, headers: &HeaderMap) -> Result<Res
         })?,
         None => session.outbox.attach(),
     };
-    let keepalive_every = app.relay.config.gateway.sse_keepalive;
+    let keepalive_every = app.core.gateway().sse_keepalive;
     let (frames, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
         if last_event_id.is_none() && primes(&session) {
@@ -722,7 +717,7 @@ async fn end_session(
     }
     rules::protocol_version(headers)?;
     let session = session(app, target, &caller, headers)?;
-    if app.relay.end_session(&session.id, "client DELETE").await {
+    if app.core.end_session(&session.id, "client DELETE").await {
         Ok(StatusCode::OK.into_response())
     } else {
         Err(rules::unknown_session())

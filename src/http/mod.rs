@@ -18,15 +18,44 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 
-use crate::relay::Relay;
+use bytes::Bytes;
 
-/// What every handler can reach.
-pub struct App {
-    pub relay: Arc<Relay>,
+use crate::bridge::Bridge;
+use crate::core::Core;
+use crate::jsonrpc::Peek;
+use crate::routed::Routed;
+use crate::session::{Endpoint, Session};
+use crate::unified::Unified;
+
+/// What every handler can reach: the core and the three endpoints on it.
+pub(crate) struct App {
+    pub(crate) core: Arc<Core>,
+    pub(crate) routed: Arc<Routed>,
+    pub(crate) unified: Arc<Unified>,
+    pub(crate) bridge: Arc<Bridge>,
+}
+
+impl App {
+    /// Answers a request of `session` through the endpoint it belongs to.
+    async fn request(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) -> Bytes {
+        match &session.endpoint {
+            Endpoint::Routed(_) => self.routed.request(session, message, peek).await,
+            Endpoint::Unified(_) => self.unified.request(session, message, peek).await,
+        }
+    }
+
+    /// Forwards a notification or response of `session` through the
+    /// endpoint it belongs to.
+    async fn forward(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) {
+        match &session.endpoint {
+            Endpoint::Routed(_) => self.routed.forward(session, message, peek).await,
+            Endpoint::Unified(_) => self.unified.forward(session, message, peek).await,
+        }
+    }
 }
 
 /// The gateway's routes.
-pub fn router(app: Arc<App>) -> Router {
+fn router(app: Arc<App>) -> Router {
     Router::new()
         .route(
             "/mcp/{server_id}",
@@ -63,16 +92,14 @@ pub fn router(app: Arc<App>) -> Router {
 /// request-head limits hold: at most `max_header_bytes` of request line and
 /// headers (431 beyond), sent within `header_read_timeout` of the connection
 /// becoming idle (a slow client cannot hold a connection without sending).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    relay: Arc<Relay>,
+    app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let gateway = relay.config.gateway.clone();
-    let app = Arc::new(App {
-        relay: Arc::clone(&relay),
-    });
+    let gateway = app.core.gateway().clone();
+    let core = Arc::clone(&app.core);
     let service = hyper_util::service::TowerToHyperService::new(router(app));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -142,7 +169,7 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: no new connections; ending SSE streams");
-    relay.close_streams();
+    core.close_streams();
     let timeout = gateway.shutdown_timeout;
     if tokio::time::timeout(timeout, graceful.shutdown())
         .await

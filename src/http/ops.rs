@@ -4,7 +4,7 @@
 //! Owns their JSON and text shapes and the admin key check. What it reports
 //! comes from the session store, the pool's per-server records and `/proc`;
 //! it never starts or stops a process itself (ending a session goes through
-//! the relay, like a client's DELETE) and never shows a secret.
+//! the core, like a client's DELETE) and never shows a secret.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +19,6 @@ use super::reply::HttpError;
 use super::rules;
 use crate::jsonrpc;
 use crate::launcher::stats::ServerRecord;
-use crate::protocol::Era;
 
 /// What a server's processes are doing, in a word.
 fn state_of(record: &ServerRecord, processes: usize) -> &'static str {
@@ -37,12 +36,12 @@ fn state_of(record: &ServerRecord, processes: usize) -> &'static str {
 /// Running processes per server.
 fn processes_by_server(app: &App) -> BTreeMap<String, usize> {
     let mut counts: BTreeMap<String, usize> = app
-        .relay
+        .core
         .servers()
         .iter()
         .map(|s| (s.id.clone(), 0))
         .collect();
-    for (key, _, _) in app.relay.pool.live_all() {
+    for (key, _, _) in app.core.connections() {
         *counts.entry(key.server.to_string()).or_default() += 1;
     }
     counts
@@ -51,7 +50,7 @@ fn processes_by_server(app: &App) -> BTreeMap<String, usize> {
 /// The same DNS-rebinding and cross-site protection as the MCP endpoints: a
 /// web page must not read server names or sessions through a browser.
 fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), HttpError> {
-    let gateway = &app.relay.config.gateway;
+    let gateway = app.core.gateway();
     rules::check_origin_and_host(
         headers,
         gateway.listen.ip().is_loopback(),
@@ -78,7 +77,7 @@ pub async fn readyz(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
     let servers: serde_json::Map<String, Value> = processes
         .iter()
         .map(|(id, &n)| {
-            let record = app.relay.pool.record(id);
+            let record = app.core.server_record(id);
             let last_spawn = record
                 .last_spawn
                 .as_ref()
@@ -109,7 +108,7 @@ pub async fn readyz(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
         .collect();
     json(
         StatusCode::OK,
-        &json!({"status": "ready", "sessions": app.relay.sessions.all().len(), "servers": servers}),
+        &json!({"status": "ready", "sessions": app.core.sessions().len(), "servers": servers}),
     )
 }
 
@@ -124,7 +123,7 @@ pub async fn health(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
     let servers: serde_json::Map<String, Value> = processes_by_server(&app)
         .into_iter()
         .map(|(id, n)| {
-            let status = match state_of(&app.relay.pool.record(&id), n) {
+            let status = match state_of(&app.core.server_record(&id), n) {
                 "crash-loop" | "failing" => {
                     degraded = true;
                     "error"
@@ -148,7 +147,7 @@ pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Respons
         return e.into_response();
     }
     let mut sessions: BTreeMap<String, i64> = BTreeMap::new();
-    for session in app.relay.sessions.all() {
+    for session in app.core.sessions() {
         *sessions
             .entry(session.endpoint_name().to_owned())
             .or_default() += 1;
@@ -169,7 +168,7 @@ pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Respons
 /// The admin API needs `admin_key`; without one configured it does not exist.
 fn check_admin(app: &App, headers: &HeaderMap) -> Result<(), HttpError> {
     check_origin(app, headers)?;
-    let Some(key) = &app.relay.config.gateway.admin_key else {
+    let Some(key) = &app.core.gateway().admin_key else {
         return Err(HttpError::new(
             StatusCode::NOT_FOUND,
             jsonrpc::SERVER_ERROR,
@@ -184,11 +183,10 @@ pub async fn admin_sessions(State(app): State<Arc<App>>, headers: HeaderMap) -> 
     if let Err(e) = check_admin(&app, &headers) {
         return e.into_response();
     }
-    let live = app.relay.pool.live_all();
+    let live = app.core.connections();
     let mut sessions: Vec<Value> = app
-        .relay
-        .sessions
-        .all()
+        .core
+        .sessions()
         .into_iter()
         .map(|session| {
             let processes: Vec<Value> = live
@@ -206,15 +204,10 @@ pub async fn admin_sessions(State(app): State<Arc<App>>, headers: HeaderMap) -> 
                     })
                 })
                 .collect();
-            let era = if app.relay.is_stateless_caller(&session.id) {
-                Era::Stateless
-            } else {
-                Era::Session
-            };
             json!({
                 "id": &*session.id,
                 "endpoint": session.endpoint_name(),
-                "era": era.as_str(),
+                "era": session.client_era().as_str(),
                 "caller": session.caller.as_deref(),
                 "protocol_version": session.protocol_version,
                 "age_s": session.age().as_secs(),
@@ -238,7 +231,7 @@ pub async fn admin_end_session(
     if let Err(e) = check_admin(&app, &headers) {
         return e.into_response();
     }
-    if app.relay.end_session(&id, "admin DELETE").await {
+    if app.core.end_session(&id, "admin DELETE").await {
         tracing::info!(session = %id, "session ended by the admin API");
         json(StatusCode::OK, &json!({"ended": id}))
     } else {

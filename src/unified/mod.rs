@@ -6,13 +6,11 @@
 //! (`<serverID><tool_separator><name>`) and the gateway's own cursor, calls
 //! routed back by prefix (tools, prompts, completions) or by URI (resources),
 //! and the mapping of ids between the client and each backend's own requests.
-//! This module and `lists` are the only code that rewrites message contents;
-//! everything else is passed through as the backend wrote it. It never starts
-//! processes itself (it asks the pool through the relay) and never knows HTTP.
+//! This module and `catalog` are the only code that rewrites message
+//! contents; everything else is passed through as the backend wrote it. It
+//! never starts processes itself (it asks the core) and never knows HTTP.
 
-pub mod lists;
-pub mod names;
-
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,20 +18,22 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use self::lists::{ListKind, Rewrite};
+use crate::catalog::lists::{self, ListKind, Rewrite};
+use crate::catalog::names;
 use crate::config::ServerConfig;
+use crate::core::answers::{launch_failed, request_failed, tool_not_allowed};
+use crate::core::{Core, Outcome};
 use crate::jsonrpc::{self, Kind, Peek};
 use crate::launcher::ServerMessageSink;
-use crate::protocol::method;
-use crate::relay::{InitOutcome, Relay, failure_response, forward_to, launch_error_response};
-use crate::session::{Endpoint, Outbox, Session, mint_session_id, pool_key};
+use crate::protocol::{Version, method};
+use crate::session::{Endpoint, EndpointState, Outbox, Session};
 
 /// Most pages read from one backend when the gateway refreshes its URI map.
 const MAX_REFRESH_PAGES: usize = 20;
 
 /// What the unified endpoint remembers for one session.
 #[derive(Default)]
-pub struct UnifiedState {
+struct UnifiedState {
     routes: Mutex<Routes>,
     next_server_request: AtomicU64,
 }
@@ -54,12 +54,37 @@ impl UnifiedState {
     fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
         self.routes.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// The unified state of `session`, if it is a unified session.
+    fn of(session: &Session) -> Option<&UnifiedState> {
+        session.endpoint_state::<UnifiedState>()
+    }
+}
+
+impl EndpointState for UnifiedState {
+    /// A backend's messages for a unified session: its requests get ids of
+    /// the gateway's own (two backends may use the same ids).
+    fn sink(
+        self: Arc<Self>,
+        session: &Arc<Session>,
+        server: &ServerConfig,
+    ) -> Arc<dyn ServerMessageSink> {
+        Arc::new(UnifiedSink {
+            session: Arc::clone(session),
+            state: self,
+            server: server.id.clone(),
+        })
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 /// The initialize results of each server's latest handshake, for the unified
 /// endpoint's merged capabilities.
 #[derive(Default)]
-pub struct BackendInfo {
+struct BackendInfo {
     init_results: Mutex<HashMap<String, Bytes>>,
 }
 
@@ -87,26 +112,17 @@ impl BackendInfo {
     }
 }
 
-/// Where a unified session's messages from `server`'s backend go.
-pub fn sink(session: &Arc<Session>, server: &ServerConfig) -> Arc<dyn ServerMessageSink> {
-    Arc::new(UnifiedSink {
-        session: Arc::clone(session),
-        server: server.id.clone(),
-    })
-}
-
 /// A backend's messages for a unified session: its requests get ids of the
 /// gateway's own (two backends may use the same ids), the rest passes through.
 struct UnifiedSink {
     session: Arc<Session>,
+    state: Arc<UnifiedState>,
     server: String,
 }
 
 impl ServerMessageSink for UnifiedSink {
     fn deliver(&self, message: Bytes, kind: Kind) -> bool {
-        let Some(state) = self.session.unified() else {
-            return false;
-        };
+        let state = &self.state;
         let outbox = &self.session.outbox;
         let Ok(peek) = jsonrpc::peek(&message) else {
             return false;
@@ -167,27 +183,6 @@ impl ServerMessageSink for UnifiedSink {
     }
 }
 
-/// A routed `tools/list` answer with the tools the server's allow-list hides removed.
-pub fn filter_tools(answer: &Bytes, server: &ServerConfig) -> Bytes {
-    let rewrite = Rewrite {
-        prefix: None,
-        allow: Some(&server.tools),
-    };
-    let filtered = (|| {
-        let peek = jsonrpc::peek(answer).ok()?;
-        let result = peek.result?;
-        let page = lists::read_page(result, ListKind::Tools, &rewrite).ok()?;
-        let new_result = lists::replace_items(result, ListKind::Tools, &page).ok()?;
-        let range = jsonrpc::range_in(answer, result.get());
-        Some(Bytes::from(jsonrpc::splice(
-            answer,
-            range,
-            new_result.as_bytes(),
-        )))
-    })();
-    filtered.unwrap_or_else(|| answer.clone())
-}
-
 /// A success answer with a result built by the gateway.
 fn result_response(id: Option<&str>, result: &str) -> Bytes {
     let mut out = Vec::with_capacity(40 + result.len());
@@ -231,15 +226,29 @@ fn merge_capabilities(all: impl Iterator<Item = Value>) -> Value {
     Value::Object(merged)
 }
 
-impl Relay {
+/// The unified endpoint.
+pub(crate) struct Unified {
+    core: Arc<Core>,
+    backend_info: BackendInfo,
+}
+
+impl Unified {
+    pub(crate) fn new(core: Arc<Core>) -> Unified {
+        Unified {
+            core,
+            backend_info: BackendInfo::default(),
+        }
+    }
+
     fn server_by_id(&self, id: &str) -> Option<Arc<ServerConfig>> {
-        self.server(id)
+        self.core.server(id)
     }
 
     /// The servers whose latest handshake offered `capability`, in config
     /// order; servers never started yet count when `unknown_counts`.
     fn servers_offering(&self, capability: &str, unknown_counts: bool) -> Vec<Arc<ServerConfig>> {
-        self.servers()
+        self.core
+            .servers()
             .iter()
             .filter(|s| match self.backend_info.capabilities(&s.id) {
                 Some(caps) => caps.get(capability).is_some(),
@@ -254,43 +263,42 @@ impl Relay {
     /// the backends' capabilities, and their instructions, each under its server's
     /// name. Backends with no known capabilities yet are started now, in parallel;
     /// one that fails is left out (and logged) and the others serve.
-    pub async fn unified_initialize(
+    pub(crate) async fn initialize(
         &self,
         caller: Option<Arc<str>>,
         message: Bytes,
         peek: &Peek<'_>,
-    ) -> InitOutcome {
-        let id: Arc<str> = Arc::from(mint_session_id(self.config.gateway.instance_tag.as_deref()));
+    ) -> Outcome {
+        let id = self.core.mint_session_id();
         let requested = peek
             .params
             .and_then(|p| jsonrpc::string_member(p, "protocolVersion"));
-        let version =
-            crate::protocol::Version::answer_to_session_client(requested.as_deref()).as_str();
-        let Some(mut pending) = self.admit(vec![]) else {
+        let version = Version::answer_to_session_client(requested.as_deref()).as_str();
+        let Some(mut pending) = self.core.admit(vec![]) else {
             tracing::warn!("max_sessions reached; unified initialize refused");
-            return InitOutcome::Busy;
+            return Outcome::Busy;
         };
         let session = Arc::new(Session::new(
             Arc::clone(&id),
-            Endpoint::Unified(UnifiedState::default()),
+            Endpoint::Unified(Arc::new(UnifiedState::default())),
             caller,
-            self.config.gateway.session_idle_timeout,
+            self.core.gateway().session_idle_timeout,
             message,
             version.to_owned(),
-            Arc::new(Outbox::new(self.config.gateway.sse_replay_events)),
+            Arc::new(Outbox::new(self.core.gateway().sse_replay_events)),
         ));
-        let servers = self.servers();
+        let servers = self.core.servers();
         let unknown: Vec<&Arc<ServerConfig>> = servers
             .iter()
             .filter(|s| self.backend_info.get(&s.id).is_none())
             .collect();
         for server in &unknown {
-            pending.also_evict(pool_key(server, &id));
+            pending.also_evict(session.key_for(server));
         }
         let session_ref = &session;
         let starts = unknown
             .iter()
-            .map(|server| async move { (server, self.conn_for(session_ref, server).await) });
+            .map(|server| async move { (server, self.core.conn_for(session_ref, server).await) });
         for (server, started) in futures_util::future::join_all(starts).await {
             match started {
                 Ok((_, Some(answer))) => self.backend_info.set(&server.id, answer),
@@ -300,7 +308,8 @@ impl Relay {
             }
         }
         let capabilities = merge_capabilities(
-            self.servers()
+            self.core
+                .servers()
                 .iter()
                 .filter_map(|s| self.backend_info.capabilities(&s.id)),
         );
@@ -313,7 +322,7 @@ impl Relay {
                 Some(format!("## {}\n{text}", s.id))
             })
             .collect();
-        let separator = &self.config.gateway.tool_separator;
+        let separator = &self.core.gateway().tool_separator;
         let mut result = json!({
             "protocolVersion": version,
             "capabilities": capabilities,
@@ -329,17 +338,26 @@ impl Relay {
             ));
         }
         let response = result_response(peek.id, &result.to_string());
-        self.register(&session, pending);
-        InitOutcome::Created { session, response }
+        self.core.register(&session, pending);
+        Outcome::Created {
+            session,
+            answer: response,
+        }
     }
 
     /// Answers a request of a unified session.
-    pub(crate) async fn unified_request(
+    pub(crate) async fn request(
         &self,
         session: &Arc<Session>,
         message: &[u8],
         peek: &Peek<'_>,
     ) -> Bytes {
+        self.core
+            .observe(session, peek, self.answer(session, message, peek))
+            .await
+    }
+
+    async fn answer(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) -> Bytes {
         let method = peek.method.as_deref().unwrap_or_default();
         if method == method::PING {
             return result_response(peek.id, "{}");
@@ -410,7 +428,7 @@ impl Relay {
         raw_name: &serde_json::value::RawValue,
         is_tool: bool,
     ) -> Bytes {
-        let separator = self.config.gateway.tool_separator.as_str();
+        let separator = self.core.gateway().tool_separator.as_str();
         let Ok(name) = serde_json::from_str::<String>(raw_name.get()) else {
             return invalid_params(peek.id, "the name must be a string");
         };
@@ -425,7 +443,7 @@ impl Relay {
             );
         };
         if is_tool && !names::allowed(&server.tools, backend_name) {
-            return crate::relay::tool_not_allowed(peek.id, &server, backend_name);
+            return tool_not_allowed(peek.id, &server, backend_name);
         }
         let unprefixed = serde_json::to_string(backend_name).expect("strings serialise");
         let range = jsonrpc::range_in(message, raw_name.get());
@@ -459,7 +477,7 @@ impl Relay {
     }
 
     fn server_for_uri(&self, session: &Session, uri: &str) -> Option<Arc<ServerConfig>> {
-        let state = session.unified()?;
+        let state = UnifiedState::of(session)?;
         let routes = state.routes();
         let id = routes.uris.get(uri).cloned().or_else(|| {
             routes
@@ -479,7 +497,7 @@ impl Relay {
         message: &[u8],
         peek: &Peek<'_>,
     ) -> Bytes {
-        let Some(state) = session.unified() else {
+        let Some(state) = UnifiedState::of(session) else {
             return jsonrpc::error_response(
                 peek.id,
                 jsonrpc::INTERNAL_ERROR,
@@ -487,27 +505,25 @@ impl Relay {
                 None,
             );
         };
-        let conn = match self.conn_for(session, server).await {
+        let conn = match self.core.conn_for(session, server).await {
             Ok((conn, started)) => {
                 if let Some(answer) = started {
                     self.backend_info.set(&server.id, answer);
                 }
                 conn
             }
-            Err(error) => return launch_error_response(peek.id, server, &error),
+            Err(error) => return launch_failed(peek.id, server, &error),
         };
         let client_id = peek.id.unwrap_or("null").to_owned();
         state
             .routes()
             .in_flight
             .insert(client_id.clone(), server.id.clone());
-        let answer = self
-            .send_request(session, server, &conn, message, peek)
-            .await;
+        let answer = self.core.send(session, server, &conn, message, peek).await;
         state.routes().in_flight.remove(&client_id);
         match answer {
             Ok(answer) => answer,
-            Err(failure) => failure_response(peek.id, server, &failure),
+            Err(failure) => request_failed(peek.id, server, &failure),
         }
     }
 
@@ -578,7 +594,7 @@ impl Relay {
             return None;
         };
         let rewrite = Rewrite {
-            prefix: Some((&server.id, &self.config.gateway.tool_separator)),
+            prefix: Some((&server.id, &self.core.gateway().tool_separator)),
             allow: server.filters_tools().then_some(server.tools.as_slice()),
         };
         let page = match lists::read_page(result, kind, &rewrite) {
@@ -602,10 +618,10 @@ impl Relay {
         kind: ListKind,
         uris: &[String],
     ) {
-        let Some(state) = session.unified() else {
+        let Some(state) = UnifiedState::of(session) else {
             return;
         };
-        let servers = self.servers();
+        let servers = self.core.servers();
         let order = |id: &str| servers.iter().position(|s| s.id == id);
         let mut routes = state.routes();
         for uri in uris {
@@ -660,15 +676,14 @@ impl Relay {
     }
 
     /// Forwards a unified session's notification or response to the right backends.
-    pub(crate) async fn unified_forward(
-        &self,
-        session: &Arc<Session>,
-        message: &[u8],
-        peek: &Peek<'_>,
-    ) {
-        let Some(state) = session.unified() else {
+    pub(crate) async fn forward(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) {
+        let _in_flight = session.begin_request();
+        let Some(state) = UnifiedState::of(session) else {
             return;
         };
+        if !self.core.is_for_backends(session, message, peek) {
+            return;
+        }
         match (peek.kind, peek.method.as_deref()) {
             (Kind::Response, _) => {
                 let (Some(id), Some(range)) = (peek.id, peek.id_range.clone()) else {
@@ -693,7 +708,7 @@ impl Relay {
                 }
             }
             _ => {
-                for server in self.servers().iter() {
+                for server in self.core.servers().iter() {
                     self.forward_to_live(session, server, message).await;
                 }
             }
@@ -707,11 +722,13 @@ impl Relay {
         server: &Arc<ServerConfig>,
         message: &[u8],
     ) {
-        let Some(conn) = self.pool.live(&pool_key(server, &session.id)) else {
+        let Some(conn) = self.core.live_conn(session, server) else {
             return;
         };
         if let Ok(peek) = jsonrpc::peek(message) {
-            forward_to(session, server, &conn, message, &peek).await;
+            self.core
+                .forward_to(session, server, &conn, message, &peek)
+                .await;
         }
     }
 }

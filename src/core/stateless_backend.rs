@@ -1,23 +1,28 @@
-//! The other way round: session-era clients of 2026-07-28 backends.
+//! Session-era sessions on 2026-07-28 (stateless) backends.
 //!
-//! Owns what such a client needs: an `initialize` answer made from the
-//! backend's `server/discover`, and the backend's `InputRequiredResult`s
-//! turned into ordinary server-to-client requests on the session's streams,
-//! whose answers the gateway collects (they never reach the backend as
-//! responses) to retry the request with `inputResponses` and the backend's
-//! `requestState`, until the backend completes it. It never speaks HTTP.
+//! Owns what such a session needs from its backend, whichever endpoint it
+//! came through: every request carries the session's `_meta` (version,
+//! capabilities, `clientInfo` from its `initialize`); the client's
+//! `initialize` is answered from the backend's `server/discover`; and the
+//! backend's `InputRequiredResult`s become ordinary server-to-client requests
+//! on the session's streams, whose answers the gateway collects (they never
+//! reach the backend as responses) to retry the request with
+//! `inputResponses` and the backend's `requestState`, until the backend
+//! completes it. A stateless caller's own session gets such a result as it
+//! is. It never speaks HTTP.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::lock;
+use super::{Core, with_id};
 use crate::config::ServerConfig;
-use crate::jsonrpc::{self, Kind};
-use crate::protocol::{Version, meta};
-use crate::relay::{Relay, with_id};
+use crate::jsonrpc::{self, Kind, Peek};
+use crate::launcher::{BackendConn, ConnFailure, ServerMessageSink as _};
+use crate::protocol::{Era, Version, meta};
 use crate::session::Session;
 
 /// The prefix of the ids of requests the gateway sends clients for a modern
@@ -32,7 +37,7 @@ const MAX_INPUT_ROUNDS: usize = 10;
 /// backend's `server/discover` answer (`discover`, already carrying the
 /// client's id): the version the client asked for (if the gateway serves it),
 /// the backend's capabilities and instructions, and its `serverInfo`.
-pub(crate) fn initialize_from_discover(discover: &[u8], initialize: &jsonrpc::Peek<'_>) -> Bytes {
+pub(crate) fn initialize_from_discover(discover: &[u8], initialize: &Peek<'_>) -> Bytes {
     let Some(result) = jsonrpc::peek(discover).ok().and_then(|p| p.result) else {
         return Bytes::copy_from_slice(discover);
     };
@@ -61,41 +66,80 @@ pub(crate) fn initialize_from_discover(discover: &[u8], initialize: &jsonrpc::Pe
     Bytes::from(out)
 }
 
-impl Relay {
-    /// A session-era client's answer to a request the gateway asked it on a
-    /// modern backend's behalf: handed to the waiting request, not forwarded.
-    /// False for any other message.
-    pub(crate) fn take_asked_answer(
+/// `message` with the session's `_meta` added, when it has no protocol
+/// version there yet (a session-era client's request for a 2026-07-28
+/// backend); `None` when it already has one.
+pub(super) fn with_session_meta(
+    session: &Session,
+    message: &[u8],
+    peek: &Peek<'_>,
+) -> Option<Vec<u8>> {
+    let has_version = peek
+        .params
+        .and_then(|p| jsonrpc::member(p, "_meta"))
+        .is_some_and(|m| jsonrpc::member(m, meta::PROTOCOL_VERSION).is_some());
+    if has_version {
+        return None;
+    }
+    let members = crate::launcher::handshake::modern_meta(&session.init_message);
+    Some(jsonrpc::with_meta_members(message, peek, &members))
+}
+
+/// A request the gateway asked a session's client: (session id, raw request id).
+type AskedKey = (Arc<str>, String);
+
+/// Requests the gateway sent session-era clients on a 2026-07-28 backend's
+/// behalf (from its `InputRequiredResult`), until answered. Only the session
+/// asked may answer.
+#[derive(Default)]
+pub(super) struct Asked {
+    waiting: Mutex<HashMap<AskedKey, tokio::sync::oneshot::Sender<Bytes>>>,
+    next: AtomicU64,
+}
+
+impl Asked {
+    fn waiting(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<AskedKey, tokio::sync::oneshot::Sender<Bytes>>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A session-era client's answer to a request the gateway asked it:
+    /// handed to the waiting request, not forwarded. False for any other
+    /// message.
+    pub(super) fn take_answer(
         &self,
         session: &Arc<Session>,
         message: &[u8],
-        peek: &jsonrpc::Peek<'_>,
+        peek: &Peek<'_>,
     ) -> bool {
         let Some(id) = peek.id.filter(|id| id.starts_with(ASKED_ID_PREFIX)) else {
             return false;
         };
         let key = (Arc::clone(&session.id), id.to_owned());
-        if let Some(waiter) = lock(&self.bridge.asked).remove(&key) {
+        if let Some(waiter) = self.waiting().remove(&key) {
             let _ = waiter.send(Bytes::copy_from_slice(message));
         }
         true
     }
+}
 
+impl Core {
     /// A modern backend answered a session-era client's request with an
     /// `InputRequiredResult`: its input requests go to the client as ordinary
     /// server-to-client requests (on the request's stream), and the request is
     /// retried with the answers (and the backend's `requestState`) until the
     /// backend completes it. Stateless callers get the result as it is.
-    pub(crate) async fn complete_input_required(
+    pub(super) async fn complete_input_required(
         &self,
         session: &Arc<Session>,
         server: &ServerConfig,
-        conn: &crate::launcher::BackendConn,
+        conn: &BackendConn,
         message: &[u8],
-        peek: &jsonrpc::Peek<'_>,
+        peek: &Peek<'_>,
         mut answer: Bytes,
-    ) -> Result<Bytes, crate::launcher::ConnFailure> {
-        if lock(&self.bridge.hidden).contains(&session.id) {
+    ) -> Result<Bytes, ConnFailure> {
+        if session.client_era() == Era::Stateless {
             return Ok(answer);
         }
         for _ in 0..MAX_INPUT_ROUNDS {
@@ -116,10 +160,7 @@ impl Relay {
                         Err(_) => (None, None),
                     };
                 let Some(method) = method else { continue };
-                let n = self
-                    .bridge
-                    .next_asked
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let n = self.asked.next.fetch_add(1, Ordering::Relaxed);
                 let id = format!("{ASKED_ID_PREFIX}{n}\"");
                 let ask = match params {
                     Some(params) => format!(
@@ -131,13 +172,12 @@ impl Relay {
                 };
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let asked = (Arc::clone(&session.id), id.clone());
-                lock(&self.bridge.asked).insert(asked.clone(), tx);
-                use crate::launcher::ServerMessageSink as _;
+                self.asked.waiting().insert(asked.clone(), tx);
                 session.outbox.deliver(Bytes::from(ask), Kind::Request);
                 let reply = tokio::time::timeout(server.tool_timeout, rx).await;
-                lock(&self.bridge.asked).remove(&asked);
+                self.asked.waiting().remove(&asked);
                 let Ok(Ok(reply)) = reply else {
-                    return Err(crate::launcher::ConnFailure::Timeout(server.tool_timeout));
+                    return Err(ConnFailure::Timeout(server.tool_timeout));
                 };
                 let reply_peek = jsonrpc::peek(&reply).ok();
                 match reply_peek.as_ref().and_then(|p| p.result) {
@@ -158,11 +198,9 @@ impl Relay {
                 members.push_str(state.get());
             }
             let retry = jsonrpc::with_params_members(message, peek, &members);
-            let retry_peek = jsonrpc::peek(&retry).map_err(|e| {
-                crate::launcher::ConnFailure::WriteFailed(format!("cannot build the retry: {e}"))
-            })?;
-            answer =
-                Box::pin(self.send_request(session, server, conn, &retry, &retry_peek)).await?;
+            let retry_peek = jsonrpc::peek(&retry)
+                .map_err(|e| ConnFailure::WriteFailed(format!("cannot build the retry: {e}")))?;
+            answer = Box::pin(self.send(session, server, conn, &retry, &retry_peek)).await?;
         }
         Ok(answer)
     }
