@@ -18,15 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
+use indexmap::IndexMap;
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::request_state::Binding;
-use super::{
-    Bridge, StatelessCall, complete_members, final_outcome, lock, random_hex, refused,
-    with_result_members,
-};
+use super::{Bridge, StatelessCall, completed, final_outcome, lock, random_hex, refused};
 use crate::core::{Outcome, Step, with_id};
-use crate::jsonrpc::{self, Kind};
+use crate::jsonrpc::{self, Kind, build};
 use crate::outbox::StreamHandle;
 use crate::protocol::method;
 use crate::session::Session;
@@ -95,13 +94,10 @@ impl Drop for Running {
             return;
         };
         let (bridge, session) = (Arc::clone(&self.bridge), Arc::clone(&self.session));
-        let cancel = format!(
-            r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{},"reason":"the client closed the request"}}}}"#,
-            self.client_id
-        );
+        let cancel = build::cancelled(&self.client_id, "the client closed the request");
         tokio::spawn(async move {
-            if let Ok(peek) = jsonrpc::peek(cancel.as_bytes()) {
-                bridge.forward(&session, cancel.as_bytes(), &peek).await;
+            if let Ok(peek) = jsonrpc::peek(&cancel) {
+                bridge.forward(&session, &cancel, &peek).await;
             }
             drop(answer);
             session.outbox.abandon_request(handle);
@@ -116,7 +112,25 @@ pub(super) struct Waiting {
     /// The backend request's raw id.
     id: String,
     /// The backend request without its id: `{"method":..,"params":..}`.
-    request: String,
+    request: Box<RawValue>,
+}
+
+/// A backend request as an input request: the request without its id.
+#[derive(Serialize)]
+struct InputRequest<'a> {
+    method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<&'a RawValue>,
+}
+
+/// The result that parks a call: the input the client must give, and the
+/// token to come back with.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InputRequired<'a> {
+    result_type: &'static str,
+    input_requests: IndexMap<&'a str, &'a RawValue>,
+    request_state: &'a str,
 }
 
 /// A call waiting for the client's retry.
@@ -256,14 +270,10 @@ impl Bridge {
         for waiting in parked.waiting {
             match responses.get(&waiting.key) {
                 Some(result) => {
-                    let answer = format!(
-                        r#"{{"jsonrpc":"2.0","id":{},"result":{}}}"#,
-                        waiting.id,
-                        result.get()
-                    );
-                    let peek = jsonrpc::peek(answer.as_bytes()).expect("built from valid JSON");
+                    let answer = build::success(Some(&waiting.id), result);
+                    let peek = jsonrpc::peek(&answer).expect("built from valid JSON");
                     let session = Arc::clone(&parked.call.session);
-                    self.forward(&session, answer.as_bytes(), &peek).await;
+                    self.forward(&session, &answer, &peek).await;
                 }
                 None => left.push(waiting),
             }
@@ -293,7 +303,7 @@ impl Bridge {
                     let (handle, _) = running.take();
                     running.session.outbox.abandon_request(handle);
                     let answer = with_id(&response, Some(&call.id)).unwrap_or(response);
-                    return final_outcome(with_result_members(&answer, complete_members(&call.method)));
+                    return final_outcome(completed(&answer, &call.method));
                 }
             };
             let Some(event) = event else { continue };
@@ -336,12 +346,11 @@ impl Bridge {
             });
             match needs {
                 Some(_) if declared => {
-                    let request = match peek.params {
-                        Some(params) => {
-                            format!(r#"{{"method":"{method}","params":{}}}"#, params.get())
-                        }
-                        None => format!(r#"{{"method":"{method}"}}"#),
-                    };
+                    let request = serde_json::value::to_raw_value(&InputRequest {
+                        method,
+                        params: peek.params,
+                    })
+                    .expect("an input request serialises");
                     waiting.push(Waiting {
                         key: format!("input-{}", waiting.len() + 1),
                         id: backend_id,
@@ -378,10 +387,10 @@ impl Bridge {
                     );
                 }
                 None if method == method::PING => {
-                    let pong = format!(r#"{{"jsonrpc":"2.0","id":{backend_id},"result":{{}}}}"#);
-                    let peek = jsonrpc::peek(pong.as_bytes()).expect("built from valid JSON");
+                    let pong = build::success(Some(&backend_id), build::raw("{}"));
+                    let peek = jsonrpc::peek(&pong).expect("built from valid JSON");
                     let session = Arc::clone(&running.session);
-                    self.forward(&session, pong.as_bytes(), &peek).await;
+                    self.forward(&session, &pong, &peek).await;
                 }
                 None => {
                     let session = Arc::clone(&running.session);
@@ -422,21 +431,16 @@ impl Bridge {
             },
             ttl,
         );
-        let requests: Vec<String> = waiting
-            .iter()
-            .map(|w| {
-                format!(
-                    "{}:{}",
-                    serde_json::to_string(&w.key).expect("string"),
-                    w.request
-                )
-            })
-            .collect();
-        let answer = format!(
-            r#"{{"jsonrpc":"2.0","id":{},"result":{{"resultType":"input_required","inputRequests":{{{}}},"requestState":{}}}}}"#,
-            call.id,
-            requests.join(","),
-            serde_json::to_string(&token).expect("string"),
+        let answer = build::success(
+            Some(&call.id),
+            InputRequired {
+                result_type: "input_required",
+                input_requests: waiting
+                    .iter()
+                    .map(|w| (w.key.as_str(), &*w.request))
+                    .collect(),
+                request_state: &token,
+            },
         );
         lock(&self.parked).insert(
             parked_id,
@@ -446,7 +450,7 @@ impl Bridge {
                 expires: Instant::now() + ttl,
             },
         );
-        Outcome::Answer(Bytes::from(answer))
+        Outcome::Answer(answer)
     }
 
     /// Drops the parked calls whose client did not come back in time: the call

@@ -14,26 +14,59 @@
 //! It never speaks HTTP and never sends a listener a notification type it did
 //! not ask for.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use super::{Bridge, StatelessCall, lock};
 use crate::core::{Outcome, Step};
-use crate::jsonrpc::{self, Kind};
+use crate::jsonrpc::{self, Kind, build};
 use crate::protocol::{meta, method};
 use crate::session::Session;
 
-/// What a listen stream asked for (its `notifications` filter).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// What a listen stream asked for (its `notifications` filter), serialised
+/// as the acknowledgment states it.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct Filter {
+    #[serde(rename = "toolsListChanged", skip_serializing_if = "is_false")]
     tools: bool,
+    #[serde(rename = "promptsListChanged", skip_serializing_if = "is_false")]
     prompts: bool,
+    #[serde(rename = "resourcesListChanged", skip_serializing_if = "is_false")]
     resources: bool,
+    #[serde(
+        rename = "resourceSubscriptions",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     uris: Vec<String>,
+}
+
+fn is_false(flag: &bool) -> bool {
+    !flag
+}
+
+/// The params of a `subscriptions/listen` (and of its acknowledgment, with
+/// the subscription's id in `_meta`).
+#[derive(Serialize)]
+struct ListenParams<'a> {
+    #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
+    meta: Option<BTreeMap<&'static str, &'a RawValue>>,
+    notifications: &'a Filter,
+}
+
+/// The params of a `resources/subscribe`.
+#[derive(Serialize)]
+struct SubscribeParams<'a> {
+    uri: &'a str,
+}
+
+/// The `_meta` that says which subscription a message belongs to.
+fn subscription_meta(id: &str) -> BTreeMap<&'static str, &RawValue> {
+    BTreeMap::from([(meta::SUBSCRIPTION_ID, build::raw(id))])
 }
 
 impl Filter {
@@ -71,27 +104,6 @@ impl Filter {
                 Vec::new()
             },
         }
-    }
-
-    /// The filter as the acknowledgment states it.
-    fn to_json(&self) -> String {
-        let mut members = Vec::new();
-        for (on, name) in [
-            (self.tools, "toolsListChanged"),
-            (self.prompts, "promptsListChanged"),
-            (self.resources, "resourcesListChanged"),
-        ] {
-            if on {
-                members.push(format!(r#""{name}":true"#));
-            }
-        }
-        if !self.uris.is_empty() {
-            members.push(format!(
-                r#""resourceSubscriptions":{}"#,
-                serde_json::to_string(&self.uris).expect("strings")
-            ));
-        }
-        format!("{{{}}}", members.join(","))
     }
 
     /// True when a notification of `method` (with `params`) is one this filter asked for.
@@ -158,7 +170,7 @@ impl Hub {
             let tagged = jsonrpc::with_meta_members(
                 base,
                 &base_peek,
-                &format!(r#""{}":{}"#, meta::SUBSCRIPTION_ID, listener.id),
+                &build::members(&subscription_meta(&listener.id)),
             );
             match listener.tx.try_send(Step::Note(Bytes::from(tagged))) {
                 Ok(()) => true,
@@ -195,12 +207,12 @@ impl Bridge {
             .and_then(|i| jsonrpc::peek(i).ok()?.result)
             .and_then(|r| jsonrpc::member(r, "capabilities"));
         let honoured = Filter::parse(params).honoured_by(capabilities);
-        let ack = format!(
-            r#"{{"jsonrpc":"2.0","method":"{}","params":{{"_meta":{{"{}":{}}},"notifications":{}}}}}"#,
+        let ack = build::notification(
             method::SUBSCRIPTIONS_ACKNOWLEDGED,
-            meta::SUBSCRIPTION_ID,
-            call.id,
-            honoured.to_json()
+            Some(ListenParams {
+                meta: Some(subscription_meta(&call.id)),
+                notifications: &honoured,
+            }),
         );
         let (tx, rx) = mpsc::channel(256);
         let hub = self.join_hub(
@@ -233,16 +245,17 @@ impl Bridge {
             self.backend_listen(session, &hub, &all);
         } else if !modern {
             for uri in &new_uris {
-                let subscribe = format!(
-                    r#"{{"jsonrpc":"2.0","id":0,"method":"resources/subscribe","params":{{"uri":{}}}}}"#,
-                    serde_json::to_string(uri).expect("a string")
+                let subscribe = build::request(
+                    build::raw("0"),
+                    method::RESOURCES_SUBSCRIBE,
+                    Some(SubscribeParams { uri }),
                 );
-                if let Ok(peek) = jsonrpc::peek(subscribe.as_bytes()) {
-                    let _ = self.request(session, subscribe.as_bytes(), &peek).await;
+                if let Ok(peek) = jsonrpc::peek(&subscribe) {
+                    let _ = self.request(session, &subscribe, &peek).await;
                 }
             }
         }
-        Outcome::Stream(Bytes::from(ack), rx)
+        Outcome::Stream(ack, rx)
     }
 
     /// Joins `listener` to the hub of a caller process, made (and fed from the
@@ -297,9 +310,13 @@ impl Bridge {
     fn backend_listen(self: &Arc<Self>, session: &Arc<Session>, hub: &Arc<Hub>, filter: &Filter) {
         let n = NEXT_BACKEND_LISTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("\"mcpgate-listen-{n}\"");
-        let listen = format!(
-            r#"{{"jsonrpc":"2.0","id":{id},"method":"subscriptions/listen","params":{{"notifications":{}}}}}"#,
-            filter.to_json()
+        let listen = build::request(
+            build::raw(&id),
+            method::LISTEN,
+            Some(ListenParams {
+                meta: None,
+                notifications: filter,
+            }),
         );
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         // Dropping the previous sender ends the previous listen.
@@ -307,10 +324,10 @@ impl Bridge {
         let (bridge, session, hub) = (Arc::clone(self), Arc::clone(session), Arc::clone(hub));
         let every = self.core.gateway().cleanup_interval;
         tokio::spawn(async move {
-            let Ok(peek) = jsonrpc::peek(listen.as_bytes()) else {
+            let Ok(peek) = jsonrpc::peek(&listen) else {
                 return;
             };
-            let answer = bridge.request(&session, listen.as_bytes(), &peek);
+            let answer = bridge.request(&session, &listen, &peek);
             tokio::pin!(answer);
             let mut tick = tokio::time::interval(every);
             let idle = loop {
@@ -325,11 +342,9 @@ impl Bridge {
                 }
             };
             // Cancelled while the request is still known, so the backend hears of it.
-            let cancel = format!(
-                r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id},"reason":"no listener is left"}}}}"#
-            );
-            if let Ok(peek) = jsonrpc::peek(cancel.as_bytes()) {
-                bridge.forward(&session, cancel.as_bytes(), &peek).await;
+            let cancel = build::cancelled(&id, "no listener is left");
+            if let Ok(peek) = jsonrpc::peek(&cancel) {
+                bridge.forward(&session, &cancel, &peek).await;
             }
             if idle {
                 lock(&hub.listeners).clear();
@@ -357,7 +372,7 @@ mod tests {
         let caps = raw(r#"{"tools":{"listChanged":true},"resources":{"subscribe":true}}"#);
         let honoured = asked.honoured_by(Some(&caps));
         assert_eq!(
-            honoured.to_json(),
+            serde_json::to_string(&honoured).expect("a filter serialises"),
             r#"{"toolsListChanged":true,"resourceSubscriptions":["a://1"]}"#
         );
         assert!(honoured.wants("notifications/tools/list_changed", None));

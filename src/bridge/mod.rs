@@ -30,17 +30,18 @@ mod calls;
 mod listen;
 pub(crate) mod request_state;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::config::ServerConfig;
 use crate::core::answers::launch_failed;
 use crate::core::{Core, Outcome, with_id};
 use crate::jsonrpc;
-use crate::jsonrpc::Peek;
+use crate::jsonrpc::{Peek, build};
 use crate::protocol::{Era, Version, meta, method};
 use crate::routed::Routed;
 use crate::session::Endpoint;
@@ -112,74 +113,106 @@ fn caller_of(api_caller: Option<&Arc<str>>, call: &StatelessCall) -> String {
     }
 }
 
+/// The params of the gateway's own `initialize` for a caller's process.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InitializeParams<'a> {
+    protocol_version: &'static str,
+    capabilities: &'a RawValue,
+    client_info: &'a RawValue,
+}
+
+/// The client capabilities the gateway declares for a caller's process: the
+/// ones it can relay to a 2026-07-28 client as input requests.
+const RELAYED_CAPABILITIES: &str =
+    r#"{"elicitation":{"form":{},"url":{}},"sampling":{},"roots":{}}"#;
+
 /// The gateway's own `initialize` for a caller's process.
 fn bridge_initialize(client_info: Option<&str>) -> Bytes {
-    let info = client_info.unwrap_or(concat!(
+    let own_info = concat!(
         r#"{"name":"mcpgate","version":""#,
         env!("CARGO_PKG_VERSION"),
         r#""}"#
-    ));
-    Bytes::from(format!(
-        r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{}","capabilities":{{"elicitation":{{"form":{{}},"url":{{}}}},"sampling":{{}},"roots":{{}}}},"clientInfo":{info}}}}}"#,
-        Version::LATEST_SESSION.as_str()
-    ))
+    );
+    build::request(
+        build::raw("0"),
+        method::INITIALIZE,
+        Some(InitializeParams {
+            protocol_version: Version::LATEST_SESSION.as_str(),
+            capabilities: build::raw(RELAYED_CAPABILITIES),
+            client_info: build::raw(client_info.unwrap_or(own_info)),
+        }),
+    )
 }
 
-/// `answer` with `members` (`"k":v,...`) added at the start of its result
-/// object, unless the result already has `resultType`. Errors pass unchanged.
-fn with_result_members(answer: &[u8], members: &str) -> Bytes {
+/// What a complete 2026-07-28 result says of itself (and, for cacheable
+/// methods, of its caching: nothing may be cached, as the session-era backend
+/// said nothing about it).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Complete {
+    result_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_scope: Option<&'static str>,
+}
+
+impl Complete {
+    fn of(method_name: &str) -> Complete {
+        let cacheable = method::CACHEABLE.contains(&method_name);
+        Complete {
+            result_type: "complete",
+            ttl_ms: cacheable.then_some(0),
+            cache_scope: cacheable.then_some("private"),
+        }
+    }
+}
+
+/// `answer` with a complete result's members (see [`Complete`]) added at the
+/// start of its result object, unless the result already has `resultType`.
+/// Errors pass unchanged.
+fn completed(answer: &[u8], method_name: &str) -> Bytes {
     let Some(result) = jsonrpc::peek(answer).ok().and_then(|p| p.result) else {
         return Bytes::copy_from_slice(answer);
     };
-    if !result.get().starts_with('{') || jsonrpc::member(result, "resultType").is_some() {
+    if jsonrpc::member(result, "resultType").is_some() {
         return Bytes::copy_from_slice(answer);
     }
-    let at = jsonrpc::range_in(answer, result.get()).start + 1;
-    let empty = result.get()[1..].trim_start().starts_with('}');
-    let mut out = Vec::with_capacity(answer.len() + members.len() + 1);
-    out.extend_from_slice(&answer[..at]);
-    out.extend_from_slice(members.as_bytes());
-    if !empty {
-        out.push(b',');
-    }
-    out.extend_from_slice(&answer[at..]);
-    Bytes::from(out)
+    let members = build::members(&Complete::of(method_name));
+    jsonrpc::splice_members(answer, result, &members)
+        .map_or_else(|| Bytes::copy_from_slice(answer), Bytes::from)
 }
 
-/// The members a complete result of `method` gets.
-fn complete_members(method_name: &str) -> &'static str {
-    if method::CACHEABLE.contains(&method_name) {
-        r#""resultType":"complete","ttlMs":0,"cacheScope":"private""#
-    } else {
-        r#""resultType":"complete""#
-    }
+/// A `server/discover` result.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DiscoverResult<'a> {
+    #[serde(flatten)]
+    complete: Complete,
+    supported_versions: [&'static str; 1],
+    capabilities: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instructions: Option<&'a RawValue>,
+    #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
+    meta: Option<BTreeMap<&'static str, &'a RawValue>>,
 }
 
 /// `server/discover`, answered from an initialize answer (the backend's, or
 /// the unified endpoint's merged one).
 fn discover_from_initialize(init: Option<&[u8]>, call: &StatelessCall) -> Outcome {
     let result = init.and_then(|init| jsonrpc::peek(init).ok()?.result);
-    let member = |name| {
-        result
-            .and_then(|r| jsonrpc::member(r, name))
-            .map(RawValue::get)
-    };
-    let mut out = format!(
-        r#"{{"jsonrpc":"2.0","id":{},"result":{{{},"supportedVersions":{},"capabilities":{}"#,
-        call.id,
-        complete_members(method::DISCOVER),
-        serde_json::to_string(&[Version::STATELESS.as_str()]).expect("strings serialise"),
-        member("capabilities").unwrap_or("{}"),
-    );
-    if let Some(instructions) = member("instructions") {
-        out.push_str(r#","instructions":"#);
-        out.push_str(instructions);
-    }
-    if let Some(info) = member("serverInfo") {
-        out.push_str(&format!(r#","_meta":{{"{}":{info}}}"#, meta::SERVER_INFO));
-    }
-    out.push_str("}}");
-    Outcome::Answer(Bytes::from(out))
+    let member = |name| result.and_then(|r| jsonrpc::member(r, name));
+    Outcome::Answer(build::success(
+        Some(&call.id),
+        DiscoverResult {
+            complete: Complete::of(method::DISCOVER),
+            supported_versions: [Version::STATELESS.as_str()],
+            capabilities: member("capabilities").unwrap_or_else(|| build::raw("{}")),
+            instructions: member("instructions"),
+            meta: member("serverInfo").map(|info| BTreeMap::from([(meta::SERVER_INFO, info)])),
+        },
+    ))
 }
 
 /// A final answer as the client gets it: the 2026-07-28 errors that the
@@ -372,18 +405,18 @@ mod tests {
     fn result_members_are_spliced_in_without_touching_the_rest() {
         let answer = br#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"x","z":1e400}]}}"#;
         assert_eq!(
-            &with_result_members(answer, complete_members("tools/list"))[..],
+            &completed(answer, "tools/list")[..],
             &br#"{"jsonrpc":"2.0","id":7,"result":{"resultType":"complete","ttlMs":0,"cacheScope":"private","tools":[{"name":"x","z":1e400}]}}"#[..]
         );
         let empty = br#"{"jsonrpc":"2.0","id":7,"result":{ }}"#;
         assert_eq!(
-            &with_result_members(empty, complete_members("tools/call"))[..],
+            &completed(empty, "tools/call")[..],
             &br#"{"jsonrpc":"2.0","id":7,"result":{"resultType":"complete" }}"#[..]
         );
         let typed = br#"{"jsonrpc":"2.0","id":7,"result":{"resultType":"complete"}}"#;
-        assert_eq!(&with_result_members(typed, "\"x\":1")[..], &typed[..]);
+        assert_eq!(&completed(typed, "tools/call")[..], &typed[..]);
         let error = br#"{"jsonrpc":"2.0","id":7,"error":{"code":1,"message":"m"}}"#;
-        assert_eq!(&with_result_members(error, "\"x\":1")[..], &error[..]);
+        assert_eq!(&completed(error, "tools/call")[..], &error[..]);
     }
 
     #[test]

@@ -16,11 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{Core, with_id};
 use crate::config::ServerConfig;
-use crate::jsonrpc::{self, Kind, Peek};
+use crate::jsonrpc::{self, Kind, Peek, build};
 use crate::launcher::{BackendConn, ConnFailure, ServerMessageSink as _};
 use crate::protocol::{Era, Version, meta};
 use crate::session::Session;
@@ -41,29 +43,50 @@ pub(crate) fn initialize_from_discover(discover: &[u8], initialize: &Peek<'_>) -
     let Some(result) = jsonrpc::peek(discover).ok().and_then(|p| p.result) else {
         return Bytes::copy_from_slice(discover);
     };
-    let member = |name| jsonrpc::member(result, name).map(RawValue::get);
+    let member = |name| jsonrpc::member(result, name);
     let asked = initialize
         .params
         .and_then(|p| jsonrpc::string_member(p, "protocolVersion"));
-    let version = Version::answer_to_session_client(asked.as_deref()).as_str();
     let server_info = member("_meta")
-        .and_then(|m| serde_json::from_str::<HashMap<String, Box<RawValue>>>(m).ok())
-        .and_then(|mut m| m.remove(meta::SERVER_INFO))
-        .map_or_else(
-            || r#"{"name":"unknown","version":"unknown"}"#.to_owned(),
-            |info| info.get().to_owned(),
-        );
-    let mut out = format!(
-        r#"{{"jsonrpc":"2.0","id":{},"result":{{"protocolVersion":"{version}","capabilities":{},"serverInfo":{server_info}"#,
-        initialize.id.unwrap_or("null"),
-        member("capabilities").unwrap_or("{}"),
-    );
-    if let Some(instructions) = member("instructions") {
-        out.push_str(r#","instructions":"#);
-        out.push_str(instructions);
-    }
-    out.push_str("}}");
-    Bytes::from(out)
+        .and_then(|m| serde_json::from_str::<HashMap<&str, &RawValue>>(m.get()).ok())
+        .and_then(|mut m| m.remove(meta::SERVER_INFO));
+    build::success(
+        initialize.id,
+        InitializeResult {
+            protocol_version: Version::answer_to_session_client(asked.as_deref()).as_str(),
+            capabilities: member("capabilities").unwrap_or_else(|| build::raw("{}")),
+            server_info: server_info
+                .unwrap_or_else(|| build::raw(r#"{"name":"unknown","version":"unknown"}"#)),
+            instructions: member("instructions"),
+        },
+    )
+}
+
+/// An `initialize` result made by the gateway.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InitializeResult<'a> {
+    protocol_version: &'static str,
+    capabilities: &'a RawValue,
+    server_info: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instructions: Option<&'a RawValue>,
+}
+
+/// An input request of a 2026-07-28 backend, as it writes it.
+#[derive(Deserialize)]
+struct InputRequest {
+    method: String,
+    params: Option<Box<RawValue>>,
+}
+
+/// What a request retried with the client's input carries (in its params).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InputRetry<'a> {
+    input_responses: IndexMap<String, Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_state: Option<&'a RawValue>,
 }
 
 /// `message` with the session's `_meta` added, when it has no protocol
@@ -152,28 +175,19 @@ impl Core {
             let requests: HashMap<String, Box<RawValue>> = jsonrpc::member(result, "inputRequests")
                 .and_then(|r| serde_json::from_str(r.get()).ok())
                 .unwrap_or_default();
-            let mut responses = Vec::with_capacity(requests.len());
+            let mut responses = IndexMap::with_capacity(requests.len());
             for (key, request) in requests {
-                let (method, params) =
-                    match serde_json::from_str::<HashMap<String, Box<RawValue>>>(request.get()) {
-                        Ok(mut fields) => (fields.remove("method"), fields.remove("params")),
-                        Err(_) => (None, None),
-                    };
-                let Some(method) = method else { continue };
+                let Ok(request) = serde_json::from_str::<InputRequest>(request.get()) else {
+                    tracing::debug!(key, "an input request without a method; left out");
+                    continue;
+                };
                 let n = self.asked.next.fetch_add(1, Ordering::Relaxed);
                 let id = format!("{ASKED_ID_PREFIX}{n}\"");
-                let ask = match params {
-                    Some(params) => format!(
-                        r#"{{"jsonrpc":"2.0","id":{id},"method":{},"params":{}}}"#,
-                        method.get(),
-                        params.get()
-                    ),
-                    None => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{}}}"#, method.get()),
-                };
+                let ask = build::request(build::raw(&id), &request.method, request.params);
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let asked = (Arc::clone(&session.id), id.clone());
                 self.asked.waiting().insert(asked.clone(), tx);
-                session.outbox.deliver(Bytes::from(ask), Kind::Request);
+                session.outbox.deliver(ask, Kind::Request);
                 let reply = tokio::time::timeout(server.tool_timeout, rx).await;
                 self.asked.waiting().remove(&asked);
                 let Ok(Ok(reply)) = reply else {
@@ -181,22 +195,19 @@ impl Core {
                 };
                 let reply_peek = jsonrpc::peek(&reply).ok();
                 match reply_peek.as_ref().and_then(|p| p.result) {
-                    Some(value) => responses.push(format!(
-                        "{}:{}",
-                        serde_json::to_string(&key).expect("string"),
-                        value.get()
-                    )),
+                    Some(value) => {
+                        responses.insert(key, value.to_owned());
+                    }
                     // The client refused: its error is the request's answer.
                     None => {
                         return Ok(with_id(&reply, peek.id).unwrap_or(reply));
                     }
                 }
             }
-            let mut members = format!(r#""inputResponses":{{{}}}"#, responses.join(","));
-            if let Some(state) = jsonrpc::member(result, "requestState") {
-                members.push_str(r#","requestState":"#);
-                members.push_str(state.get());
-            }
+            let members = build::members(&InputRetry {
+                input_responses: responses,
+                request_state: jsonrpc::member(result, "requestState"),
+            });
             let retry = jsonrpc::with_params_members(message, peek, &members);
             let retry_peek = jsonrpc::peek(&retry)
                 .map_err(|e| ConnFailure::WriteFailed(format!("cannot build the retry: {e}")))?;

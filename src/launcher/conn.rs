@@ -22,7 +22,7 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::{oneshot, watch};
 
 use super::process::{self, StopOutcome};
-use crate::jsonrpc::{self, Kind};
+use crate::jsonrpc::{self, Kind, build};
 use crate::protocol::Era;
 
 /// How many stderr lines a connection keeps for error messages.
@@ -393,10 +393,13 @@ impl BackendConn {
     }
 
     async fn cancel_timed_out(&self, id: u64, timeout: Duration) {
-        let note = format!(
-            "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{{\"requestId\":{id},\"reason\":\"timed out after {timeout:?} at the gateway\"}}}}\n"
-        );
-        let _ = self.write_line(note.as_bytes()).await;
+        let mut note = build::cancelled(
+            &id.to_string(),
+            &format!("timed out after {timeout:?} at the gateway"),
+        )
+        .to_vec();
+        note.push(b'\n');
+        let _ = self.write_line(&note).await;
     }
 
     fn lock_requests(&self) -> std::sync::MutexGuard<'_, Requests> {

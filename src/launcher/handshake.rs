@@ -17,10 +17,8 @@ use bytes::Bytes;
 use super::conn::{BackendConn, ConnFailure};
 use crate::config::EraSetting;
 use crate::jsonrpc;
-use crate::protocol::{Era, Version, meta};
-
-/// The `notifications/initialized` the gateway sends after every `initialize`.
-const INITIALIZED: &[u8] = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+use crate::jsonrpc::build::{self, MetaOnly, RequestMeta};
+use crate::protocol::{Era, Version, method};
 
 /// How long `era = "auto"` waits for an answer to its `server/discover` probe.
 pub const DISCOVER_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -37,31 +35,27 @@ pub enum Failed {
 /// `initialize` carries: the protocol version, and the session's capabilities
 /// and `clientInfo`.
 pub fn modern_meta(init_message: &[u8]) -> String {
-    let params = jsonrpc::peek(init_message).ok().and_then(|p| p.params);
-    let member = |name| {
-        params
-            .and_then(|p| jsonrpc::member(p, name))
-            .map(|v| v.get().to_owned())
-    };
-    let capabilities = member("capabilities").unwrap_or_else(|| "{}".to_owned());
-    let mut members = format!(
-        r#""{}":"{}","{}":{capabilities}"#,
-        meta::PROTOCOL_VERSION,
-        Version::STATELESS.as_str(),
-        meta::CLIENT_CAPABILITIES,
-    );
-    if let Some(info) = member("clientInfo") {
-        members.push_str(&format!(r#","{}":{info}"#, meta::CLIENT_INFO));
-    }
-    members
+    build::members(&request_meta(init_message))
 }
 
-fn discover_request(init_message: &[u8]) -> Vec<u8> {
-    format!(
-        r#"{{"jsonrpc":"2.0","id":0,"method":"server/discover","params":{{"_meta":{{{}}}}}}}"#,
-        modern_meta(init_message)
+/// The `_meta` of a 2026-07-28 request of a session with this `initialize`.
+fn request_meta(init_message: &[u8]) -> RequestMeta<'_> {
+    let params = jsonrpc::peek(init_message).ok().and_then(|p| p.params);
+    let member = |name| params.and_then(|p| jsonrpc::member(p, name));
+    RequestMeta {
+        capabilities: member("capabilities").unwrap_or_else(|| build::raw("{}")),
+        client_info: member("clientInfo"),
+    }
+}
+
+fn discover_request(init_message: &[u8]) -> Bytes {
+    build::request(
+        build::raw("0"),
+        method::DISCOVER,
+        Some(MetaOnly {
+            meta: request_meta(init_message),
+        }),
     )
-    .into_bytes()
 }
 
 fn id_range(message: &[u8]) -> Range<usize> {
@@ -127,7 +121,8 @@ pub(crate) async fn run(
     {
         return Err(Failed::Refused(answer));
     }
-    conn.send(INITIALIZED).await.map_err(Failed::Transport)?;
+    let initialized = build::notification(method::INITIALIZED, None::<()>);
+    conn.send(&initialized).await.map_err(Failed::Transport)?;
     Ok((answer, Era::Session))
 }
 

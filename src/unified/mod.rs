@@ -16,14 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::catalog::lists::{self, ListKind, Rewrite};
 use crate::catalog::names;
 use crate::config::ServerConfig;
 use crate::core::answers::{launch_failed, request_failed, tool_not_allowed};
 use crate::core::{Core, Outcome};
-use crate::jsonrpc::{self, Kind, Peek};
+use crate::jsonrpc::{self, Kind, Peek, build};
 use crate::launcher::ServerMessageSink;
 use crate::protocol::{Version, method};
 use crate::session::{Endpoint, EndpointState, Outbox, Session};
@@ -183,15 +183,27 @@ impl ServerMessageSink for UnifiedSink {
     }
 }
 
-/// A success answer with a result built by the gateway.
-fn result_response(id: Option<&str>, result: &str) -> Bytes {
-    let mut out = Vec::with_capacity(40 + result.len());
-    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-    out.extend_from_slice(id.unwrap_or("null").as_bytes());
-    out.extend_from_slice(b",\"result\":");
-    out.extend_from_slice(result.as_bytes());
-    out.push(b'}');
-    Bytes::from(out)
+/// The unified endpoint's answer to `initialize`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InitializeResult {
+    protocol_version: &'static str,
+    capabilities: Value,
+    server_info: ServerInfo,
+    instructions: String,
+}
+
+#[derive(serde::Serialize)]
+struct ServerInfo {
+    name: &'static str,
+    version: &'static str,
+}
+
+/// The parameters of a list request of the gateway's own.
+#[derive(serde::Serialize)]
+struct ListParams<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<&'a str>,
 }
 
 fn invalid_params(id: Option<&str>, message: &str) -> Bytes {
@@ -323,21 +335,25 @@ impl Unified {
             })
             .collect();
         let separator = &self.core.gateway().tool_separator;
-        let mut result = json!({
-            "protocolVersion": version,
-            "capabilities": capabilities,
-            "serverInfo": {"name": "mcpgate", "version": env!("CARGO_PKG_VERSION")},
-            "instructions": format!(
-                "mcpgate unified endpoint: tools and prompts of server S are named S{separator}<name>.\n\n{}",
-                instructions.join("\n\n")
-            ),
-        });
-        if instructions.is_empty() {
-            result["instructions"] = json!(format!(
-                "mcpgate unified endpoint: tools and prompts of server S are named S{separator}<name>."
-            ));
+        let mut own_instructions = format!(
+            "mcpgate unified endpoint: tools and prompts of server S are named S{separator}<name>."
+        );
+        if !instructions.is_empty() {
+            own_instructions.push_str("\n\n");
+            own_instructions.push_str(&instructions.join("\n\n"));
         }
-        let response = result_response(peek.id, &result.to_string());
+        let response = build::success(
+            peek.id,
+            InitializeResult {
+                protocol_version: version,
+                capabilities,
+                server_info: ServerInfo {
+                    name: "mcpgate",
+                    version: env!("CARGO_PKG_VERSION"),
+                },
+                instructions: own_instructions,
+            },
+        );
         self.core.register(&session, pending);
         Outcome::Created {
             session,
@@ -360,7 +376,7 @@ impl Unified {
     async fn answer(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) -> Bytes {
         let method = peek.method.as_deref().unwrap_or_default();
         if method == method::PING {
-            return result_response(peek.id, "{}");
+            return build::success(peek.id, build::raw("{}"));
         }
         if let Some(kind) = ListKind::from_method(method) {
             return self.merged_list(session, kind, peek).await;
@@ -407,7 +423,7 @@ impl Unified {
                     .iter()
                     .map(|server| self.send_to(session, server, message, peek));
                 futures_util::future::join_all(sends).await;
-                result_response(peek.id, "{}")
+                build::success(peek.id, build::raw("{}"))
             }
             _ => jsonrpc::error_response(
                 peek.id,
@@ -563,9 +579,9 @@ impl Unified {
             }
         }
         let next = (!pending.is_empty()).then(|| lists::encode_cursor(&pending));
-        result_response(
+        build::success(
             peek.id,
-            &lists::merged_result(kind, &items, next.as_deref()),
+            build::raw(&lists::merged_result(kind, &items, next.as_deref())),
         )
     }
 
@@ -577,16 +593,9 @@ impl Unified {
         kind: ListKind,
         cursor: Option<&str>,
     ) -> Option<lists::Page> {
-        let params = match cursor {
-            Some(c) => json!({ "cursor": c }),
-            None => json!({}),
-        };
-        let request = json!({"jsonrpc": "2.0", "id": 0, "method": kind.method(), "params": params})
-            .to_string();
-        let peek = jsonrpc::peek(request.as_bytes()).ok()?;
-        let answer = self
-            .send_to(session, server, request.as_bytes(), &peek)
-            .await;
+        let request = build::request(build::raw("0"), kind.method(), Some(ListParams { cursor }));
+        let peek = jsonrpc::peek(&request).ok()?;
+        let answer = self.send_to(session, server, &request, &peek).await;
         let answer_peek = jsonrpc::peek(&answer).ok()?;
         let Some(result) = answer_peek.result else {
             tracing::warn!(server = %server.id, method = kind.method(),
@@ -735,6 +744,8 @@ impl Unified {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -2,15 +2,19 @@
 //!
 //! Owns [`peek`], which finds a message's kind, method, id and params as
 //! borrowed slices of the original bytes, [`splice`], which replaces one slice
-//! (an id) and leaves every other byte as it was, and the builders of the
-//! gateway's own error responses. It must never turn a forwarded message into
-//! typed structs and back: unknown fields, number formats and key order of a
+//! (an id) and leaves every other byte as it was, [`splice_members`], the one
+//! way members are added to an object inside a message, and (in `build`) the
+//! gateway's own messages. It must never turn a forwarded message into typed
+//! structs and back: unknown fields, number formats and key order of a
 //! backend's answer reach the client exactly as the backend wrote them.
+
+pub mod build;
+
+pub use build::error_response;
 
 use std::borrow::Cow;
 use std::ops::Range;
 
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -254,36 +258,44 @@ pub fn splice(bytes: &[u8], range: Range<usize>, replacement: &[u8]) -> Vec<u8> 
     out
 }
 
+/// `message` with `members` (`"k":v,...`) added at the start of `object`, an
+/// object inside it (as `peek` borrowed it); every other byte is kept. `None`
+/// when `object` is not an object.
+pub fn splice_members(message: &[u8], object: &RawValue, members: &str) -> Option<Vec<u8>> {
+    let text = object.get();
+    let empty = text.strip_prefix('{')?.trim_start().starts_with('}');
+    let at = range_in(message, text).start + 1;
+    let mut out = Vec::with_capacity(message.len() + members.len() + 1);
+    out.extend_from_slice(&message[..at]);
+    out.extend_from_slice(members.as_bytes());
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(&message[at..]);
+    Some(out)
+}
+
+/// `message` with `member` (`"k":v`) added as the last member of its top
+/// level object.
+fn append_member(message: &[u8], member: &str) -> Vec<u8> {
+    let end = message
+        .iter()
+        .rposition(|b| *b == b'}')
+        .unwrap_or(message.len());
+    splice(message, end..end, format!(",{member}").as_bytes())
+}
+
 /// `message` (a request, as `peek` read it) with `members` (`"k":v,...`) added
 /// to its `params._meta`, creating `_meta` and `params` where missing; every
 /// other byte is kept.
 pub fn with_meta_members(message: &[u8], peek: &Peek<'_>, members: &str) -> Vec<u8> {
-    let insert = |at: usize, text: &str| splice(message, at..at, text.as_bytes());
-    let object_start = |raw: &RawValue| -> Option<(usize, bool)> {
-        let text = raw.get();
-        let empty = text.strip_prefix('{')?.trim_start().starts_with('}');
-        Some((range_in(message, text).start + 1, empty))
+    let Some(params) = peek.params else {
+        return append_member(message, &format!("\"params\":{{\"_meta\":{{{members}}}}}"));
     };
-    match peek.params {
-        Some(params) => {
-            if let Some((at, empty)) = member(params, "_meta").and_then(object_start) {
-                let sep = if empty { "" } else { "," };
-                insert(at, &format!("{members}{sep}"))
-            } else if let Some((at, empty)) = object_start(params) {
-                let sep = if empty { "" } else { "," };
-                insert(at, &format!("\"_meta\":{{{members}}}{sep}"))
-            } else {
-                message.to_vec()
-            }
-        }
-        None => {
-            let end = message
-                .iter()
-                .rposition(|b| *b == b'}')
-                .unwrap_or(message.len());
-            insert(end, &format!(",\"params\":{{\"_meta\":{{{members}}}}}"))
-        }
-    }
+    member(params, "_meta")
+        .and_then(|meta| splice_members(message, meta, members))
+        .or_else(|| splice_members(message, params, &format!("\"_meta\":{{{members}}}")))
+        .unwrap_or_else(|| message.to_vec())
 }
 
 /// `message` (a request, as `peek` read it) without the members of its
@@ -317,26 +329,9 @@ pub fn without_meta_members(message: &[u8], peek: &Peek<'_>, prefix: &str) -> Op
 /// `message` (a request) with `members` (`"k":v,...`) added at the start of
 /// its `params`, created if missing; every other byte is kept.
 pub fn with_params_members(message: &[u8], peek: &Peek<'_>, members: &str) -> Vec<u8> {
-    match peek.params.filter(|p| p.get().starts_with('{')) {
-        Some(params) => {
-            let text = params.get();
-            let at = range_in(message, text).start + 1;
-            let empty = text[1..].trim_start().starts_with('}');
-            let sep = if empty { "" } else { "," };
-            splice(message, at..at, format!("{members}{sep}").as_bytes())
-        }
-        None => {
-            let end = message
-                .iter()
-                .rposition(|b| *b == b'}')
-                .unwrap_or(message.len());
-            splice(
-                message,
-                end..end,
-                format!(",\"params\":{{{members}}}").as_bytes(),
-            )
-        }
-    }
+    peek.params
+        .and_then(|params| splice_members(message, params, members))
+        .unwrap_or_else(|| append_member(message, &format!("\"params\":{{{members}}}")))
 }
 
 /// Makes a message fit on one stdio line: raw CR/LF can only be insignificant
@@ -386,28 +381,6 @@ pub fn notification_progress_token<'a>(
 /// Reads one string member of a raw object (e.g. `protocolVersion` of an initialize result).
 pub fn string_member(object: &RawValue, name: &str) -> Option<String> {
     serde_json::from_str::<String>(member(object, name)?.get()).ok()
-}
-
-/// A JSON-RPC error response built by the gateway itself.
-///
-/// `id` is the raw id of the request it answers (`None` writes `null`).
-pub fn error_response(
-    id: Option<&str>,
-    code: i32,
-    message: &str,
-    data: Option<serde_json::Value>,
-) -> Bytes {
-    let mut error = serde_json::json!({ "code": code, "message": message });
-    if let Some(data) = data {
-        error["data"] = data;
-    }
-    let mut out = Vec::with_capacity(64 + message.len());
-    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-    out.extend_from_slice(id.unwrap_or("null").as_bytes());
-    out.extend_from_slice(b",\"error\":");
-    serde_json::to_writer(&mut out, &error).expect("a JSON value always serialises");
-    out.push(b'}');
-    Bytes::from(out)
 }
 
 #[cfg(test)]
