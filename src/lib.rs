@@ -74,7 +74,7 @@ pub enum RunError {
 
 /// Loads the configuration again for a reload: the same file, the same
 /// command-line overrides, the same checks as at start.
-pub type LoadConfig = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+pub type LoadConfig = Arc<dyn Fn() -> Result<Config, config::ConfigError> + Send + Sync>;
 
 /// What asks for reloads: a message on `requests` (SIGHUP), and, with
 /// `watch_config = true`, a change of the file's modification time.

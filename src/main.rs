@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use mcpgate::cli::{Cli, Command};
-use mcpgate::config::Config;
+use mcpgate::config::{Config, ConfigError};
 use mcpgate::launcher::supervisor;
 
 fn main() -> ExitCode {
@@ -41,12 +41,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let path = Config::locate(cli.config.as_deref()).map_err(anyhow::Error::msg)?;
+    let path = Config::locate(cli.config.as_deref())?;
     let listen = cli.listen;
     let load = {
         let path = path.clone();
-        move || -> Result<Config, String> {
-            let mut config = Config::load(&path).map_err(|e| e.to_string())?;
+        move || -> Result<Config, ConfigError> {
+            let mut config = Config::load(&path)?;
             if let Some(listen) = listen {
                 config.gateway.listen = listen;
             }
@@ -54,7 +54,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(config)
         }
     };
-    let config = load().map_err(anyhow::Error::msg)?;
+    let config = load()?;
     if let Some(Command::Check) = cli.command {
         println!("{}", config.to_redacted_toml().trim_end());
         eprintln!("mcpgate: {} is valid", path.display());
