@@ -22,10 +22,28 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mcpgate: {e:#}");
+            eprintln!("mcpgate: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line: `what failed: why: why`. The
+/// library's errors keep their cause as `source()` and also end their own
+/// message with its text (the relay shows a client that message alone), so a
+/// cause the line already ends with is not said twice.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
@@ -110,4 +128,27 @@ fn reload_on_sighup(
             let _ = requests.try_send("SIGHUP received");
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot listen on here: {source}")]
+    struct SaysItsSource {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_is_said_once() {
+        let io = || std::io::Error::other("address in use");
+        let said = anyhow::Error::new(SaysItsSource { source: io() });
+        assert_eq!(one_line(&said), "cannot listen on here: address in use");
+        let context = anyhow::Error::new(io()).context("cannot write the man page");
+        assert_eq!(
+            one_line(&context),
+            "cannot write the man page: address in use"
+        );
+    }
 }
