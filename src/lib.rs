@@ -62,9 +62,9 @@ pub enum RunError {
         source: std::io::Error,
     },
     #[error("the HTTP server failed: {0}")]
-    Serve(std::io::Error),
+    Serve(#[source] std::io::Error),
     #[error("cannot set up TLS: {0}")]
-    Tls(String),
+    Tls(#[from] http::tls::TlsError),
     #[error("cannot open the audit log {}: {source}", path.display())]
     Audit {
         path: std::path::PathBuf,
