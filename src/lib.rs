@@ -80,9 +80,9 @@ pub enum RunError {
         source: std::io::Error,
     },
     #[error("the HTTP server failed: {0}")]
-    Serve(std::io::Error),
+    Serve(#[source] std::io::Error),
     #[error("cannot set up TLS: {0}")]
-    Tls(String),
+    Tls(#[from] http::tls::TlsError),
     #[error("cannot open the audit log {}: {source}", path.display())]
     Audit {
         path: std::path::PathBuf,
@@ -92,7 +92,7 @@ pub enum RunError {
 
 /// Loads the configuration again for a reload: the same file, the same
 /// command-line overrides, the same checks as at start.
-pub type LoadConfig = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+pub type LoadConfig = Arc<dyn Fn() -> Result<Config, config::ConfigError> + Send + Sync>;
 
 /// What asks for reloads: a message on `requests` (SIGHUP), and, with
 /// `watch_config = true`, a change of the file's modification time.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use mcpgate::cli::{Cli, Command};
-use mcpgate::config::Config;
+use mcpgate::config::{Config, ConfigError};
 use mcpgate::launcher::supervisor;
 
 fn main() -> ExitCode {
@@ -22,10 +22,28 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mcpgate: {e:#}");
+            eprintln!("mcpgate: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line: `what failed: why: why`. The
+/// library's errors keep their cause as `source()` and also end their own
+/// message with its text (the relay shows a client that message alone), so a
+/// cause the line already ends with is not said twice.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
@@ -41,12 +59,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let path = Config::locate(cli.config.as_deref()).map_err(anyhow::Error::msg)?;
+    let path = Config::locate(cli.config.as_deref())?;
     let listen = cli.listen;
     let load = {
         let path = path.clone();
-        move || -> Result<Config, String> {
-            let mut config = Config::load(&path).map_err(|e| e.to_string())?;
+        move || -> Result<Config, ConfigError> {
+            let mut config = Config::load(&path)?;
             if let Some(listen) = listen {
                 config.gateway.listen = listen;
             }
@@ -54,7 +72,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(config)
         }
     };
-    let config = load().map_err(anyhow::Error::msg)?;
+    let config = load()?;
     if let Some(Command::Check) = cli.command {
         println!("{}", config.to_redacted_toml().trim_end());
         eprintln!("mcpgate: {} is valid", path.display());
@@ -110,4 +128,27 @@ fn reload_on_sighup(
             let _ = requests.try_send("SIGHUP received");
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot listen on here: {source}")]
+    struct SaysItsSource {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_is_said_once() {
+        let io = || std::io::Error::other("address in use");
+        let said = anyhow::Error::new(SaysItsSource { source: io() });
+        assert_eq!(one_line(&said), "cannot listen on here: address in use");
+        let context = anyhow::Error::new(io()).context("cannot write the man page");
+        assert_eq!(
+            one_line(&context),
+            "cannot write the man page: address in use"
+        );
+    }
 }

@@ -84,9 +84,10 @@ pub struct StreamHandle {
 }
 
 /// Why a resume was refused.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ResumeError {
     /// `Last-Event-ID` is not an id this gateway issues.
+    #[error("Last-Event-ID is not an event id of this gateway")]
     Malformed,
 }
 

@@ -48,24 +48,17 @@ struct Payload {
 }
 
 /// Why a token was refused (said to the client as is).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
+    #[error("requestState is not one this gateway issued")]
     Malformed,
+    #[error("requestState failed verification")]
     BadSignature,
+    #[error("requestState has expired")]
     Expired,
     /// The token is genuine but was issued for something else.
+    #[error("requestState was issued for another {0}")]
     Mismatch(&'static str),
-}
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refused::Malformed => f.write_str("requestState is not one this gateway issued"),
-            Refused::BadSignature => f.write_str("requestState failed verification"),
-            Refused::Expired => f.write_str("requestState has expired"),
-            Refused::Mismatch(what) => write!(f, "requestState was issued for another {what}"),
-        }
-    }
 }
 
 /// Signs and verifies tokens with one key.
@@ -203,6 +196,23 @@ mod tests {
         assert_eq!(
             signer.verify(&token, &other_tool),
             Err(Refused::Mismatch("request"))
+        );
+    }
+
+    #[test]
+    fn refusals_keep_the_words_clients_see() {
+        assert_eq!(
+            Refused::Malformed.to_string(),
+            "requestState is not one this gateway issued"
+        );
+        assert_eq!(
+            Refused::BadSignature.to_string(),
+            "requestState failed verification"
+        );
+        assert_eq!(Refused::Expired.to_string(), "requestState has expired");
+        assert_eq!(
+            Refused::Mismatch("server").to_string(),
+            "requestState was issued for another server"
         );
     }
 }

@@ -82,15 +82,39 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// Why a backend's list result could not be read (the backend is then left
+/// out of the merged list, or its answer forwarded as written).
+#[derive(Debug, thiserror::Error)]
+pub enum ListResultError {
+    #[error("not a list result: {0}")]
+    NotAnObject(#[source] serde_json::Error),
+    /// The member named by [`ListKind::field`] is missing.
+    #[error("the result has no `{0}`")]
+    NoItems(&'static str),
+    #[error("bad `{field}`: {source}")]
+    BadItems {
+        field: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// Reads a backend's list result and rewrites its items.
-pub fn read_page(result: &RawValue, kind: ListKind, rewrite: &Rewrite<'_>) -> Result<Page, String> {
+pub fn read_page(
+    result: &RawValue,
+    kind: ListKind,
+    rewrite: &Rewrite<'_>,
+) -> Result<Page, ListResultError> {
     let members: IndexMap<Cow<'_, str>, &RawValue> =
-        serde_json::from_str(result.get()).map_err(|e| format!("not a list result: {e}"))?;
+        serde_json::from_str(result.get()).map_err(ListResultError::NotAnObject)?;
     let raw_items = members
         .get(kind.field())
-        .ok_or_else(|| format!("the result has no `{}`", kind.field()))?;
-    let items: Vec<&RawValue> = serde_json::from_str(raw_items.get())
-        .map_err(|e| format!("bad `{}`: {e}", kind.field()))?;
+        .ok_or(ListResultError::NoItems(kind.field()))?;
+    let items: Vec<&RawValue> =
+        serde_json::from_str(raw_items.get()).map_err(|source| ListResultError::BadItems {
+            field: kind.field(),
+            source,
+        })?;
     let next_cursor = members
         .get("nextCursor")
         .and_then(|c| serde_json::from_str::<String>(c.get()).ok());
@@ -167,9 +191,13 @@ pub fn merged_result(kind: ListKind, items: &[String], next_cursor: Option<&str>
 
 /// The backend result with its items replaced by `page`'s and every other member
 /// kept as written (routed mode: the allow-list hides tools, nothing else changes).
-pub fn replace_items(result: &RawValue, kind: ListKind, page: &Page) -> Result<String, String> {
+pub fn replace_items(
+    result: &RawValue,
+    kind: ListKind,
+    page: &Page,
+) -> Result<String, ListResultError> {
     let members: IndexMap<Cow<'_, str>, &RawValue> =
-        serde_json::from_str(result.get()).map_err(|e| format!("not a list result: {e}"))?;
+        serde_json::from_str(result.get()).map_err(ListResultError::NotAnObject)?;
     let mut out = String::with_capacity(result.get().len());
     out.push('{');
     for (i, (key, value)) in members.iter().enumerate() {
@@ -270,6 +298,31 @@ mod tests {
             vec![r#"{"uri":"test://a","name":"A"}"#.to_owned()]
         );
         assert_eq!(page.uris, vec!["test://a".to_owned()]);
+    }
+
+    #[test]
+    fn unreadable_results_say_what_is_wrong() {
+        let rewrite = Rewrite {
+            prefix: None,
+            allow: None,
+        };
+        let error = read_page(&raw("[1]"), ListKind::Tools, &rewrite).unwrap_err();
+        assert!(
+            matches!(error, ListResultError::NotAnObject(_)),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().starts_with("not a list result: "),
+            "{error}"
+        );
+        let error = read_page(&raw(r#"{"prompts":[]}"#), ListKind::Tools, &rewrite).unwrap_err();
+        assert_eq!(error.to_string(), "the result has no `tools`");
+        let error = read_page(&raw(r#"{"tools":7}"#), ListKind::Tools, &rewrite).unwrap_err();
+        assert!(
+            matches!(error, ListResultError::BadItems { field: "tools", .. }),
+            "{error:?}"
+        );
+        assert!(std::error::Error::source(&error).is_some());
     }
 
     #[test]

@@ -23,7 +23,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use expand::{ExpandError, ProcessEnv, VarSource, expand};
-pub use units::{ByteSize, ConfigDuration, format_duration, format_size, parse_duration};
+pub use units::{
+    ByteSize, ConfigDuration, DurationError, SizeError, format_duration, format_size,
+    parse_duration,
+};
 
 /// Largest value of the counting settings (sessions, requests, events).
 pub const MAX_COUNT: usize = 1_000_000;
@@ -327,6 +330,14 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// No `--config` was given and none of [`DEFAULT_CONFIG_PATHS`] exists.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no config file given and none found (looked for {}); pass --config FILE",
+    DEFAULT_CONFIG_PATHS.join(" and ")
+)]
+pub struct ConfigNotFound;
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -458,7 +469,7 @@ impl Config {
     }
 
     /// Finds the config: the given path, else the first of [`DEFAULT_CONFIG_PATHS`] that exists.
-    pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
+    pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigNotFound> {
         if let Some(path) = explicit {
             return Ok(path.to_owned());
         }
@@ -466,12 +477,7 @@ impl Config {
             .iter()
             .map(PathBuf::from)
             .find(|p| p.is_file())
-            .ok_or_else(|| {
-                format!(
-                    "no config file given and none found (looked for {}); pass --config FILE",
-                    DEFAULT_CONFIG_PATHS.join(" and ")
-                )
-            })
+            .ok_or(ConfigNotFound)
     }
 
     /// Parses and checks config text; `file` is only used in error messages.
@@ -861,18 +867,26 @@ impl Config {
         risks
     }
 
-    pub fn check_exposure(&self) -> Result<(), String> {
+    /// Refuses a non-loopback `listen` without `api_keys` (unless
+    /// `allow_unauthenticated`). A config error like any other, but one that
+    /// has no single place in the file: it is the combination that is wrong.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
         let g = &self.gateway;
         if g.listen.ip().is_loopback() || !g.api_keys.is_empty() || g.allow_unauthenticated {
             return Ok(());
         }
-        Err(format!(
-            "{}: refusing to listen on {} without api_keys: anyone who can reach it could run the \
-             configured commands. Add [gateway] api_keys, listen on loopback, or set \
-             allow_unauthenticated = true if something in front of mcpgate authenticates callers",
-            self.source.display(),
-            g.listen
-        ))
+        Err(ConfigError {
+            file: self.source.clone(),
+            position: None,
+            key: None,
+            message: format!(
+                "refusing to listen on {} without api_keys: anyone who can reach it could run \
+                 the configured commands. Add [gateway] api_keys, listen on loopback, or set \
+                 allow_unauthenticated = true if something in front of mcpgate authenticates \
+                 callers",
+                g.listen
+            ),
+        })
     }
 
     /// The server with this id.
@@ -1275,7 +1289,13 @@ mod tests {
     #[test]
     fn exposure_without_keys_is_refused_unless_allowed() {
         let open = parse("[gateway]\nlisten = \"0.0.0.0:3000\"\n").unwrap();
-        assert!(open.check_exposure().unwrap_err().contains("api_keys"));
+        assert_eq!(
+            open.check_exposure().unwrap_err().to_string(),
+            "test.toml: refusing to listen on 0.0.0.0:3000 without api_keys: anyone who can reach \
+             it could run the configured commands. Add [gateway] api_keys, listen on loopback, or \
+             set allow_unauthenticated = true if something in front of mcpgate authenticates \
+             callers"
+        );
         let allowed =
             parse("[gateway]\nlisten = \"0.0.0.0:3000\"\nallow_unauthenticated = true\n").unwrap();
         assert!(allowed.check_exposure().is_ok());

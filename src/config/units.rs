@@ -21,8 +21,32 @@ pub struct ByteSize(pub u64);
 /// timeout, short enough that adding it to the current time cannot overflow.
 pub const MAX_DURATION_SECS: u64 = 10_000_000_000;
 
+/// Why a duration in the config could not be read; each names the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("`{0}` is not a duration (try \"90s\", \"30m\" or 120)")]
+    NotANumber(String),
+    #[error("`{text}` has an unknown duration unit `{unit}` (use ms, s, m, h or d)")]
+    UnknownUnit { text: String, unit: String },
+    #[error("`{0}` is too long a duration")]
+    TooLong(String),
+    #[error("`{0}` is finer than a millisecond; durations are whole milliseconds")]
+    FinerThanAMillisecond(String),
+}
+
+/// Why a byte size in the config could not be read; each names the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("`{0}` is not a size (try \"4MiB\" or 1048576)")]
+    NotANumber(String),
+    #[error("`{text}` has an unknown size unit `{unit}` (use B, KiB, MiB, GiB, KB, MB or GB)")]
+    UnknownUnit { text: String, unit: String },
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+}
+
 /// Parses `"500ms"`, `"90s"`, `"30m"`, `"2h"`, `"1d"`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -30,7 +54,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("`{text}` is not a duration (try \"90s\", \"30m\" or 120)"))?;
+        .map_err(|_| DurationError::NotANumber(text.to_owned()))?;
     let seconds_per_unit = match unit.trim() {
         "" | "s" | "sec" | "secs" => 1.0,
         "ms" => 0.001,
@@ -38,26 +62,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => 3600.0,
         "d" => 86400.0,
         other => {
-            return Err(format!(
-                "`{text}` has an unknown duration unit `{other}` (use ms, s, m, h or d)"
-            ));
+            return Err(DurationError::UnknownUnit {
+                text: text.to_owned(),
+                unit: other.to_owned(),
+            });
         }
     };
     let seconds = value * seconds_per_unit;
     if !seconds.is_finite() || seconds > MAX_DURATION_SECS as f64 {
-        return Err(format!("`{text}` is too long a duration"));
+        return Err(DurationError::TooLong(text.to_owned()));
     }
     let duration = Duration::from_millis((seconds * 1000.0).round() as u64);
     if (duration.as_secs_f64() - seconds).abs() > 1e-9 * seconds.max(1.0) {
-        return Err(format!(
-            "`{text}` is finer than a millisecond; durations are whole milliseconds"
-        ));
+        return Err(DurationError::FinerThanAMillisecond(text.to_owned()));
     }
     Ok(duration)
 }
 
 /// Parses `"4MiB"`, `"512KiB"`, `"16MB"`, `"1GiB"`, or a bare number of bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -65,7 +88,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let (number, unit) = text.split_at(split);
     let value: u64 = number
         .parse()
-        .map_err(|_| format!("`{text}` is not a size (try \"4MiB\" or 1048576)"))?;
+        .map_err(|_| SizeError::NotANumber(text.to_owned()))?;
     let multiplier: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -75,14 +98,15 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
         other => {
-            return Err(format!(
-                "`{text}` has an unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB or GB)"
-            ));
+            return Err(SizeError::UnknownUnit {
+                text: text.to_owned(),
+                unit: other.to_owned(),
+            });
         }
     };
     value
         .checked_mul(multiplier)
-        .ok_or_else(|| format!("`{text}` is too large"))
+        .ok_or_else(|| SizeError::TooLarge(text.to_owned()))
 }
 
 /// Prints a duration the way a person would write it in the config.
@@ -173,10 +197,16 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
         assert!(parse_duration("ten seconds").is_err());
-        assert!(parse_duration("0.5ms").is_err(), "finer than a millisecond");
+        assert_eq!(
+            parse_duration("0.5ms"),
+            Err(DurationError::FinerThanAMillisecond("0.5ms".into()))
+        );
         assert!(parse_duration("1.0005s").is_err());
         assert!(parse_duration("1.5ms").is_err());
-        assert!(parse_duration("99999999999").is_err());
+        assert_eq!(
+            parse_duration("99999999999"),
+            Err(DurationError::TooLong("99999999999".into()))
+        );
         assert!(parse_duration("5 fortnights").is_err());
     }
 
@@ -188,6 +218,30 @@ mod tests {
         assert_eq!(parse_size("100"), Ok(100));
         assert!(parse_size("4 megs").is_err());
         assert!(parse_size("99999999999999999999GiB").is_err());
+        assert_eq!(
+            parse_size("17179869184GiB"),
+            Err(SizeError::TooLarge("17179869184GiB".into()))
+        );
+    }
+
+    #[test]
+    fn errors_say_what_was_written_and_what_would_do() {
+        assert_eq!(
+            parse_duration(" 5 fortnights").unwrap_err().to_string(),
+            "`5 fortnights` has an unknown duration unit `fortnights` (use ms, s, m, h or d)"
+        );
+        assert_eq!(
+            parse_duration("soon").unwrap_err().to_string(),
+            r#"`soon` is not a duration (try "90s", "30m" or 120)"#
+        );
+        assert_eq!(
+            parse_size("4 megs").unwrap_err().to_string(),
+            "`4 megs` has an unknown size unit `megs` (use B, KiB, MiB, GiB, KB, MB or GB)"
+        );
+        assert_eq!(
+            parse_size("lots").unwrap_err().to_string(),
+            r#"`lots` is not a size (try "4MiB" or 1048576)"#
+        );
     }
 
     #[test]

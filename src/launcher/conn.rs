@@ -54,7 +54,9 @@ pub struct ConnLabel {
     pub session: Arc<str>,
 }
 
-/// Why a request to a backend got no answer.
+/// Why a request to a backend got no answer. Each failure knows its own
+/// metric label and JSON-RPC code (`metric_label`, `jsonrpc_code`), so the
+/// layers above need not match on it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnFailure {
     #[error("the backend process exited ({status}) while the request was pending")]
@@ -64,6 +66,9 @@ pub enum ConnFailure {
     },
     #[error("the backend closed its stdout")]
     StdoutClosed { stderr_tail: Vec<String> },
+    /// Holds the write error's text, not the `io::Error`: a failure is cloned
+    /// to every pending request (and `io::Error` is not `Clone`), and the
+    /// layers above also build one from a message of their own.
     #[error("writing to the backend's stdin failed: {0}")]
     WriteFailed(String),
     #[error("the backend did not answer within {0:?}")]
@@ -84,6 +89,32 @@ impl ConnFailure {
                 stderr_tail
             }
             _ => &[],
+        }
+    }
+
+    /// The `kind` of `mcpgate_errors_total` this failure counts under. A
+    /// fixed phrase per variant: dashboards and alerts match on it.
+    #[allow(dead_code, reason = "relay.rs still matches on its own")]
+    pub(crate) fn metric_label(&self) -> &'static str {
+        match self {
+            ConnFailure::Exited { .. } => "backend_exited",
+            ConnFailure::StdoutClosed { .. } => "backend_stdout_closed",
+            ConnFailure::WriteFailed(_) => "backend_write_failed",
+            ConnFailure::Timeout(_) => "backend_timeout",
+            ConnFailure::Stopped(_) => "backend_stopped",
+            ConnFailure::TooManyErrors(_) => "backend_too_many_errors",
+            ConnFailure::MessageTooLarge { .. } => "backend_message_too_large",
+        }
+    }
+
+    /// The JSON-RPC error code a client gets for this failure: a timeout has
+    /// a code of its own, so a client can tell it from a backend that broke;
+    /// every other failure is the gateway's internal error.
+    #[allow(dead_code, reason = "relay.rs still matches on its own")]
+    pub(crate) fn jsonrpc_code(&self) -> i32 {
+        match self {
+            ConnFailure::Timeout(_) => jsonrpc::REQUEST_TIMEOUT,
+            _ => jsonrpc::INTERNAL_ERROR,
         }
     }
 }
@@ -741,6 +772,56 @@ fn memchr_newline(bytes: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One failure of each kind (a new variant must be added here: the
+    /// labels' match above will not compile without it either).
+    fn every_failure() -> Vec<ConnFailure> {
+        vec![
+            ConnFailure::Exited {
+                status: "exit status: 1".into(),
+                stderr_tail: vec![],
+            },
+            ConnFailure::StdoutClosed {
+                stderr_tail: vec![],
+            },
+            ConnFailure::WriteFailed("broken pipe".into()),
+            ConnFailure::Timeout(Duration::from_secs(1)),
+            ConnFailure::Stopped("test"),
+            ConnFailure::TooManyErrors(3),
+            ConnFailure::MessageTooLarge { len: 2, max: 1 },
+        ]
+    }
+
+    #[test]
+    fn each_failure_has_a_label_of_its_own() {
+        let labels: Vec<&str> = every_failure().iter().map(|f| f.metric_label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "backend_exited",
+                "backend_stdout_closed",
+                "backend_write_failed",
+                "backend_timeout",
+                "backend_stopped",
+                "backend_too_many_errors",
+                "backend_message_too_large",
+            ]
+        );
+        let distinct: std::collections::HashSet<&str> = labels.iter().copied().collect();
+        assert_eq!(distinct.len(), labels.len(), "{labels:?}");
+    }
+
+    #[test]
+    fn only_a_timeout_is_a_request_timeout() {
+        for failure in every_failure() {
+            let expected = if matches!(failure, ConnFailure::Timeout(_)) {
+                jsonrpc::REQUEST_TIMEOUT
+            } else {
+                jsonrpc::INTERNAL_ERROR
+            };
+            assert_eq!(failure.jsonrpc_code(), expected, "{failure:?}");
+        }
+    }
 
     async fn lines(input: &[u8], max: usize) -> Vec<Result<Vec<u8>, usize>> {
         let mut reader = BufReader::with_capacity(4, input);

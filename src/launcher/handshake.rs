@@ -24,10 +24,13 @@ use crate::protocol::{Era, Version, method};
 pub const DISCOVER_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
 pub enum Failed {
     /// The transport failed (exit, timeout, unwritable stdin).
-    Transport(ConnFailure),
+    #[error("the transport failed during the handshake: {0}")]
+    Transport(#[source] ConnFailure),
     /// The backend answered with a JSON-RPC error, or without the result asked for.
+    #[error("the backend refused the handshake")]
     Refused(Bytes),
 }
 

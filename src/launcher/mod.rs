@@ -3,6 +3,10 @@
 //! `process` spawns and stops process trees, `conn` speaks JSON-RPC over one
 //! child's pipes, `pool` maps `(server, session)` keys to connections. Nothing
 //! here knows about HTTP, and nothing outside this module creates a process.
+//!
+//! Its two errors, [`LaunchError`] (no connection could be had) and
+//! [`ConnFailure`] (a request got no answer), each know their metric label
+//! and JSON-RPC code, and keep the error they wrap as their `source()`.
 
 mod conn;
 pub mod handshake;

@@ -130,26 +130,41 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ! {
     exit_like(status)
 }
 
-fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, String> {
+/// Why the supervisor's command line was refused (it is written by
+/// `process::spawn`, so this means a bug or a person trying the hidden mode).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum InvocationError {
+    #[error("missing {0}")]
+    Missing(&'static str),
+    #[error("bad {what} {arg:?}")]
+    BadNumber { what: &'static str, arg: OsString },
+    #[error("bad gateway pid")]
+    GatewayPidOutOfRange,
+    #[error("bad scheduling policy {0:?}")]
+    BadScheduling(Option<String>),
+}
+
+fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, InvocationError> {
     let mut args = args.into_iter();
-    let mut number = |what: &str| -> Result<u64, String> {
-        let arg = args.next().ok_or_else(|| format!("missing {what}"))?;
+    let mut number = |what: &'static str| -> Result<u64, InvocationError> {
+        let arg = args.next().ok_or(InvocationError::Missing(what))?;
         arg.to_str()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("bad {what} {arg:?}"))
+            .ok_or(InvocationError::BadNumber { what, arg })
     };
     let gateway = number("gateway pid")?;
-    let gateway = libc::pid_t::try_from(gateway).map_err(|_| "bad gateway pid".to_owned())?;
+    let gateway =
+        libc::pid_t::try_from(gateway).map_err(|_| InvocationError::GatewayPidOutOfRange)?;
     let grace = Duration::from_millis(number("grace in ms")?);
     let scheduling = match args.next().as_ref().and_then(|a| a.to_str()) {
         Some("batch") => Scheduling::Batch,
         Some("normal") => Scheduling::Normal,
-        other => return Err(format!("bad scheduling policy {other:?}")),
+        other => return Err(InvocationError::BadScheduling(other.map(str::to_owned))),
     };
     if args.next().as_deref() != Some(OsStr::new("--")) {
-        return Err("missing `--`".to_owned());
+        return Err(InvocationError::Missing("`--`"));
     }
-    let command = args.next().ok_or("missing command")?;
+    let command = args.next().ok_or(InvocationError::Missing("command"))?;
     Ok(Invocation {
         gateway,
         grace,
@@ -548,5 +563,25 @@ mod tests {
         ] {
             assert!(parse(args(bad)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_refusal_says_which_argument_is_wrong() {
+        let said = |list: &[&str]| parse(args(list)).err().unwrap().to_string();
+        assert_eq!(said(&[]), "missing gateway pid");
+        assert_eq!(
+            said(&["1", "x", "batch", "--", "c"]),
+            r#"bad grace in ms "x""#
+        );
+        assert_eq!(
+            said(&["4294967295", "1", "batch", "--", "c"]),
+            "bad gateway pid"
+        );
+        assert_eq!(
+            said(&["1", "1", "fifo", "--", "c"]),
+            r#"bad scheduling policy Some("fifo")"#
+        );
+        assert_eq!(said(&["1", "1", "batch", "c"]), "missing `--`");
+        assert_eq!(said(&["1", "1", "batch", "--"]), "missing command");
     }
 }
