@@ -15,7 +15,7 @@ use std::sync::{Mutex, PoisonError};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::jsonrpc::{self, Kind};
+use crate::jsonrpc::{self, Kind, Message};
 use crate::launcher::ServerMessageSink;
 use crate::protocol::method;
 
@@ -140,9 +140,8 @@ impl Outbox {
         self.state().requests.retain(|r| r.stream != stream);
         events.close();
         while let Ok(event) = events.try_recv() {
-            if let Ok(peek) = jsonrpc::peek(&event.message) {
-                let kind = peek.kind;
-                self.deliver(event.message.clone(), kind);
+            if let Ok(message) = Message::read(event.message) {
+                self.deliver(message);
             }
         }
     }
@@ -309,18 +308,19 @@ impl State {
     /// flight, since over stdio nothing says which request caused it. Other
     /// notifications (list changes, resource updates) are not about a request:
     /// they go to the GET stream.
-    fn request_stream_for(&self, message: &[u8], kind: Kind) -> Option<usize> {
+    fn request_stream_for(&self, message: &Message) -> Option<usize> {
         if self.requests.is_empty() {
             return None;
         }
         let newest = Some(self.requests.len() - 1);
-        if kind == Kind::Request {
+        if message.kind() == Kind::Request {
             return newest;
         }
-        let peek = jsonrpc::peek(message).ok()?;
-        match peek.method.as_deref()? {
+        match message.method()? {
             method::PROGRESS => {
-                let (token, _) = jsonrpc::notification_progress_token(message, peek.params?)?;
+                let peek = message.peek()?;
+                let (token, _) =
+                    jsonrpc::notification_progress_token(message.bytes(), peek.params?)?;
                 self.requests
                     .iter()
                     .position(|r| r.progress_token.as_deref() == Some(token))
@@ -332,9 +332,12 @@ impl State {
 }
 
 impl ServerMessageSink for Outbox {
-    fn deliver(&self, message: Bytes, kind: Kind) -> bool {
+    fn deliver(&self, message: Message) -> bool {
         let mut state = self.state();
-        if let Some(i) = state.request_stream_for(&message, kind) {
+        let stream_index = state.request_stream_for(&message);
+        let kind = message.kind();
+        let message = message.into_bytes();
+        if let Some(i) = stream_index {
             let stream = state.requests[i].stream;
             let event = state.record(stream, message, false);
             // A client that dropped the stream can still resume it from the replay buffer.
@@ -391,6 +394,10 @@ fn parse_event_id(id: &str) -> Option<(u64, u64)> {
 mod tests {
     use super::*;
 
+    fn msg(bytes: Bytes) -> Message {
+        Message::read(bytes).expect("a test message reads")
+    }
+
     fn note(text: &str) -> Bytes {
         Bytes::from(format!(
             r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"data":"{text}"}}}}"#
@@ -404,11 +411,11 @@ mod tests {
     #[tokio::test]
     async fn notifications_wait_for_a_stream_and_requests_are_refused_without_one() {
         let outbox = Outbox::default();
-        assert!(outbox.deliver(note("n1"), Kind::Notification));
-        assert!(!outbox.deliver(request(), Kind::Request));
+        assert!(outbox.deliver(msg(note("n1"))));
+        assert!(!outbox.deliver(msg(request())));
         let mut get = outbox.attach();
         assert_eq!(get.events.recv().await.unwrap().message, note("n1"));
-        assert!(outbox.deliver(request(), Kind::Request));
+        assert!(outbox.deliver(msg(request())));
         assert_eq!(get.events.recv().await.unwrap().message, request());
     }
 
@@ -417,7 +424,7 @@ mod tests {
         let outbox = Outbox::default();
         let mut get = outbox.attach();
         let mut post = outbox.open_request(None);
-        assert!(outbox.deliver(note("during"), Kind::Notification));
+        assert!(outbox.deliver(msg(note("during"))));
         assert_eq!(post.events.recv().await.unwrap().message, note("during"));
         outbox.finish_request(post.stream, Bytes::from_static(b"{}"));
         let last = post.events.recv().await.unwrap();
@@ -426,7 +433,7 @@ mod tests {
             post.events.recv().await.is_none(),
             "the stream ends after the answer"
         );
-        assert!(outbox.deliver(note("after"), Kind::Notification));
+        assert!(outbox.deliver(msg(note("after"))));
         assert_eq!(get.events.recv().await.unwrap().message, note("after"));
     }
 
@@ -438,9 +445,9 @@ mod tests {
         let progress = Bytes::from_static(
             br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"a","progress":1}}"#,
         );
-        outbox.deliver(progress.clone(), Kind::Notification);
+        outbox.deliver(msg(progress.clone()));
         assert_eq!(first.events.recv().await.unwrap().message, progress);
-        outbox.deliver(note("x"), Kind::Notification);
+        outbox.deliver(msg(note("x")));
         assert_eq!(second.events.recv().await.unwrap().message, note("x"));
     }
 
@@ -448,16 +455,16 @@ mod tests {
     async fn event_ids_are_unique_and_resume_replays_only_that_stream() {
         let outbox = Outbox::default();
         let mut get = outbox.attach();
-        outbox.deliver(note("g1"), Kind::Notification);
+        outbox.deliver(msg(note("g1")));
         let g1 = get.events.recv().await.unwrap();
         let mut post = outbox.open_request(None);
-        outbox.deliver(note("p1"), Kind::Notification);
+        outbox.deliver(msg(note("p1")));
         let p1 = post.events.recv().await.unwrap();
         assert_ne!(g1.id, p1.id);
-        outbox.deliver(note("p2"), Kind::Notification);
+        outbox.deliver(msg(note("p2")));
         drop(post.events); // the client's connection broke
         outbox.finish_request(post.stream, Bytes::from_static(b"{\"answer\":1}"));
-        outbox.deliver(note("g2"), Kind::Notification);
+        outbox.deliver(msg(note("g2")));
 
         let mut resumed = outbox.resume(&p1.id).unwrap();
         assert_eq!(resumed.events.recv().await.unwrap().message, note("p2"));
@@ -476,7 +483,7 @@ mod tests {
     async fn a_priming_event_is_numbered_before_the_streams_events() {
         let outbox = Outbox::default();
         let mut post = outbox.open_request(None);
-        outbox.deliver(note("first"), Kind::Notification);
+        outbox.deliver(msg(note("first")));
         let first = post.events.recv().await.unwrap();
         // Resuming from the priming event replays the first message too.
         drop(post.events);
@@ -489,11 +496,11 @@ mod tests {
         let outbox = Outbox::new(2);
         let mut get = outbox.attach();
         let first = {
-            outbox.deliver(note("0"), Kind::Notification);
+            outbox.deliver(msg(note("0")));
             get.events.recv().await.unwrap()
         };
         for i in 1..5 {
-            outbox.deliver(note(&i.to_string()), Kind::Notification);
+            outbox.deliver(msg(note(&i.to_string())));
         }
         let mut resumed = outbox.resume(&first.id).unwrap();
         assert_eq!(resumed.events.recv().await.unwrap().message, note("3"));

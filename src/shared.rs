@@ -15,9 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::Bytes;
-
-use crate::jsonrpc::{self, Kind};
+use crate::jsonrpc::{self, Kind, Message};
 use crate::launcher::ServerMessageSink;
 use crate::protocol::method;
 use crate::session::Session;
@@ -76,23 +74,19 @@ impl SharedRoute {
         self.state().progress.remove(token);
     }
 
-    fn deliver_to(&self, session: &Session, message: Bytes, kind: Kind) -> bool {
-        session.outbox.deliver(message, kind)
+    fn deliver_to(&self, session: &Session, message: Message) -> bool {
+        session.outbox.deliver(message)
     }
 }
 
 impl ServerMessageSink for SharedRoute {
-    fn deliver(&self, message: Bytes, kind: Kind) -> bool {
-        let Ok(peek) = jsonrpc::peek(&message) else {
-            return false;
-        };
-        let method = peek.method.as_deref().unwrap_or_default();
-        match (kind, method) {
+    fn deliver(&self, message: Message) -> bool {
+        let method = message.method().unwrap_or_default();
+        match (message.kind(), method) {
             (Kind::Notification, method::PROGRESS) => {
-                let Some((token, range)) = peek
-                    .params
-                    .and_then(|p| jsonrpc::notification_progress_token(&message, p))
-                else {
+                let Some((token, range)) = message.peek().and_then(|peek| {
+                    jsonrpc::notification_progress_token(message.bytes(), peek.params?)
+                }) else {
                     return false;
                 };
                 let target = {
@@ -103,8 +97,7 @@ impl ServerMessageSink for SharedRoute {
                 };
                 match target {
                     Some((session, original)) => {
-                        let restored = jsonrpc::splice(&message, range, original.as_bytes());
-                        self.deliver_to(&session, Bytes::from(restored), kind)
+                        self.deliver_to(&session, message.spliced(range, original.as_bytes()))
                     }
                     None => {
                         tracing::debug!(token, "progress for no request in flight; dropped");
@@ -113,18 +106,18 @@ impl ServerMessageSink for SharedRoute {
                 }
             }
             (Kind::Notification, method::CANCELLED) => {
-                let owner = peek
-                    .params
-                    .and_then(|p| jsonrpc::cancelled_request_id(&message, p))
+                let owner = message
+                    .peek()
+                    .and_then(|peek| jsonrpc::cancelled_request_id(message.bytes(), peek.params?))
                     .and_then(|(id, _)| {
                         let mut state = self.state();
                         let owner = state.server_requests.remove(id)?;
                         state.members.get(&owner).cloned()
                     });
-                owner.is_some_and(|session| self.deliver_to(&session, message.clone(), kind))
+                owner.is_some_and(|session| self.deliver_to(&session, message.clone()))
             }
             (Kind::Request, _) => {
-                let Some(id) = peek.id else {
+                let Some(id) = message.id() else {
                     return false;
                 };
                 let target = {
@@ -140,7 +133,7 @@ impl ServerMessageSink for SharedRoute {
                         self.state()
                             .server_requests
                             .insert(id.to_owned(), Arc::clone(&session.id));
-                        self.deliver_to(&session, message.clone(), kind)
+                        self.deliver_to(&session, message.clone())
                     }
                     None => {
                         tracing::warn!(
@@ -154,7 +147,7 @@ impl ServerMessageSink for SharedRoute {
             _ => {
                 let members: Vec<_> = self.state().members.values().cloned().collect();
                 for session in &members {
-                    self.deliver_to(session, message.clone(), kind);
+                    self.deliver_to(session, message.clone());
                 }
                 true
             }

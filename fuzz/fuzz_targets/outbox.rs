@@ -29,7 +29,7 @@ use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use mcpgate::jsonrpc::{self, Kind};
+use mcpgate::jsonrpc::Message;
 use mcpgate::launcher::ServerMessageSink;
 use mcpgate::outbox::{Outbox, StreamHandle};
 
@@ -193,9 +193,13 @@ fn run(mut input: Input<'_>) {
     let mut requests: Vec<(u64, bool)> = Vec::new();
     let mut counter = 0u32;
 
-    let deliver = |check: &mut Checker, message: Bytes, kind: Kind| {
-        check.given.insert(message.clone());
-        outbox.deliver(message, kind);
+    let deliver = |check: &mut Checker, message: Bytes| {
+        // The connection hands sinks only the lines it could read.
+        let Ok(message) = Message::read(message) else {
+            return;
+        };
+        check.given.insert(message.bytes().clone());
+        outbox.deliver(message);
     };
 
     for _ in 0..MAX_OPS {
@@ -231,7 +235,7 @@ fn run(mut input: Input<'_>) {
                 let message = format!(
                     r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progress":{counter}{token}}}}}"#
                 );
-                deliver(&mut check, Bytes::from(message), Kind::Notification);
+                deliver(&mut check, Bytes::from(message));
             }
             3..=5 => {
                 let method = match input.byte() % 4 {
@@ -243,22 +247,16 @@ fn run(mut input: Input<'_>) {
                 let method = serde_json::to_string(&method).unwrap();
                 let message =
                     format!(r#"{{"jsonrpc":"2.0","method":{method},"params":{{"n":{counter}}}}}"#);
-                deliver(&mut check, Bytes::from(message), Kind::Notification);
+                deliver(&mut check, Bytes::from(message));
             }
             6 => {
                 let message = format!(
                     r#"{{"jsonrpc":"2.0","id":"s{counter}","method":"sampling/createMessage"}}"#
                 );
-                deliver(&mut check, Bytes::from(message), Kind::Request);
+                deliver(&mut check, Bytes::from(message));
             }
             7 => {
-                let raw = Bytes::from(input.bytes());
-                let kind = match jsonrpc::peek(&raw) {
-                    Ok(p) => p.kind,
-                    Err(_) if input.byte().is_multiple_of(2) => Kind::Notification,
-                    Err(_) => Kind::Request,
-                };
-                deliver(&mut check, raw, kind);
+                deliver(&mut check, Bytes::from(input.bytes()));
             }
             8 | 9 => {
                 // The answer of a request in flight ends its stream.

@@ -18,14 +18,7 @@ use crate::launcher::{ConnFailure, LaunchError};
 
 /// The JSON-RPC error a client gets when its backend could not be started.
 pub(crate) fn launch_failed(id: Option<&str>, server: &ServerConfig, error: &LaunchError) -> Bytes {
-    crate::metrics::error(match error {
-        LaunchError::Spawn { .. } => "launch_spawn",
-        LaunchError::Handshake(_) => "launch_handshake",
-        LaunchError::StartupTimeout { .. } => "launch_startup_timeout",
-        LaunchError::CrashLoop { .. } => "launch_crash_loop",
-        LaunchError::Refused(_) => "launch_refused",
-        LaunchError::Evicted => "launch_evicted",
-    });
+    crate::metrics::error(error.metric_label());
     if let LaunchError::Refused(answer) = error
         && let Some(answer) = with_id(answer, id)
     {
@@ -34,7 +27,7 @@ pub(crate) fn launch_failed(id: Option<&str>, server: &ServerConfig, error: &Lau
     }
     jsonrpc::error_response(
         id,
-        jsonrpc::INTERNAL_ERROR,
+        error.jsonrpc_code(),
         &format!("backend `{}` could not be started: {error}", server.id),
         Some(json!({ "server": server.id, "stderrTail": error.stderr_tail() })),
     )
@@ -46,28 +39,14 @@ pub(crate) fn request_failed(
     server: &ServerConfig,
     failure: &ConnFailure,
 ) -> Bytes {
-    crate::metrics::error(match failure {
-        ConnFailure::Exited { .. } => "backend_exited",
-        ConnFailure::StdoutClosed { .. } => "backend_stdout_closed",
-        ConnFailure::WriteFailed(_) => "backend_write_failed",
-        ConnFailure::Timeout(_) => "backend_timeout",
-        ConnFailure::Stopped(_) => "backend_stopped",
-        ConnFailure::TooManyErrors(_) => "backend_too_many_errors",
-        ConnFailure::MessageTooLarge { .. } => "backend_message_too_large",
-    });
-    let (code, message) = match failure {
-        ConnFailure::Timeout(after) => (
-            jsonrpc::REQUEST_TIMEOUT,
-            format!(
-                "backend `{}` did not answer within the tool_timeout of {}",
-                server.id,
-                crate::config::format_duration(*after)
-            ),
+    crate::metrics::error(failure.metric_label());
+    let message = match failure {
+        ConnFailure::Timeout(after) => format!(
+            "backend `{}` did not answer within the tool_timeout of {}",
+            server.id,
+            crate::config::format_duration(*after)
         ),
-        other => (
-            jsonrpc::INTERNAL_ERROR,
-            format!("backend `{}`: {other}", server.id),
-        ),
+        other => format!("backend `{}`: {other}", server.id),
     };
     let mut data = json!({ "server": server.id });
     if let ConnFailure::Exited {
@@ -78,7 +57,7 @@ pub(crate) fn request_failed(
         data["exitStatus"] = json!(status);
         data["stderrTail"] = json!(stderr_tail);
     }
-    jsonrpc::error_response(id, code, &message, Some(data))
+    jsonrpc::error_response(id, failure.jsonrpc_code(), &message, Some(data))
 }
 
 /// The answer to a call of a tool the server's allow-list hides.

@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 
 use super::{Core, with_id};
 use crate::config::ServerConfig;
-use crate::jsonrpc::{self, Kind, Peek, build};
+use crate::jsonrpc::{self, Message, Peek, build};
 use crate::launcher::{BackendConn, ConnFailure, ServerMessageSink as _};
 use crate::protocol::{Era, Version, meta};
 use crate::session::Session;
@@ -187,7 +187,8 @@ impl Core {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let asked = (Arc::clone(&session.id), id.clone());
                 self.asked.waiting().insert(asked.clone(), tx);
-                session.outbox.deliver(ask, Kind::Request);
+                let ask = Message::read(ask).expect("the gateway's own request reads");
+                session.outbox.deliver(ask);
                 let reply = tokio::time::timeout(server.tool_timeout, rx).await;
                 self.asked.waiting().remove(&asked);
                 let Ok(Ok(reply)) = reply else {

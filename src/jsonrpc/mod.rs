@@ -15,6 +15,8 @@ pub use build::error_response;
 use std::borrow::Cow;
 use std::ops::Range;
 
+use bytes::Bytes;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -242,6 +244,113 @@ fn is_valid_id(raw: &str) -> bool {
     }
 }
 
+/// An owned message with what reading it told: its kind, its method, and
+/// where its id sits. What a backend sends on its own reaches the sinks as
+/// one of these, so that none reads the bytes again for what the reader knew.
+#[derive(Debug, Clone)]
+pub struct Message {
+    bytes: Bytes,
+    kind: Kind,
+    method: Option<Box<str>>,
+    id_range: Option<Range<usize>>,
+}
+
+impl Message {
+    /// `bytes`, as `peek` (a reading of these very bytes) found them.
+    pub fn new(bytes: Bytes, peek: &Peek<'_>) -> Message {
+        debug_assert!(
+            peek.id_range.as_ref().is_none_or(|r| r.end <= bytes.len()),
+            "the peek reads these bytes"
+        );
+        Message {
+            kind: peek.kind,
+            method: peek.method.as_deref().map(Box::from),
+            id_range: peek.id_range.clone(),
+            bytes,
+        }
+    }
+
+    /// Reads `bytes` once.
+    pub fn read(bytes: Bytes) -> Result<Message, PeekError> {
+        let peek = peek(&bytes)?;
+        let (kind, method, id_range) = (
+            peek.kind,
+            peek.method.as_deref().map(Box::from),
+            peek.id_range,
+        );
+        Ok(Message {
+            bytes,
+            kind,
+            method,
+            id_range,
+        })
+    }
+
+    /// The message as it was written.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The message as it was written, owned.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The method, unescaped (none for a response).
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+
+    /// The id exactly as written, if it has one.
+    pub fn id(&self) -> Option<&str> {
+        let range = self.id_range.clone()?;
+        std::str::from_utf8(&self.bytes[range]).ok()
+    }
+
+    /// A second reading, for what only some need (params).
+    pub fn peek(&self) -> Option<Peek<'_>> {
+        peek(&self.bytes).ok()
+    }
+
+    /// The same message with its id replaced by `id` (raw JSON); every other
+    /// byte kept. A message without an id is returned as it is.
+    pub fn with_id(&self, id: &str) -> Message {
+        let Some(range) = self.id_range.clone() else {
+            return self.clone();
+        };
+        let start = range.start;
+        Message {
+            bytes: Bytes::from(splice(&self.bytes, range, id.as_bytes())),
+            kind: self.kind,
+            method: self.method.clone(),
+            id_range: Some(start..start + id.len()),
+        }
+    }
+
+    /// The same message with `range` (of its bytes, not its id) replaced by
+    /// `replacement`; every other byte kept.
+    pub fn spliced(&self, range: Range<usize>, replacement: &[u8]) -> Message {
+        let bytes = Bytes::from(splice(&self.bytes, range.clone(), replacement));
+        let shift = |at: usize| {
+            if at >= range.end {
+                at + replacement.len() - range.len()
+            } else {
+                at
+            }
+        };
+        Message {
+            bytes,
+            kind: self.kind,
+            method: self.method.clone(),
+            id_range: self.id_range.clone().map(|r| shift(r.start)..shift(r.end)),
+        }
+    }
+}
+
 /// The byte range of a slice borrowed from `outer`.
 pub fn range_in(outer: &[u8], inner: &str) -> Range<usize> {
     let start = inner.as_ptr() as usize - outer.as_ptr() as usize;
@@ -386,6 +495,38 @@ pub fn string_member(object: &RawValue, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_keeps_what_reading_told_through_splices() {
+        let m = Message::read(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":"a","method":"roots/list","params":{"x":"yy"}}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            (m.kind(), m.method(), m.id()),
+            (Kind::Request, Some("roots/list"), Some("\"a\""))
+        );
+        let renamed = m.with_id("\"mcpgate-17\"");
+        assert_eq!(renamed.id(), Some("\"mcpgate-17\""));
+        assert_eq!(
+            &renamed.bytes()[..],
+            br#"{"jsonrpc":"2.0","id":"mcpgate-17","method":"roots/list","params":{"x":"yy"}}"#
+        );
+        // A splice after the id leaves the id where it was; one before moves it.
+        let at = renamed
+            .bytes()
+            .windows(4)
+            .position(|w| w == b"\"yy\"")
+            .unwrap();
+        let after = renamed.spliced(at..at + 4, b"1");
+        assert_eq!(after.id(), Some("\"mcpgate-17\""));
+        let before = renamed.spliced(1..1, b" ");
+        assert_eq!(before.id(), Some("\"mcpgate-17\""));
+        assert_eq!(before.peek().unwrap().id, Some("\"mcpgate-17\""));
+        let note = Message::read(Bytes::from_static(br#"{"jsonrpc":"2.0","method":"m"}"#)).unwrap();
+        assert_eq!(note.id(), None);
+        assert_eq!(note.with_id("1").bytes(), note.bytes());
+    }
 
     #[test]
     fn meta_members_with_a_prefix_are_removed_and_the_rest_kept() {

@@ -22,7 +22,7 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::{oneshot, watch};
 
 use super::process::{self, StopOutcome};
-use crate::jsonrpc::{self, Kind, build};
+use crate::jsonrpc::{self, Kind, Message, build};
 use crate::protocol::Era;
 
 /// How many stderr lines a connection keeps for error messages.
@@ -34,9 +34,10 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(250);
 
 /// Where a backend's own requests and notifications go: the owning session.
 pub trait ServerMessageSink: Send + Sync {
-    /// Takes one server-to-client message. Returns false when it cannot be
-    /// carried to the client (for a request, the backend then gets an error answer).
-    fn deliver(&self, message: Bytes, kind: Kind) -> bool;
+    /// Takes one server-to-client message (read once, by the connection).
+    /// Returns false when it cannot be carried to the client (for a request,
+    /// the backend then gets an error answer).
+    fn deliver(&self, message: Message) -> bool;
 }
 
 /// A backend's answer to a request, with the client's id put back.
@@ -94,7 +95,6 @@ impl ConnFailure {
 
     /// The `kind` of `mcpgate_errors_total` this failure counts under. A
     /// fixed phrase per variant: dashboards and alerts match on it.
-    #[allow(dead_code, reason = "relay.rs still matches on its own")]
     pub(crate) fn metric_label(&self) -> &'static str {
         match self {
             ConnFailure::Exited { .. } => "backend_exited",
@@ -110,7 +110,6 @@ impl ConnFailure {
     /// The JSON-RPC error code a client gets for this failure: a timeout has
     /// a code of its own, so a client can tell it from a backend that broke;
     /// every other failure is the gateway's internal error.
-    #[allow(dead_code, reason = "relay.rs still matches on its own")]
     pub(crate) fn jsonrpc_code(&self) -> i32 {
         match self {
             ConnFailure::Timeout(_) => jsonrpc::REQUEST_TIMEOUT,
@@ -526,7 +525,9 @@ impl BackendConn {
                 let kind = peek.kind;
                 let refused_id =
                     (kind == Kind::Request).then(|| peek.id.unwrap_or("null").to_owned());
-                let delivered = self.sink.deliver(Bytes::copy_from_slice(trimmed), kind);
+                let delivered = self
+                    .sink
+                    .deliver(Message::new(Bytes::copy_from_slice(trimmed), &peek));
                 if !delivered && let Some(id) = refused_id {
                     self.refuse_server_request(id);
                 }

@@ -75,7 +75,6 @@ impl LaunchError {
 
     /// The `kind` of `mcpgate_errors_total` this error counts under. A fixed
     /// phrase per variant: dashboards and alerts match on it.
-    #[allow(dead_code, reason = "relay.rs still matches on its own")]
     pub(crate) fn metric_label(&self) -> &'static str {
         match self {
             LaunchError::Spawn { .. } => "launch_spawn",
@@ -91,8 +90,7 @@ impl LaunchError {
     /// had: always the gateway's internal error, even after a startup
     /// timeout (the client's own request never reached a backend, so it is
     /// not the request that timed out). A backend's own refusal (`Refused`)
-    /// carries the backend's code in its bytes; the relay forwards those.
-    #[allow(dead_code, reason = "relay.rs still matches on its own")]
+    /// carries the backend's code in its bytes; `core::answers` forwards those.
     pub(crate) fn jsonrpc_code(&self) -> i32 {
         jsonrpc::INTERNAL_ERROR
     }

@@ -23,7 +23,7 @@ use crate::catalog::names;
 use crate::config::ServerConfig;
 use crate::core::answers::{launch_failed, request_failed, tool_not_allowed};
 use crate::core::{Core, Outcome};
-use crate::jsonrpc::{self, Kind, Peek, build};
+use crate::jsonrpc::{self, Kind, Message, Peek, build};
 use crate::launcher::ServerMessageSink;
 use crate::protocol::{Version, method};
 use crate::session::{Endpoint, EndpointState, Outbox, Session};
@@ -121,15 +121,12 @@ struct UnifiedSink {
 }
 
 impl ServerMessageSink for UnifiedSink {
-    fn deliver(&self, message: Bytes, kind: Kind) -> bool {
+    fn deliver(&self, message: Message) -> bool {
         let state = &self.state;
         let outbox = &self.session.outbox;
-        let Ok(peek) = jsonrpc::peek(&message) else {
-            return false;
-        };
-        match (kind, peek.method.as_deref()) {
+        match (message.kind(), message.method()) {
             (Kind::Request, _) => {
-                let (Some(id), Some(range)) = (peek.id, peek.id_range.clone()) else {
+                let Some(id) = message.id() else {
                     return false;
                 };
                 let ours = format!(
@@ -140,17 +137,16 @@ impl ServerMessageSink for UnifiedSink {
                     .routes()
                     .server_requests
                     .insert(ours.clone(), (self.server.clone(), id.to_owned()));
-                let rewritten = Bytes::from(jsonrpc::splice(&message, range, ours.as_bytes()));
-                let delivered = outbox.deliver(rewritten, kind);
+                let delivered = outbox.deliver(message.with_id(&ours));
                 if !delivered {
                     state.routes().server_requests.remove(&ours);
                 }
                 delivered
             }
             (Kind::Notification, Some(method::CANCELLED)) => {
-                let Some((id, range)) = peek
-                    .params
-                    .and_then(|p| jsonrpc::cancelled_request_id(&message, p))
+                let Some((id, range)) = message
+                    .peek()
+                    .and_then(|peek| jsonrpc::cancelled_request_id(message.bytes(), peek.params?))
                 else {
                     return false;
                 };
@@ -161,10 +157,7 @@ impl ServerMessageSink for UnifiedSink {
                     .find(|(_, (server, original))| *server == self.server && original == id)
                     .map(|(ours, _)| ours.clone());
                 match ours {
-                    Some(ours) => outbox.deliver(
-                        Bytes::from(jsonrpc::splice(&message, range, ours.as_bytes())),
-                        kind,
-                    ),
+                    Some(ours) => outbox.deliver(message.spliced(range, ours.as_bytes())),
                     None => false,
                 }
             }
@@ -176,9 +169,9 @@ impl ServerMessageSink for UnifiedSink {
                     .templates
                     .retain(|(_, server)| *server != self.server);
                 drop(routes);
-                outbox.deliver(message, kind)
+                outbox.deliver(message)
             }
-            _ => outbox.deliver(message, kind),
+            _ => outbox.deliver(message),
         }
     }
 }
