@@ -22,7 +22,7 @@ use crate::jsonrpc::{self, Peek};
 const QUEUE: usize = 4096;
 
 /// What one request was and how it ended.
-pub struct Record<'a> {
+pub(crate) struct Record<'a> {
     pub caller: Option<&'a str>,
     pub session: &'a str,
     pub endpoint: &'a str,
@@ -33,14 +33,14 @@ pub struct Record<'a> {
 }
 
 /// An open audit log.
-pub struct AuditLog {
+pub(crate) struct AuditLog {
     tx: mpsc::Sender<String>,
     payloads: bool,
 }
 
 impl AuditLog {
     /// Opens (creating, appending to) `path` and starts its writer task.
-    pub fn open(path: &Path, payloads: bool) -> std::io::Result<AuditLog> {
+    pub(crate) fn open(path: &Path, payloads: bool) -> std::io::Result<AuditLog> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -67,7 +67,7 @@ impl AuditLog {
     }
 
     /// Queues one record.
-    pub fn record(&self, record: &Record<'_>) {
+    pub(crate) fn record(&self, record: &Record<'_>) {
         let request = record.request;
         let method = request.method.as_deref().unwrap_or_default();
         let tool = request.params.and_then(|p| {

@@ -135,7 +135,7 @@ fn method_label(method: &str) -> &'static str {
 }
 
 /// A backend process was started: `ok` when its handshake succeeded, after `took`.
-pub fn spawned(server_id: &str, ok: bool, took: Duration) {
+pub(crate) fn spawned(server_id: &str, ok: bool, took: Duration) {
     let mut labels = server(server_id);
     labels.push(("outcome", if ok { "ok" } else { "error" }.to_owned()));
     METRICS.spawns.get_or_create(&labels).inc();
@@ -148,7 +148,7 @@ pub fn spawned(server_id: &str, ok: bool, took: Duration) {
 }
 
 /// A backend process ended: `crashed` when nobody asked it to.
-pub fn exited(server_id: &str, crashed: bool) {
+pub(crate) fn exited(server_id: &str, crashed: bool) {
     let mut labels = server(server_id);
     labels.push((
         "reason",
@@ -158,14 +158,14 @@ pub fn exited(server_id: &str, crashed: bool) {
 }
 
 /// The gateway stopped a backend process for `reason` (a fixed phrase).
-pub fn evicted(server_id: &str, reason: &'static str) {
+pub(crate) fn evicted(server_id: &str, reason: &'static str) {
     let mut labels = server(server_id);
     labels.push(("reason", reason.to_owned()));
     METRICS.evictions.get_or_create(&labels).inc();
 }
 
 /// A backend of `server_id` answered a request of `method` after `took`.
-pub fn answered(server_id: &std::sync::Arc<str>, method: &str, took: Duration) {
+pub(crate) fn answered(server_id: &std::sync::Arc<str>, method: &str, took: Duration) {
     let labels = (
         [("server", std::sync::Arc::clone(server_id))],
         [("method", method_label(method))],
@@ -177,7 +177,7 @@ pub fn answered(server_id: &std::sync::Arc<str>, method: &str, took: Duration) {
 }
 
 /// An error of `kind` (a fixed phrase).
-pub fn error(kind: &str) {
+pub(crate) fn error(kind: &str) {
     METRICS
         .errors
         .get_or_create(&vec![("kind", kind.to_owned())])
@@ -185,18 +185,18 @@ pub fn error(kind: &str) {
 }
 
 /// `n` bytes came from a client.
-pub fn bytes_in(n: usize) {
+pub(crate) fn bytes_in(n: usize) {
     METRICS.bytes_in.inc_by(n as u64);
 }
 
 /// `n` bytes went to a client.
-pub fn bytes_out(n: usize) {
+pub(crate) fn bytes_out(n: usize) {
     METRICS.bytes_out.inc_by(n as u64);
 }
 
 /// The Prometheus text exposition, with the gauges set from `sessions` and
 /// `processes` (per endpoint and per server) as they are now.
-pub fn render(sessions: &[(String, i64)], processes: &[(String, i64)]) -> String {
+pub(crate) fn render(sessions: &[(String, i64)], processes: &[(String, i64)]) -> String {
     METRICS.sessions.clear();
     for (endpoint, n) in sessions {
         METRICS

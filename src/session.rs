@@ -19,12 +19,12 @@ use bytes::Bytes;
 
 use crate::config::{ServerConfig, SessionMode};
 use crate::launcher::{PoolKey, ServerMessageSink};
-pub use crate::outbox::Outbox;
+pub(crate) use crate::outbox::Outbox;
 use crate::protocol::Era;
 
 /// The pool key a session of `server` uses: its own id, or the one key that
 /// every session of a shared server uses.
-pub fn pool_key(server: &ServerConfig, session: &Arc<str>) -> PoolKey {
+pub(crate) fn pool_key(server: &ServerConfig, session: &Arc<str>) -> PoolKey {
     PoolKey {
         server: Arc::from(server.id.as_str()),
         session: match server.session_mode {
@@ -35,10 +35,10 @@ pub fn pool_key(server: &ServerConfig, session: &Arc<str>) -> PoolKey {
 }
 
 /// The session part of a shared server's pool key (never a minted id: those are hex).
-pub const SHARED_POOL_KEY: &str = "*shared*";
+pub(crate) const SHARED_POOL_KEY: &str = "*shared*";
 
 /// True for the key of a shared server's one process.
-pub fn is_shared_key(key: &PoolKey) -> bool {
+pub(crate) fn is_shared_key(key: &PoolKey) -> bool {
     &*key.session == SHARED_POOL_KEY
 }
 
@@ -46,7 +46,7 @@ pub fn is_shared_key(key: &PoolKey) -> bool {
 /// hex digits, after `<instance_tag>.` when the gateway has an instance tag (so
 /// that a load balancer can send every request of the session to the instance
 /// that holds its processes).
-pub fn mint_session_id(instance_tag: Option<&str>) -> String {
+pub(crate) fn mint_session_id(instance_tag: Option<&str>) -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the OS random source is available");
     let random: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -57,14 +57,14 @@ pub fn mint_session_id(instance_tag: Option<&str>) -> String {
 }
 
 /// True for a well-formed session id header value: visible ASCII, sensibly short.
-pub fn is_plausible_session_id(id: &str) -> bool {
+pub(crate) fn is_plausible_session_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 256 && id.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
 /// What an endpoint that serves many backends keeps with each of its
 /// sessions (the unified endpoint: which server serves which URI, which
 /// backend request is which), and where each backend's own messages go.
-pub trait EndpointState: Send + Sync + 'static {
+pub(crate) trait EndpointState: Send + Sync + 'static {
     /// Where `server`'s messages to `session` go.
     fn sink(
         self: Arc<Self>,
@@ -77,7 +77,7 @@ pub trait EndpointState: Send + Sync + 'static {
 }
 
 /// Which endpoint a session belongs to.
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// `/mcp/<serverID>`: one backend.
     Routed(Arc<ServerConfig>),
     /// `/mcp`: every backend, with the unified endpoint's own state.
@@ -93,7 +93,7 @@ struct Held {
 }
 
 /// One client session.
-pub struct Session {
+pub(crate) struct Session {
     pub id: Arc<str>,
     pub endpoint: Endpoint,
     /// A session idle this long is ended.
@@ -120,7 +120,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(
+    pub(crate) fn new(
         id: Arc<str>,
         endpoint: Endpoint,
         caller: Option<Arc<str>>,
@@ -152,7 +152,7 @@ impl Session {
     }
 
     /// The backend of a routed session.
-    pub fn server(&self) -> Option<&Arc<ServerConfig>> {
+    pub(crate) fn server(&self) -> Option<&Arc<ServerConfig>> {
         match &self.endpoint {
             Endpoint::Routed(server) => Some(server),
             Endpoint::Unified(_) => None,
@@ -160,7 +160,7 @@ impl Session {
     }
 
     /// The state the session's endpoint keeps with it, if it is of type `T`.
-    pub fn endpoint_state<T: 'static>(&self) -> Option<&T> {
+    pub(crate) fn endpoint_state<T: 'static>(&self) -> Option<&T> {
         match &self.endpoint {
             Endpoint::Unified(state) => state.as_any().downcast_ref(),
             Endpoint::Routed(_) => None,
@@ -169,7 +169,7 @@ impl Session {
 
     /// Records that the session holds `key`. False once the session has
     /// ended: it must not start anything more.
-    pub fn hold(&self, key: &PoolKey) -> bool {
+    pub(crate) fn hold(&self, key: &PoolKey) -> bool {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         if held.ended {
             return false;
@@ -182,20 +182,20 @@ impl Session {
 
     /// Marks the session ended and returns the keys it held (once; later
     /// calls return none).
-    pub fn end(&self) -> Vec<PoolKey> {
+    pub(crate) fn end(&self) -> Vec<PoolKey> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         held.ended = true;
         std::mem::take(&mut held.keys)
     }
 
     /// Marks the session as a stateless caller's, opened by the gateway.
-    pub fn mark_stateless_caller(&self) {
+    pub(crate) fn mark_stateless_caller(&self) {
         self.stateless_caller.store(true, Ordering::Relaxed);
     }
 
     /// The era of the client behind the session: stateless for a session the
     /// gateway opened for a 2026-07-28 caller.
-    pub fn client_era(&self) -> Era {
+    pub(crate) fn client_era(&self) -> Era {
         if self.stateless_caller.load(Ordering::Relaxed) {
             Era::Stateless
         } else {
@@ -204,7 +204,7 @@ impl Session {
     }
 
     /// What the logs call this session's endpoint.
-    pub fn endpoint_name(&self) -> &str {
+    pub(crate) fn endpoint_name(&self) -> &str {
         match &self.endpoint {
             Endpoint::Routed(server) => &server.id,
             Endpoint::Unified(_) => "(unified)",
@@ -212,7 +212,7 @@ impl Session {
     }
 
     /// The pool key of this session's connection to `server`.
-    pub fn key_for(&self, server: &ServerConfig) -> PoolKey {
+    pub(crate) fn key_for(&self, server: &ServerConfig) -> PoolKey {
         match &self.routed_key {
             Some(key) if *key.server == *server.id => key.clone(),
             _ => pool_key(server, &self.id),
@@ -220,28 +220,28 @@ impl Session {
     }
 
     /// How long ago the session was created.
-    pub fn age(&self) -> Duration {
+    pub(crate) fn age(&self) -> Duration {
         self.created.elapsed()
     }
 
     /// Requests and notifications the client sent in this session.
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
 
     /// Requests of this session now being handled.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Records client activity now.
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_activity_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Marks a request in flight until the guard drops; in-flight sessions are never idle.
-    pub fn begin_request(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn begin_request(self: &Arc<Self>) -> InFlight {
         self.touch();
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -249,7 +249,7 @@ impl Session {
     }
 
     /// How long since the client was last active (a live open stream counts as active).
-    pub fn idle_for(&self) -> Duration {
+    pub(crate) fn idle_for(&self) -> Duration {
         if self.in_flight.load(Ordering::Relaxed) > 0 || self.outbox.has_stream() {
             return Duration::ZERO;
         }
@@ -259,7 +259,7 @@ impl Session {
 }
 
 /// Ends a request's in-flight mark.
-pub struct InFlight(Arc<Session>);
+pub(crate) struct InFlight(Arc<Session>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -270,25 +270,25 @@ impl Drop for InFlight {
 
 /// The table of live sessions.
 #[derive(Default)]
-pub struct SessionStore {
+pub(crate) struct SessionStore {
     sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
 }
 
 impl SessionStore {
-    pub fn insert(&self, session: Arc<Session>) {
+    pub(crate) fn insert(&self, session: Arc<Session>) {
         self.write().insert(Arc::clone(&session.id), session);
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Session>> {
         self.read().get(id).cloned()
     }
 
-    pub fn remove(&self, id: &str) -> Option<Arc<Session>> {
+    pub(crate) fn remove(&self, id: &str) -> Option<Arc<Session>> {
         self.write().remove(id)
     }
 
     /// Sessions idle longer than their server's `session_idle_timeout`.
-    pub fn idle(&self) -> Vec<Arc<Session>> {
+    pub(crate) fn idle(&self) -> Vec<Arc<Session>> {
         self.read()
             .values()
             .filter(|s| s.idle_for() >= s.idle_timeout)
@@ -297,12 +297,12 @@ impl SessionStore {
     }
 
     /// Every live session.
-    pub fn all(&self) -> Vec<Arc<Session>> {
+    pub(crate) fn all(&self) -> Vec<Arc<Session>> {
         self.read().values().cloned().collect()
     }
 
     /// Removes and returns every session.
-    pub fn drain(&self) -> Vec<Arc<Session>> {
+    pub(crate) fn drain(&self) -> Vec<Arc<Session>> {
         self.write().drain().map(|(_, s)| s).collect()
     }
 

@@ -22,7 +22,7 @@ use crate::session::Session;
 
 /// The sessions sharing one server's process, and what routes to which.
 #[derive(Default)]
-pub struct SharedRoute {
+pub(crate) struct SharedRoute {
     state: Mutex<RouteState>,
     next_token: AtomicU64,
 }
@@ -42,14 +42,14 @@ impl SharedRoute {
     }
 
     /// Adds a session to the sharers.
-    pub fn join(&self, session: Arc<Session>) {
+    pub(crate) fn join(&self, session: Arc<Session>) {
         self.state()
             .members
             .insert(Arc::clone(&session.id), session);
     }
 
     /// Removes a session; returns how many sessions still share the process.
-    pub fn leave(&self, id: &str) -> usize {
+    pub(crate) fn leave(&self, id: &str) -> usize {
         let mut state = self.state();
         state.members.remove(id);
         state.progress.retain(|_, (owner, _)| &**owner != id);
@@ -59,7 +59,7 @@ impl SharedRoute {
 
     /// Replaces the client's progress token (raw JSON) with one unique to the
     /// gateway, remembered until [`SharedRoute::forget_progress_token`].
-    pub fn map_progress_token(&self, session: &Arc<str>, client_token: &str) -> String {
+    pub(crate) fn map_progress_token(&self, session: &Arc<str>, client_token: &str) -> String {
         let token = format!(
             "\"mcpgate-{}\"",
             self.next_token.fetch_add(1, Ordering::Relaxed)
@@ -70,7 +70,7 @@ impl SharedRoute {
         token
     }
 
-    pub fn forget_progress_token(&self, token: &str) {
+    pub(crate) fn forget_progress_token(&self, token: &str) {
         self.state().progress.remove(token);
     }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 /// The service manager's notification socket, if there is one.
 #[derive(Debug)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     target: Option<(UnixDatagram, SocketAddr)>,
     watchdog: Option<Duration>,
 }
@@ -29,7 +29,7 @@ pub struct Notifier {
 impl Notifier {
     /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID`. Never fails:
     /// anything missing or unusable means no notifications (or no watchdog).
-    pub fn from_env() -> Notifier {
+    pub(crate) fn from_env() -> Notifier {
         let Some(name) = std::env::var_os("NOTIFY_SOCKET") else {
             return Notifier::disabled();
         };
@@ -57,7 +57,7 @@ impl Notifier {
     }
 
     /// A notifier that sends nothing.
-    pub fn disabled() -> Notifier {
+    pub(crate) fn disabled() -> Notifier {
         Notifier {
             target: None,
             watchdog: None,
@@ -65,24 +65,24 @@ impl Notifier {
     }
 
     /// `READY=1`: the gateway listens and serves. `status` is shown by `systemctl status`.
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
     }
 
     /// `STOPPING=1`: shutdown has begun.
-    pub fn stopping(&self, status: &str) {
+    pub(crate) fn stopping(&self, status: &str) {
         self.send(&format!("STOPPING=1\nSTATUS={}", one_line(status)));
     }
 
     /// `STATUS=...` alone.
-    pub fn status(&self, status: &str) {
+    pub(crate) fn status(&self, status: &str) {
         self.send(&format!("STATUS={}", one_line(status)));
     }
 
     /// Sends `WATCHDOG=1` every half of `WATCHDOG_USEC` from a task of its own,
     /// for as long as the returned guard lives, when systemd asked for it.
     /// The pings come from the async runtime, so they stop if it stalls.
-    pub fn spawn_watchdog(self: &Arc<Self>) -> Option<WatchdogTask> {
+    pub(crate) fn spawn_watchdog(self: &Arc<Self>) -> Option<WatchdogTask> {
         let every = self.watchdog?;
         tracing::debug!(?every, "feeding the systemd watchdog");
         let notifier = Arc::clone(self);
@@ -109,7 +109,7 @@ impl Notifier {
 
 /// The watchdog task; dropping it stops the pings.
 #[derive(Debug)]
-pub struct WatchdogTask(tokio::task::JoinHandle<()>);
+pub(crate) struct WatchdogTask(tokio::task::JoinHandle<()>);
 
 impl Drop for WatchdogTask {
     fn drop(&mut self) {

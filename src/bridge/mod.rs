@@ -52,7 +52,7 @@ use request_state::{Binding, Signer};
 
 /// A stateless request, as the HTTP layer checked it.
 #[derive(Debug, Clone)]
-pub struct StatelessCall {
+pub(crate) struct StatelessCall {
     /// The raw JSON-RPC id.
     pub id: String,
     pub method: String,

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a token binds a parked call to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Binding {
+pub(crate) struct Binding {
     /// The parked call's id in the gateway's table.
     #[serde(rename = "p")]
     pub parked: String,
@@ -49,7 +49,7 @@ struct Payload {
 
 /// Why a token was refused (said to the client as is).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     #[error("requestState is not one this gateway issued")]
     Malformed,
     #[error("requestState failed verification")]
@@ -62,7 +62,7 @@ pub enum Refused {
 }
 
 /// Signs and verifies tokens with one key.
-pub struct Signer {
+pub(crate) struct Signer {
     key: hmac::Key,
 }
 
@@ -74,20 +74,20 @@ fn now_ms() -> u64 {
 
 impl Signer {
     /// A signer with a fresh random key.
-    pub fn random() -> Signer {
+    pub(crate) fn random() -> Signer {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).expect("the OS random source works");
         Signer::with_key(&key)
     }
 
-    pub fn with_key(key: &[u8]) -> Signer {
+    pub(crate) fn with_key(key: &[u8]) -> Signer {
         Signer {
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
         }
     }
 
     /// A token for `binding`, valid for `ttl`.
-    pub fn sign(&self, binding: &Binding, ttl: Duration) -> String {
+    pub(crate) fn sign(&self, binding: &Binding, ttl: Duration) -> String {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         self.sign_expiring(binding, now_ms().saturating_add(ttl_ms))
     }
@@ -106,7 +106,7 @@ impl Signer {
 
     /// The binding of a genuine, unexpired token that matches `expected` in
     /// everything but the parked id (which it returns).
-    pub fn verify(&self, token: &str, expected: &Binding) -> Result<String, Refused> {
+    pub(crate) fn verify(&self, token: &str, expected: &Binding) -> Result<String, Refused> {
         let (payload, mac) = token.split_once('.').ok_or(Refused::Malformed)?;
         let mac = B64.decode(mac).map_err(|_| Refused::Malformed)?;
         hmac::verify(&self.key, payload.as_bytes(), &mac).map_err(|_| Refused::BadSignature)?;

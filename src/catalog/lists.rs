@@ -17,7 +17,7 @@ use crate::protocol::method;
 
 /// The four list methods the unified endpoint merges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListKind {
+pub(crate) enum ListKind {
     Tools,
     Prompts,
     Resources,
@@ -25,7 +25,7 @@ pub enum ListKind {
 }
 
 impl ListKind {
-    pub fn from_method(method: &str) -> Option<ListKind> {
+    pub(crate) fn from_method(method: &str) -> Option<ListKind> {
         Some(match method {
             method::TOOLS_LIST => ListKind::Tools,
             method::PROMPTS_LIST => ListKind::Prompts,
@@ -35,7 +35,7 @@ impl ListKind {
         })
     }
 
-    pub fn method(self) -> &'static str {
+    pub(crate) fn method(self) -> &'static str {
         match self {
             ListKind::Tools => method::TOOLS_LIST,
             ListKind::Prompts => method::PROMPTS_LIST,
@@ -45,7 +45,7 @@ impl ListKind {
     }
 
     /// The member of the result that holds the items.
-    pub fn field(self) -> &'static str {
+    pub(crate) fn field(self) -> &'static str {
         match self {
             ListKind::Tools => "tools",
             ListKind::Prompts => "prompts",
@@ -55,7 +55,7 @@ impl ListKind {
     }
 
     /// The server capability that says a backend has such items.
-    pub fn capability(self) -> &'static str {
+    pub(crate) fn capability(self) -> &'static str {
         match self {
             ListKind::Tools => "tools",
             ListKind::Prompts => "prompts",
@@ -65,7 +65,7 @@ impl ListKind {
 }
 
 /// How one backend's items are changed on their way to the client.
-pub struct Rewrite<'a> {
+pub(crate) struct Rewrite<'a> {
     /// Prefix names with `<server><separator>` (unified endpoint only).
     pub prefix: Option<(&'a str, &'a str)>,
     /// Tool allow-list (tools only); `None` keeps every item.
@@ -74,7 +74,7 @@ pub struct Rewrite<'a> {
 
 /// One backend's page after rewriting.
 #[derive(Debug, Default)]
-pub struct Page {
+pub(crate) struct Page {
     /// Items as raw JSON objects.
     pub items: Vec<String>,
     /// For resources: each item's `uri`; for templates: each `uriTemplate`.
@@ -85,7 +85,7 @@ pub struct Page {
 /// Why a backend's list result could not be read (the backend is then left
 /// out of the merged list, or its answer forwarded as written).
 #[derive(Debug, thiserror::Error)]
-pub enum ListResultError {
+pub(crate) enum ListResultError {
     #[error("not a list result: {0}")]
     NotAnObject(#[source] serde_json::Error),
     /// The member named by [`ListKind::field`] is missing.
@@ -100,7 +100,7 @@ pub enum ListResultError {
 }
 
 /// Reads a backend's list result and rewrites its items.
-pub fn read_page(
+pub(crate) fn read_page(
     result: &RawValue,
     kind: ListKind,
     rewrite: &Rewrite<'_>,
@@ -169,7 +169,7 @@ pub fn read_page(
 }
 
 /// A list result holding `items`, with the gateway's own `nextCursor` if any.
-pub fn merged_result(kind: ListKind, items: &[String], next_cursor: Option<&str>) -> String {
+pub(crate) fn merged_result(kind: ListKind, items: &[String], next_cursor: Option<&str>) -> String {
     let mut out = String::with_capacity(64 + items.iter().map(String::len).sum::<usize>());
     out.push_str("{\"");
     out.push_str(kind.field());
@@ -191,7 +191,7 @@ pub fn merged_result(kind: ListKind, items: &[String], next_cursor: Option<&str>
 
 /// The backend result with its items replaced by `page`'s and every other member
 /// kept as written (routed mode: the allow-list hides tools, nothing else changes).
-pub fn replace_items(
+pub(crate) fn replace_items(
     result: &RawValue,
     kind: ListKind,
     page: &Page,
@@ -220,12 +220,12 @@ pub fn replace_items(
 
 /// The gateway's pagination cursor: which servers still have pages, and each
 /// one's own cursor. Hex of a small JSON document, opaque to clients.
-pub fn encode_cursor(pending: &[(String, String)]) -> String {
+pub(crate) fn encode_cursor(pending: &[(String, String)]) -> String {
     let json = serde_json::to_string(pending).expect("strings serialise");
     json.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn decode_cursor(cursor: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn decode_cursor(cursor: &str) -> Option<Vec<(String, String)>> {
     if !cursor.len().is_multiple_of(2) || cursor.len() > 64 * 1024 {
         return None;
     }

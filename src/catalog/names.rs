@@ -7,21 +7,21 @@
 //! touches messages or processes.
 
 /// Joins a server id and a backend name into the client-facing name.
-pub fn prefixed(server: &str, separator: &str, name: &str) -> String {
+pub(crate) fn prefixed(server: &str, separator: &str, name: &str) -> String {
     format!("{server}{separator}{name}")
 }
 
 /// Splits a client-facing name into (server id, backend name), if it has the
 /// separator. Server ids cannot contain the separator (config validation
 /// ensures it), so the first occurrence is the split point.
-pub fn split<'a>(name: &'a str, separator: &str) -> Option<(&'a str, &'a str)> {
+pub(crate) fn split<'a>(name: &'a str, separator: &str) -> Option<(&'a str, &'a str)> {
     let at = name.find(separator)?;
     let (server, rest) = name.split_at(at);
     Some((server, &rest[separator.len()..])).filter(|(s, n)| !s.is_empty() && !n.is_empty())
 }
 
 /// True when `name` matches the glob `pattern` (`*` matches any run of characters).
-pub fn glob_matches(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_matches(pattern: &str, name: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or_default();
     let Some(mut rest) = name.strip_prefix(first) else {
@@ -41,7 +41,7 @@ pub fn glob_matches(pattern: &str, name: &str) -> bool {
 }
 
 /// True when `name` is allowed by the allow-list (any pattern matches).
-pub fn allowed(patterns: &[String], name: &str) -> bool {
+pub(crate) fn allowed(patterns: &[String], name: &str) -> bool {
     patterns.iter().any(|p| glob_matches(p, name))
 }
 
@@ -49,7 +49,7 @@ pub fn allowed(patterns: &[String], name: &str) -> bool {
 /// `{var}` (and `{var,other}`) stands for one or more characters other than
 /// `/`, `?` and `#`; `{+var}` and `{#var}` for one or more characters of any kind;
 /// `{?a,b}`, `{&a}` and `{/a}` for an optional query or path part.
-pub fn template_matches(template: &str, uri: &str) -> bool {
+pub(crate) fn template_matches(template: &str, uri: &str) -> bool {
     match template.find('{') {
         None => template == uri,
         Some(open) => {

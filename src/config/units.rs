@@ -19,7 +19,7 @@ pub struct ByteSize(pub u64);
 
 /// Longest duration accepted anywhere (about 317 years): long enough for any
 /// timeout, short enough that adding it to the current time cannot overflow.
-pub const MAX_DURATION_SECS: u64 = 10_000_000_000;
+pub(super) const MAX_DURATION_SECS: u64 = 10_000_000_000;
 
 /// Why a duration in the config could not be read; each names the text as written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,7 +80,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
 }
 
 /// Parses `"4MiB"`, `"512KiB"`, `"16MB"`, `"1GiB"`, or a bare number of bytes.
-pub fn parse_size(text: &str) -> Result<u64, SizeError> {
+pub(super) fn parse_size(text: &str) -> Result<u64, SizeError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

@@ -54,7 +54,7 @@ fn server_id(path: ServerIdPath) -> String {
     path.map_or_else(|_| "(not UTF-8)".to_owned(), |Path(id)| id)
 }
 
-pub async fn post(
+pub(super) async fn post(
     State(app): State<Arc<App>>,
     path: ServerIdPath,
     headers: HeaderMap,
@@ -71,14 +71,18 @@ pub async fn post(
     result.unwrap_or_else(|e| refused(&server_id, e))
 }
 
-pub async fn get(State(app): State<Arc<App>>, path: ServerIdPath, headers: HeaderMap) -> Response {
+pub(super) async fn get(
+    State(app): State<Arc<App>>,
+    path: ServerIdPath,
+    headers: HeaderMap,
+) -> Response {
     let server_id = server_id(path);
     server(&app, &server_id)
         .and_then(|server| open_stream(&app, Target::Routed(&server), &headers))
         .unwrap_or_else(|e| refused(&server_id, e))
 }
 
-pub async fn delete(
+pub(super) async fn delete(
     State(app): State<Arc<App>>,
     path: ServerIdPath,
     headers: HeaderMap,
@@ -91,7 +95,11 @@ pub async fn delete(
     result.unwrap_or_else(|e| refused(&server_id, e))
 }
 
-pub async fn unified_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn unified_post(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = match read_post_body(&app, &headers, body).await {
         Ok(bytes) => post_message(&app, Target::Unified, &headers, bytes).await,
         Err(e) => Err(e),
@@ -99,11 +107,11 @@ pub async fn unified_post(State(app): State<Arc<App>>, headers: HeaderMap, body:
     result.unwrap_or_else(|e| refused("(unified)", e))
 }
 
-pub async fn unified_get(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+pub(super) async fn unified_get(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     open_stream(&app, Target::Unified, &headers).unwrap_or_else(|e| refused("(unified)", e))
 }
 
-pub async fn unified_delete(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+pub(super) async fn unified_delete(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     end_session(&app, Target::Unified, &headers)
         .await
         .unwrap_or_else(|e| refused("(unified)", e))
@@ -215,7 +223,7 @@ fn too_large(limit: u64) -> HttpError {
 }
 
 /// Any method other than GET, POST and DELETE on an MCP endpoint.
-pub async fn method_not_allowed() -> Response {
+pub(super) async fn method_not_allowed() -> Response {
     HttpError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         jsonrpc::SERVER_ERROR,

@@ -10,7 +10,7 @@ mod ops;
 mod reply;
 mod rules;
 mod stateless;
-pub mod tls;
+pub(crate) mod tls;
 
 use std::future::Future;
 use std::sync::Arc;

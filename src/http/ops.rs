@@ -69,7 +69,7 @@ fn json(status: StatusCode, value: &Value) -> Response {
 
 /// `GET /readyz`: ready (200) once listening with the config loaded, with each
 /// server's state.
-pub async fn readyz(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+pub(super) async fn readyz(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Err(e) = check_origin(&app, &headers) {
         return e.into_response();
     }
@@ -115,7 +115,7 @@ pub async fn readyz(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
 /// `GET /health`, in the shape gh-aw-mcpg users script against: `status`
 /// (`healthy`, or `degraded` when a server cannot start), and `servers` with
 /// each server's `status` (`running`, `idle` or `error`).
-pub async fn health(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+pub(super) async fn health(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Err(e) = check_origin(&app, &headers) {
         return e.into_response();
     }
@@ -142,7 +142,7 @@ pub async fn health(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
 }
 
 /// `GET /metrics`: the Prometheus (OpenMetrics) text exposition.
-pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+pub(super) async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Err(e) = check_origin(&app, &headers) {
         return e.into_response();
     }
@@ -179,7 +179,7 @@ fn check_admin(app: &App, headers: &HeaderMap) -> Result<(), HttpError> {
 }
 
 /// `GET /admin/sessions`: every session, with its processes.
-pub async fn admin_sessions(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+pub(super) async fn admin_sessions(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Err(e) = check_admin(&app, &headers) {
         return e.into_response();
     }
@@ -223,7 +223,7 @@ pub async fn admin_sessions(State(app): State<Arc<App>>, headers: HeaderMap) -> 
 }
 
 /// `DELETE /admin/sessions/{id}`: ends a session (and stops its processes).
-pub async fn admin_end_session(
+pub(super) async fn admin_end_session(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     headers: HeaderMap,

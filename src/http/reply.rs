@@ -13,13 +13,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::jsonrpc;
 
 /// The header carrying the session id (HTTP headers are case-insensitive).
-pub const SESSION_HEADER: &str = "mcp-session-id";
+pub(super) const SESSION_HEADER: &str = "mcp-session-id";
 /// The header carrying the protocol version.
-pub const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
+pub(super) const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
 
 /// An HTTP error status with a JSON-RPC error body.
 #[derive(Debug)]
-pub struct HttpError {
+pub(super) struct HttpError {
     pub status: StatusCode,
     pub code: i32,
     pub message: String,
@@ -30,7 +30,7 @@ pub struct HttpError {
 }
 
 impl HttpError {
-    pub fn new(status: StatusCode, code: i32, message: impl Into<String>) -> HttpError {
+    pub(super) fn new(status: StatusCode, code: i32, message: impl Into<String>) -> HttpError {
         HttpError {
             status,
             code,
@@ -40,12 +40,12 @@ impl HttpError {
         }
     }
 
-    pub fn with_data(mut self, data: serde_json::Value) -> HttpError {
+    pub(super) fn with_data(mut self, data: serde_json::Value) -> HttpError {
         self.data = Some(data);
         self
     }
 
-    pub fn with_id(mut self, id: Option<&str>) -> HttpError {
+    pub(super) fn with_id(mut self, id: Option<&str>) -> HttpError {
         self.id = id.map(str::to_owned);
         self
     }
@@ -82,7 +82,7 @@ impl IntoResponse for HttpError {
 }
 
 /// A response whose body is one JSON document, sent as is.
-pub fn json_body(status: StatusCode, body: Bytes) -> Response {
+pub(super) fn json_body(status: StatusCode, body: Bytes) -> Response {
     crate::metrics::bytes_out(body.len());
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
@@ -94,19 +94,19 @@ pub fn json_body(status: StatusCode, body: Bytes) -> Response {
 }
 
 /// 202 Accepted with no body, for notifications and responses.
-pub fn accepted() -> Response {
+pub(super) fn accepted() -> Response {
     StatusCode::ACCEPTED.into_response()
 }
 
 /// One SSE `message` event carrying a JSON-RPC message. A raw CR or LF can
 /// only be whitespace between JSON tokens (inside strings they are escaped),
 /// but SSE would read it as the end of the data line: it becomes a space.
-pub fn sse_message(event_id: &str, message: &[u8]) -> Bytes {
+pub(super) fn sse_message(event_id: &str, message: &[u8]) -> Bytes {
     sse_frame(Some(event_id), message)
 }
 
 /// One SSE `message` event without an id (2026-07-28 streams are not resumable).
-pub fn sse_data(message: &[u8]) -> Bytes {
+pub(super) fn sse_data(message: &[u8]) -> Bytes {
     sse_frame(None, message)
 }
 
@@ -133,17 +133,17 @@ fn sse_frame(event_id: Option<&str>, message: &[u8]) -> Bytes {
 }
 
 /// The priming event of a 2025-11-25 stream: an id and empty data.
-pub fn sse_priming(event_id: &str) -> Bytes {
+pub(super) fn sse_priming(event_id: &str) -> Bytes {
     Bytes::from(format!("id: {event_id}\ndata: \n\n"))
 }
 
 /// An SSE comment, used as a keep-alive (a dead client shows up as a failed write).
-pub fn sse_keepalive() -> Bytes {
+pub(super) fn sse_keepalive() -> Bytes {
     Bytes::from_static(b": keep-alive\n\n")
 }
 
 /// Headers of an SSE response around a body stream.
-pub fn sse_response(body: Body) -> Response {
+pub(super) fn sse_response(body: Body) -> Response {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(

@@ -13,7 +13,7 @@ use crate::session::is_plausible_session_id;
 
 /// How the client wants a request answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnswerAs {
+pub(super) enum AnswerAs {
     /// Only JSON is acceptable.
     Json,
     /// Only an event stream is acceptable.
@@ -50,7 +50,7 @@ fn accepts(headers: &HeaderMap, wanted: &str) -> bool {
 
 /// POST: the client must accept JSON or an event stream (the spec asks clients to
 /// list both).
-pub fn post_answer_as(headers: &HeaderMap) -> Result<AnswerAs, HttpError> {
+pub(super) fn post_answer_as(headers: &HeaderMap) -> Result<AnswerAs, HttpError> {
     match (
         accepts(headers, "application/json"),
         accepts(headers, "text/event-stream"),
@@ -65,7 +65,7 @@ pub fn post_answer_as(headers: &HeaderMap) -> Result<AnswerAs, HttpError> {
 }
 
 /// GET: the client must accept an event stream.
-pub fn get_accepts_stream(headers: &HeaderMap) -> Result<(), HttpError> {
+pub(super) fn get_accepts_stream(headers: &HeaderMap) -> Result<(), HttpError> {
     if accepts(headers, "text/event-stream") {
         Ok(())
     } else {
@@ -82,7 +82,7 @@ fn not_acceptable(message: &str) -> HttpError {
 }
 
 /// POST bodies must be JSON.
-pub fn require_json_content(headers: &HeaderMap) -> Result<(), HttpError> {
+pub(super) fn require_json_content(headers: &HeaderMap) -> Result<(), HttpError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -101,7 +101,7 @@ pub fn require_json_content(headers: &HeaderMap) -> Result<(), HttpError> {
 
 /// The `MCP-Protocol-Version` header, checked: absent is fine (2025-03-26
 /// clients send none); present must be a version the gateway serves.
-pub fn protocol_version(headers: &HeaderMap) -> Result<Option<&'static str>, HttpError> {
+pub(super) fn protocol_version(headers: &HeaderMap) -> Result<Option<&'static str>, HttpError> {
     let Some(value) = headers.get(PROTOCOL_VERSION_HEADER) else {
         return Ok(None);
     };
@@ -125,7 +125,7 @@ pub fn protocol_version(headers: &HeaderMap) -> Result<Option<&'static str>, Htt
 }
 
 /// The `Mcp-Session-Id` header, if any. A malformed one can name no session: 404.
-pub fn session_id(headers: &HeaderMap) -> Result<Option<&str>, HttpError> {
+pub(super) fn session_id(headers: &HeaderMap) -> Result<Option<&str>, HttpError> {
     let Some(value) = headers.get(SESSION_HEADER) else {
         return Ok(None);
     };
@@ -136,7 +136,7 @@ pub fn session_id(headers: &HeaderMap) -> Result<Option<&str>, HttpError> {
 }
 
 /// The session id a request needs; its absence is a 400.
-pub fn require_session_id(headers: &HeaderMap) -> Result<&str, HttpError> {
+pub(super) fn require_session_id(headers: &HeaderMap) -> Result<&str, HttpError> {
     session_id(headers)?.ok_or_else(|| {
         HttpError::new(
             StatusCode::BAD_REQUEST,
@@ -166,7 +166,7 @@ fn is_loopback_host(host: &str) -> bool {
 /// loopback origin (when the gateway listens on loopback) or one of
 /// `allowed_origins`; on a loopback listen address the `Host` must name this
 /// machine too. Anything else gets 403.
-pub fn check_origin_and_host(
+pub(super) fn check_origin_and_host(
     headers: &HeaderMap,
     listen_is_loopback: bool,
     allowed_origins: &[String],
@@ -204,7 +204,7 @@ pub fn check_origin_and_host(
 /// The name of the API key the request carries (`Authorization: Bearer <key>`),
 /// `None` when the gateway has no keys. A missing or wrong key is a 401. Every
 /// key is compared, in time that does not depend on where they differ.
-pub fn authenticate(
+pub(super) fn authenticate(
     headers: &HeaderMap,
     keys: &[(String, String)],
 ) -> Result<Option<std::sync::Arc<str>>, HttpError> {
@@ -250,7 +250,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// What an unknown or ended session gets, so the client re-initialises.
-pub fn unknown_session() -> HttpError {
+pub(super) fn unknown_session() -> HttpError {
     HttpError::new(
         StatusCode::NOT_FOUND,
         jsonrpc::SERVER_ERROR,

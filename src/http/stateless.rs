@@ -29,7 +29,7 @@ const NAME_HEADER: &str = "mcp-name";
 use jsonrpc::{HEADER_MISMATCH, UNSUPPORTED_PROTOCOL_VERSION as UNSUPPORTED_VERSION};
 
 /// The era of a request with these headers (GET, DELETE).
-pub fn era_of_headers(headers: &HeaderMap) -> Era {
+pub(super) fn era_of_headers(headers: &HeaderMap) -> Era {
     let header_version = headers
         .get(PROTOCOL_VERSION_HEADER)
         .and_then(|v| v.to_str().ok());
@@ -43,7 +43,7 @@ pub fn era_of_headers(headers: &HeaderMap) -> Era {
 /// The era of a POST. A 2026 version header or a session id decides at once
 /// (the common case costs no parsing); otherwise a request whose `_meta`
 /// carries a protocol version is stateless, whatever else its headers say.
-pub fn era_of_post(headers: &HeaderMap, body: &[u8]) -> Era {
+pub(super) fn era_of_post(headers: &HeaderMap, body: &[u8]) -> Era {
     if era_of_headers(headers) == Era::Stateless {
         return Era::Stateless;
     }
@@ -101,7 +101,7 @@ fn decode_header_value(value: &str) -> Result<String, ()> {
 /// transport's errors are most useful to a client: the body is a request, the
 /// version is given and matches, is supported, the capabilities are declared,
 /// the method is mirrored and served, the name is mirrored.
-pub fn check(
+pub(super) fn check(
     headers: &HeaderMap,
     body: &[u8],
     caller_header: Option<&str>,
@@ -263,7 +263,7 @@ pub fn check(
 }
 
 /// GET and DELETE belong to the session era: a stateless client gets 405.
-pub fn refuse_get_or_delete() -> HttpError {
+pub(super) fn refuse_get_or_delete() -> HttpError {
     HttpError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         jsonrpc::SERVER_ERROR,

@@ -45,7 +45,7 @@ pub enum TlsError {
 }
 
 /// Builds the acceptor from the configured files; the error names the file.
-pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
+pub(crate) fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|certs| certs.collect::<Result<_, _>>())
         .map_err(|source| TlsError::UnreadableCert {

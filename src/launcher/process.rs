@@ -80,7 +80,7 @@ use crate::config::ServerConfig;
 
 /// How much longer than `grace` the gateway waits after SIGTERM before it
 /// SIGKILLs the group itself: the supervisor's own SIGKILL comes at `grace`.
-pub const SUPERVISOR_MARGIN: Duration = Duration::from_secs(1);
+pub(super) const SUPERVISOR_MARGIN: Duration = Duration::from_secs(1);
 
 /// Where the `PATH` search looks when the child's environment has no `PATH`
 /// (what glibc's `execvp` uses then).
@@ -89,7 +89,7 @@ const DEFAULT_PATH: &str = "/bin:/usr/bin";
 /// Spawns the backend of `server` under its supervisor, with piped stdio, in a
 /// new process group whose id is the supervisor's pid. Fails with `NotFound` or
 /// `PermissionDenied` when the command cannot be started.
-pub fn spawn(server: &ServerConfig) -> io::Result<Child> {
+pub(super) fn spawn(server: &ServerConfig) -> io::Result<Child> {
     let env = server.child_env();
     let path_var = env
         .iter()
@@ -259,7 +259,7 @@ pub fn tree_rss_kib(pid: u32) -> Option<u64> {
 
 /// Sends `signal` to every process in the group `pgid`. Returns false when the
 /// group no longer exists.
-pub fn signal_group(pgid: u32, signal: i32) -> bool {
+pub(super) fn signal_group(pgid: u32, signal: i32) -> bool {
     let Ok(pgid) = i32::try_from(pgid) else {
         return false;
     };
@@ -273,7 +273,7 @@ pub fn signal_group(pgid: u32, signal: i32) -> bool {
 }
 
 /// True while any process of the group `pgid` exists (zombies included).
-pub fn group_alive(pgid: u32) -> bool {
+pub(super) fn group_alive(pgid: u32) -> bool {
     signal_group(pgid, 0)
 }
 
@@ -314,7 +314,7 @@ pub enum StopOutcome {
 /// after its own `grace`; the gateway SIGKILLs the group after `grace` plus
 /// [`SUPERVISOR_MARGIN`]), and waits for the leader to be reaped (the task that
 /// owns the `Child` reaps it and publishes on `exited`).
-pub async fn stop_group(
+pub(super) async fn stop_group(
     pgid: u32,
     mut exited: watch::Receiver<Option<ExitStatus>>,
     grace: Duration,

@@ -246,16 +246,18 @@ fn set_scheduling(scheduling: Scheduling) -> io::Result<()> {
     Ok(())
 }
 
-#[allow(unsafe_code)]
+/// This process's parent: the gateway, while it lives.
 fn parent_pid() -> libc::pid_t {
-    // SAFETY: getppid cannot fail and touches no memory.
-    unsafe { libc::getppid() }
+    to_pid(std::os::unix::process::parent_id())
 }
 
-#[allow(unsafe_code)]
 fn own_pid() -> libc::pid_t {
-    // SAFETY: getpid cannot fail and touches no memory.
-    unsafe { libc::getpid() }
+    to_pid(std::process::id())
+}
+
+/// A pid as std gives it, as libc takes it (pids are below 2^22 on Linux).
+fn to_pid(pid: u32) -> libc::pid_t {
+    libc::pid_t::try_from(pid).expect("a pid fits pid_t")
 }
 
 /// Starts the command with this process's environment, working directory and

@@ -98,9 +98,10 @@ async fn run_suite(script: &std::path::Path, url: &str) -> std::process::Output 
         Ok(output) => output.expect("the runner ran"),
         Err(_) => {
             // SAFETY: kill(2) on the process group of the runner this test started.
+            #[allow(unsafe_code)]
             unsafe {
                 libc::kill(-pgid, libc::SIGKILL);
-            }
+            };
             panic!("{} did not finish in time", script.display());
         }
     }

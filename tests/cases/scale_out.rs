@@ -69,6 +69,7 @@ fn write_confs(dir: &Path, site: &str) -> PathBuf {
     // As root, nginx's workers would switch to `nobody`, who cannot enter the
     // temp dir; keep them as the current user (nginx needs the name only then).
     // SAFETY: geteuid(2) has no preconditions.
+    #[allow(unsafe_code)]
     let user = if unsafe { libc::geteuid() } == 0 {
         "user root;"
     } else {
@@ -199,9 +200,10 @@ impl Nginx {
         let workers = children_of(self.pid);
         assert!(!workers.is_empty(), "nginx runs a worker process");
         // SAFETY: kill(2) on the nginx master this test started.
+        #[allow(unsafe_code)]
         unsafe {
             libc::kill(self.pid as i32, libc::SIGQUIT);
-        }
+        };
         let mut child = self.child.take().unwrap();
         let status = tokio::task::spawn_blocking(move || {
             let start = Instant::now();
@@ -235,9 +237,10 @@ impl Drop for Nginx {
             let _ = child.wait();
             for pid in workers {
                 // SAFETY: kill(2) on the workers of the nginx this test started.
+                #[allow(unsafe_code)]
                 unsafe {
                     libc::kill(pid as i32, libc::SIGKILL);
-                }
+                };
             }
         }
     }

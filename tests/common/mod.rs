@@ -183,9 +183,10 @@ impl Gateway {
     /// Sends `signal` to the gateway.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) only sends a signal to the gateway this test started.
+        #[allow(unsafe_code)]
         unsafe {
             libc::kill(self.pid as i32, signal);
-        }
+        };
     }
 
     /// Waits for the gateway to exit and returns its status.
@@ -227,9 +228,10 @@ impl Gateway {
             let described: Vec<String> = left.iter().map(|p| describe(*p)).collect();
             for pid in &left {
                 // SAFETY: kill(2) on pids this test's gateway caused (found by tag or parentage).
+                #[allow(unsafe_code)]
                 unsafe {
                     libc::kill(*pid as i32, libc::SIGKILL);
-                }
+                };
             }
             panic!("processes left behind (tag {tag}): {described:?}");
         }
@@ -374,9 +376,10 @@ impl Drop for Gateway {
             let _ = child.wait();
             for pid in tagged_processes(&self.tag) {
                 // SAFETY: kill(2) on pids found by this test's unique tag.
+                #[allow(unsafe_code)]
                 unsafe {
                     libc::kill(pid as i32, libc::SIGKILL);
-                }
+                };
             }
         }
     }
