@@ -136,14 +136,13 @@ impl Entry {
 struct Crashes(VecDeque<Instant>);
 
 impl Crashes {
-    fn record(&mut self) {
-        self.0.push_back(Instant::now());
+    fn record(&mut self, now: Instant) {
+        self.0.push_back(now);
     }
 
-    /// Forgets crashes older than `window`. If `limit` or more remain, returns
-    /// how long until the oldest of them leaves the window.
-    fn breaker_open(&mut self, limit: u32, window: Duration) -> Option<Duration> {
-        let now = Instant::now();
+    /// Forgets crashes older than `window` at `now`. If `limit` or more remain,
+    /// returns how long until the oldest of them leaves the window.
+    fn breaker_open(&mut self, limit: u32, window: Duration, now: Instant) -> Option<Duration> {
         while self
             .0
             .front()
@@ -245,15 +244,17 @@ impl SessionPool {
         let relaunch = match entry.take() {
             Some(dead) => {
                 if dead.crashed() {
-                    crashes.record();
+                    crashes.record(Instant::now());
                 }
                 true
             }
             None => false,
         };
-        if let Some(retry_after) =
-            crashes.breaker_open(server.crash_loop_restarts, server.crash_loop_window)
-        {
+        if let Some(retry_after) = crashes.breaker_open(
+            server.crash_loop_restarts,
+            server.crash_loop_window,
+            Instant::now(),
+        ) {
             self.inner.stats.crash_loop(&server.id, retry_after);
             crate::metrics::error("crash_loop");
             return Err(LaunchError::CrashLoop {
@@ -285,7 +286,7 @@ impl SessionPool {
                         LaunchError::Handshake(_) | LaunchError::StartupTimeout { .. }
                     )
                 {
-                    crashes.record();
+                    crashes.record(Instant::now());
                 }
                 return Err(error);
             }
@@ -514,5 +515,90 @@ mod tests {
         ));
         assert!(handshake.to_string().ends_with(&source.to_string()));
         assert!(LaunchError::Evicted.source().is_none());
+    }
+
+    // The crash-loop breaker. Every instant is made from one `t0` and passed
+    // in, so the tests never wait and never depend on how fast they run.
+
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// Crashes recorded at `t0` plus each offset.
+    fn crashed_at(t0: Instant, offsets: &[Duration]) -> Crashes {
+        let mut crashes = Crashes::default();
+        for offset in offsets {
+            crashes.record(t0 + *offset);
+        }
+        crashes
+    }
+
+    #[test]
+    fn below_the_limit_the_breaker_stays_closed_and_at_it_says_when_the_oldest_crash_leaves() {
+        let t0 = Instant::now();
+        let mut crashes = crashed_at(t0, &[secs(0), secs(10)]);
+        assert_eq!(crashes.breaker_open(3, WINDOW, t0 + secs(20)), None);
+
+        crashes.record(t0 + secs(20));
+        // The oldest crash (t0) leaves the window at t0 + 60s: 35s after t0 + 25s.
+        assert_eq!(
+            crashes.breaker_open(3, WINDOW, t0 + secs(25)),
+            Some(secs(35))
+        );
+    }
+
+    #[test]
+    fn a_crash_older_than_the_window_is_forgotten_so_the_breaker_closes_again() {
+        let t0 = Instant::now();
+        let mut crashes = crashed_at(t0, &[secs(0), secs(10), secs(20)]);
+        assert_eq!(
+            crashes.breaker_open(3, WINDOW, t0 + secs(30)),
+            Some(secs(30))
+        );
+
+        assert_eq!(crashes.breaker_open(3, WINDOW, t0 + secs(61)), None);
+        assert_eq!(crashes.0.len(), 2, "only the crash at t0 is forgotten");
+        // The two left still count: the oldest of them (t0 + 10s) leaves at t0 + 70s.
+        assert_eq!(
+            crashes.breaker_open(2, WINDOW, t0 + secs(61)),
+            Some(secs(9))
+        );
+    }
+
+    #[test]
+    fn a_crash_exactly_window_old_is_forgotten_so_the_breaker_closes_when_it_said_it_would() {
+        // `retry_after` is `window - age`: the client is told to come back when
+        // the oldest crash is exactly `window` old. At that instant the crash
+        // must already be forgotten, or the breaker would still be open and say
+        // "retry after 0s" to the very retry it asked for.
+        let t0 = Instant::now();
+        let tick = Duration::from_nanos(1);
+        let mut crashes = crashed_at(t0, &[Duration::ZERO]);
+        let just_before = t0 + WINDOW - tick;
+        assert_eq!(crashes.breaker_open(1, WINDOW, just_before), Some(tick));
+
+        assert_eq!(crashes.breaker_open(1, WINDOW, just_before + tick), None);
+        assert!(
+            crashes.0.is_empty(),
+            "the crash exactly `window` old is gone"
+        );
+    }
+
+    #[test]
+    fn with_a_limit_of_one_a_single_crash_opens_the_breaker_for_the_whole_window() {
+        // 1 is the smallest limit there is: config refuses
+        // `crash_loop_restarts = 0` ("must be at least 1"), so 0 is not tested.
+        let t0 = Instant::now();
+        let mut crashes = Crashes::default();
+        assert_eq!(crashes.breaker_open(1, WINDOW, t0), None, "no crash yet");
+
+        crashes.record(t0);
+        assert_eq!(crashes.breaker_open(1, WINDOW, t0), Some(WINDOW));
+        assert_eq!(
+            crashes.breaker_open(1, WINDOW, t0 + secs(59)),
+            Some(secs(1))
+        );
     }
 }
