@@ -133,7 +133,13 @@ impl ServerMessageSink for SharedRoute {
                         self.state()
                             .server_requests
                             .insert(id.to_owned(), Arc::clone(&session.id));
-                        self.deliver_to(&session, message.clone())
+                        let delivered = self.deliver_to(&session, message.clone());
+                        if !delivered {
+                            // Refused (the session has no stream to carry it):
+                            // the backend gets an error answer; nothing to follow.
+                            self.state().server_requests.remove(id);
+                        }
+                        delivered
                     }
                     None => {
                         tracing::warn!(
@@ -302,6 +308,17 @@ mod tests {
         );
         assert!(received(&mut a_get.events).is_empty());
         assert!(received(&mut b_get.events).is_empty());
+    }
+
+    #[test]
+    fn a_backend_request_its_session_cannot_carry_is_not_remembered() {
+        let route = SharedRoute::default();
+        let a = session("a");
+        route.join(Arc::clone(&a));
+        let _a_busy = a.begin_request();
+        // No stream open: the outbox refuses a request (it cannot wait).
+        assert!(!route.deliver(message(&roots_request("9"))));
+        assert!(route.state().server_requests.is_empty());
     }
 
     #[test]
