@@ -84,12 +84,10 @@ pub(crate) enum Endpoint {
     Unified(Arc<dyn EndpointState>),
 }
 
-/// The pool keys a session holds, and whether it has ended (after which it
-/// takes no more).
+/// The pool keys a session holds (a routed session's own key among them).
 #[derive(Default)]
 struct Held {
     keys: Vec<PoolKey>,
-    ended: bool,
 }
 
 /// One client session.
@@ -110,6 +108,8 @@ pub(crate) struct Session {
     /// The pool keys this session has asked the pool for: ending the session
     /// stops exactly these.
     held: Mutex<Held>,
+    /// Set (before its keys are taken) when the session ends.
+    ended: AtomicBool,
     /// Opened by the gateway for a stateless (2026-07-28) caller, not by a client.
     stateless_caller: AtomicBool,
     created: Instant,
@@ -136,6 +136,7 @@ impl Session {
         Session {
             routed_key,
             held: Mutex::default(),
+            ended: AtomicBool::new(false),
             stateless_caller: AtomicBool::new(false),
             id,
             endpoint,
@@ -168,24 +169,43 @@ impl Session {
     }
 
     /// Records that the session holds `key`. False once the session has
-    /// ended: it must not start anything more.
+    /// ended: it must not start anything more. A routed session's own key is
+    /// recorded when it is registered, so its requests take no lock here.
     pub(crate) fn hold(&self, key: &PoolKey) -> bool {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if held.ended {
+        if self.is_ended() {
             return false;
         }
+        if self.routed_key.as_ref() == Some(key) {
+            return true;
+        }
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         if !held.keys.contains(key) {
             held.keys.push(key.clone());
         }
         true
     }
 
+    /// True once the session has ended. A connection had for it after that
+    /// must be let go of by whoever had it: the session's end may not have
+    /// seen its key.
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
     /// Marks the session ended and returns the keys it held (once; later
     /// calls return none).
     pub(crate) fn end(&self) -> Vec<PoolKey> {
+        if self.ended.swap(true, Ordering::SeqCst) {
+            return Vec::new();
+        }
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.ended = true;
-        std::mem::take(&mut held.keys)
+        let mut keys = std::mem::take(&mut held.keys);
+        if let Some(own) = &self.routed_key
+            && !keys.contains(own)
+        {
+            keys.insert(0, own.clone());
+        }
+        keys
     }
 
     /// Marks the session as a stateless caller's, opened by the gateway.
@@ -322,6 +342,69 @@ impl SessionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server(id: &str) -> Arc<ServerConfig> {
+        let toml = format!("[servers.{id}]\ncommand = \"x\"\n");
+        let vars = HashMap::<String, String>::new();
+        crate::config::Config::parse(std::path::Path::new("t.toml"), &toml, &vars)
+            .expect("a valid config")
+            .servers
+            .remove(0)
+    }
+
+    fn session(endpoint: Endpoint) -> Session {
+        Session::new(
+            Arc::from("abc"),
+            endpoint,
+            None,
+            Duration::from_secs(60),
+            Bytes::new(),
+            "2025-11-25".to_owned(),
+            Arc::new(Outbox::new(8)),
+        )
+    }
+
+    /// A stand-in for the unified endpoint's state.
+    struct NoState;
+
+    impl EndpointState for NoState {
+        fn sink(
+            self: Arc<Self>,
+            session: &Arc<Session>,
+            _server: &ServerConfig,
+        ) -> Arc<dyn ServerMessageSink> {
+            session.outbox.clone()
+        }
+
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+    }
+
+    #[test]
+    fn a_routed_session_ends_with_its_own_key_once() {
+        let own = server("s");
+        let routed = session(Endpoint::Routed(Arc::clone(&own)));
+        let key = routed.key_for(&own);
+        assert!(routed.hold(&key));
+        assert_eq!(routed.end(), vec![key.clone()]);
+        assert!(routed.is_ended());
+        assert!(!routed.hold(&key), "an ended session takes nothing");
+        assert!(routed.end().is_empty(), "its keys are given once");
+    }
+
+    #[test]
+    fn a_unified_session_ends_with_every_key_it_asked_for_and_no_other() {
+        let (a, b, c) = (server("a"), server("b"), server("c"));
+        let unified = session(Endpoint::Unified(Arc::new(NoState)));
+        assert!(unified.hold(&unified.key_for(&a)));
+        assert!(unified.hold(&unified.key_for(&b)));
+        assert!(unified.hold(&unified.key_for(&a)));
+        let ended = unified.end();
+        assert_eq!(ended, vec![unified.key_for(&a), unified.key_for(&b)]);
+        assert!(!ended.contains(&unified.key_for(&c)));
+        assert!(!unified.hold(&unified.key_for(&c)));
+    }
 
     #[test]
     fn an_instance_tag_prefixes_the_session_id() {

@@ -170,12 +170,10 @@ impl Core {
     }
 
     /// Registers a new session: joins it to the shared routes it uses (and
-    /// records their keys on it), and puts it in the table.
+    /// records their keys on it; a routed session holds its own key from
+    /// birth), and puts it in the table.
     pub(crate) fn register(&self, session: &Arc<Session>, pending: PendingSession) {
         session.touch();
-        if let Some(own) = session.server() {
-            session.hold(&session.key_for(own));
-        }
         for server in self.servers().iter() {
             let uses = match session.server() {
                 Some(own) => own.id == server.id,
@@ -210,7 +208,7 @@ impl Core {
     /// The live connection of `session` to `server`, started (with the
     /// session's `initialize` replayed) if there is none, and recorded on the
     /// session. Also returns the backend's initialize answer when this call
-    /// started it. A session that has ended starts nothing.
+    /// started it. A session that has ended starts nothing and keeps nothing.
     pub(crate) async fn conn_for(
         &self,
         session: &Arc<Session>,
@@ -220,15 +218,24 @@ impl Core {
         if !session.hold(&key) {
             return Err(LaunchError::Evicted);
         }
-        self.pool
+        let launched = self
+            .pool
             .connection(
                 &key,
                 server,
                 &session.init_message,
                 self.sink_for(session, server),
             )
-            .await
-            .map(|launched| (launched.conn, launched.init_response))
+            .await?;
+        // The session may have ended while this was being had, after its end
+        // took the keys it held: then nobody else stops this one. (Its end
+        // marks it ended before taking the keys, so one of the two sees the
+        // other.) A shared process is the other sessions' to keep.
+        if session.is_ended() && !is_shared_key(&key) {
+            self.pool.evict(&key, "session ended").await;
+            return Err(LaunchError::Evicted);
+        }
+        Ok((launched.conn, launched.init_response))
     }
 
     /// The connection of a session's process started for it alone before the
