@@ -13,6 +13,8 @@
 //! - `routed`: the `/mcp/<serverID>` endpoint: one backend per session.
 //! - `unified`: the `/mcp` endpoint: merged lists, prefixed names, routing by
 //!   name and URI.
+//! - `endpoints`: both behind one handle: a session's messages go through the
+//!   endpoint that opened it.
 //! - `reload`: a reloaded config's servers put in force.
 //! - `core`: sessions, the pool, the live server table, admission, ending
 //!   sessions, and sending a session's messages to a backend.
@@ -44,6 +46,7 @@ pub(crate) mod catalog;
 pub mod cli;
 pub mod config;
 pub(crate) mod core;
+pub(crate) mod endpoints;
 pub(crate) mod http;
 pub mod jsonrpc;
 pub mod launcher;
@@ -66,6 +69,7 @@ use std::sync::Arc;
 use crate::bridge::Bridge;
 use crate::config::Config;
 use crate::core::Core;
+use crate::endpoints::Endpoints;
 use crate::routed::Routed;
 use crate::unified::Unified;
 
@@ -149,18 +153,14 @@ pub async fn run(
     let core = Arc::new(Core::new(config.gateway, config.servers, audit));
     let routed = Arc::new(Routed::new(Arc::clone(&core)));
     let unified = Arc::new(Unified::new(Arc::clone(&core)));
-    let bridge = Arc::new(Bridge::new(
-        Arc::clone(&core),
-        Arc::clone(&routed),
-        Arc::clone(&unified),
-    ));
+    let endpoints = Arc::new(Endpoints::new(routed, unified));
+    let bridge = Arc::new(Bridge::new(Arc::clone(&core), Arc::clone(&endpoints)));
     let sweeper = tokio::spawn(sweep_forever(Arc::clone(&core), Arc::clone(&bridge)));
     let reloader = reloads
         .map(|reloads| tokio::spawn(reload_forever(Arc::clone(&core), source, watch, reloads)));
     let app = Arc::new(http::App {
         core: Arc::clone(&core),
-        routed,
-        unified,
+        endpoints,
         bridge,
     });
     notifier.ready(&status);

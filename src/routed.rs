@@ -112,11 +112,7 @@ impl Routed {
             protocol_version,
             outbox,
         ));
-        core.register(&session, pending);
-        Outcome::Created {
-            session,
-            answer: response,
-        }
+        core.register(session, pending, response)
     }
 
     /// Forwards a request of a routed session and returns the answer: the

@@ -40,13 +40,11 @@ use serde_json::value::RawValue;
 use crate::config::ServerConfig;
 use crate::core::answers::launch_failed;
 use crate::core::{Core, Outcome, with_id};
+use crate::endpoints::Endpoints;
 use crate::jsonrpc;
 use crate::jsonrpc::{Peek, build};
 use crate::protocol::{Era, Version, meta, method};
-use crate::routed::Routed;
-use crate::session::Endpoint;
 use crate::session::Session;
-use crate::unified::Unified;
 use calls::Parked;
 use request_state::{Binding, Signer};
 
@@ -82,8 +80,7 @@ type CallerSlot = Arc<tokio::sync::Mutex<Option<(Arc<Session>, Bytes)>>>;
 pub(crate) struct Bridge {
     core: Arc<Core>,
     /// The endpoints a caller's hidden session is opened on.
-    routed: Arc<Routed>,
-    unified: Arc<Unified>,
+    endpoints: Arc<Endpoints>,
     signer: Signer,
     /// The process (as a hidden session) of each (server, caller).
     callers: Mutex<HashMap<(String, String), CallerSlot>>,
@@ -238,11 +235,10 @@ fn refused(id: &str, code: i32, message: &str, data: Option<serde_json::Value>) 
 }
 
 impl Bridge {
-    pub(crate) fn new(core: Arc<Core>, routed: Arc<Routed>, unified: Arc<Unified>) -> Bridge {
+    pub(crate) fn new(core: Arc<Core>, endpoints: Arc<Endpoints>) -> Bridge {
         Bridge {
             core,
-            routed,
-            unified,
+            endpoints,
             signer: Signer::random(),
             callers: Mutex::default(),
             hubs: Arc::default(),
@@ -254,19 +250,13 @@ impl Bridge {
     /// Sends a request of a caller's hidden session through the endpoint it
     /// was opened on.
     async fn request(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) -> Bytes {
-        match &session.endpoint {
-            Endpoint::Routed(_) => self.routed.request(session, message, peek).await,
-            Endpoint::Unified(_) => self.unified.request(session, message, peek).await,
-        }
+        self.endpoints.request(session, message, peek).await
     }
 
     /// Forwards a notification or response of a caller's hidden session
     /// through the endpoint it was opened on.
     async fn forward(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) {
-        match &session.endpoint {
-            Endpoint::Routed(_) => self.routed.forward(session, message, peek).await,
-            Endpoint::Unified(_) => self.unified.forward(session, message, peek).await,
-        }
+        self.endpoints.forward(session, message, peek).await;
     }
 
     /// Serves one stateless request on `server`'s routed endpoint, or (`None`)
@@ -368,12 +358,14 @@ impl Bridge {
         let peek = jsonrpc::peek(&init).expect("the bridge's initialize is valid JSON-RPC");
         let outcome = match server {
             Some(server) => {
-                self.routed
+                self.endpoints
+                    .routed()
                     .initialize(server, api_caller, init.clone(), &peek)
                     .await
             }
             None => {
-                self.unified
+                self.endpoints
+                    .unified()
                     .initialize(api_caller, init.clone(), &peek)
                     .await
             }

@@ -171,8 +171,13 @@ impl Core {
 
     /// Registers a new session: joins it to the shared routes it uses (and
     /// records their keys on it; a routed session holds its own key from
-    /// birth), and puts it in the table.
-    pub(crate) fn register(&self, session: &Arc<Session>, pending: PendingSession) {
+    /// birth), and puts it in the table. `answer` answers its `initialize`.
+    pub(crate) fn register(
+        &self,
+        session: Arc<Session>,
+        pending: PendingSession,
+        answer: Bytes,
+    ) -> Outcome {
         session.touch();
         for server in self.servers().iter() {
             let uses = match session.server() {
@@ -180,14 +185,15 @@ impl Core {
                 None => true,
             };
             if uses && let Some(route) = self.shared_route(server) {
-                route.join(Arc::clone(session));
+                route.join(Arc::clone(&session));
                 session.hold(&session.key_for(server));
             }
         }
-        self.sessions.insert(Arc::clone(session));
+        self.sessions.insert(Arc::clone(&session));
         // The session now holds the slot; `end_session` gives it back.
         pending.disarm();
         tracing::info!(endpoint = session.endpoint_name(), session = %session.id, "session created");
+        Outcome::Created { session, answer }
     }
 
     /// Where a session's messages from `server`'s backend go.

@@ -276,11 +276,17 @@ async fn post_message(
         }
         let outcome = match target {
             Target::Routed(server) => {
-                app.routed
+                app.endpoints
+                    .routed()
                     .initialize(server, caller, bytes.clone(), &peek)
                     .await
             }
-            Target::Unified => app.unified.initialize(caller, bytes.clone(), &peek).await,
+            Target::Unified => {
+                app.endpoints
+                    .unified()
+                    .initialize(caller, bytes.clone(), &peek)
+                    .await
+            }
         };
         return Ok(respond(app, outcome, answer_as, peek.id));
     }
@@ -295,7 +301,7 @@ async fn post_message(
             Ok(serve_request(app, session, answer_as, bytes.clone(), &peek).await)
         }
         Kind::Notification | Kind::Response => {
-            app.forward(&session, &bytes, &peek).await;
+            app.endpoints.forward(&session, &bytes, &peek).await;
             Ok(reply::accepted())
         }
     }
@@ -452,7 +458,7 @@ async fn serve_request(
     peek: &jsonrpc::Peek<'_>,
 ) -> Response {
     if answer_as == AnswerAs::Json {
-        let response = app.request(&session, &bytes, peek).await;
+        let response = app.endpoints.request(&session, &bytes, peek).await;
         return reply::json_body(StatusCode::OK, response);
     }
     let progress_token = peek
@@ -464,7 +470,7 @@ async fn serve_request(
     let in_task = Arc::clone(&session);
     let mut answer: std::pin::Pin<Box<dyn Future<Output = Bytes> + Send>> = Box::pin(async move {
         match jsonrpc::peek(&bytes) {
-            Ok(peek) => app_in_task.request(&in_task, &bytes, &peek).await,
+            Ok(peek) => app_in_task.endpoints.request(&in_task, &bytes, &peek).await,
             Err(e) => jsonrpc::error_response(None, e.code(), &e.to_string(), None),
         }
     });
@@ -613,10 +619,10 @@ async fn serve_batch(
                 ))
             }
             Ok(peek) if peek.kind == Kind::Request => {
-                Some(app.request(session, bytes, &peek).await)
+                Some(app.endpoints.request(session, bytes, &peek).await)
             }
             Ok(peek) => {
-                app.forward(session, bytes, &peek).await;
+                app.endpoints.forward(session, bytes, &peek).await;
                 None
             }
         }

@@ -18,40 +18,15 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 
-use bytes::Bytes;
-
 use crate::bridge::Bridge;
 use crate::core::Core;
-use crate::jsonrpc::Peek;
-use crate::routed::Routed;
-use crate::session::{Endpoint, Session};
-use crate::unified::Unified;
+use crate::endpoints::Endpoints;
 
-/// What every handler can reach: the core and the three endpoints on it.
+/// What every handler can reach: the core, and the endpoints on it.
 pub(crate) struct App {
     pub(crate) core: Arc<Core>,
-    pub(crate) routed: Arc<Routed>,
-    pub(crate) unified: Arc<Unified>,
+    pub(crate) endpoints: Arc<Endpoints>,
     pub(crate) bridge: Arc<Bridge>,
-}
-
-impl App {
-    /// Answers a request of `session` through the endpoint it belongs to.
-    async fn request(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) -> Bytes {
-        match &session.endpoint {
-            Endpoint::Routed(_) => self.routed.request(session, message, peek).await,
-            Endpoint::Unified(_) => self.unified.request(session, message, peek).await,
-        }
-    }
-
-    /// Forwards a notification or response of `session` through the
-    /// endpoint it belongs to.
-    async fn forward(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) {
-        match &session.endpoint {
-            Endpoint::Routed(_) => self.routed.forward(session, message, peek).await,
-            Endpoint::Unified(_) => self.unified.forward(session, message, peek).await,
-        }
-    }
 }
 
 /// The gateway's routes.

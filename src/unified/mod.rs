@@ -347,11 +347,7 @@ impl Unified {
                 instructions: own_instructions,
             },
         );
-        self.core.register(&session, pending);
-        Outcome::Created {
-            session,
-            answer: response,
-        }
+        self.core.register(session, pending, response)
     }
 
     /// Answers a request of a unified session.
