@@ -30,7 +30,7 @@ fn main() -> ExitCode {
 
 /// The error and its causes on one line: `what failed: why: why`. The
 /// library's errors keep their cause as `source()` and also end their own
-/// message with its text (the relay shows a client that message alone), so a
+/// message with its text (a client is shown that message alone), so a
 /// cause the line already ends with is not said twice.
 fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();

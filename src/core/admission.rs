@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::launcher::{PoolKey, SessionPool};
+use crate::session::is_shared_key;
 
 /// The count of admitted sessions, below a maximum.
 pub(super) struct Admission {
@@ -65,9 +66,10 @@ pub(crate) struct PendingSession {
 }
 
 impl PendingSession {
-    /// Adds a key to evict if the session is never registered.
+    /// Adds a key to evict if the session is never registered (not a shared
+    /// process's: other sessions use it).
     pub(crate) fn also_evict(&mut self, key: PoolKey) {
-        if !self.keys.contains(&key) {
+        if !is_shared_key(&key) && !self.keys.contains(&key) {
             self.keys.push(key);
         }
     }
@@ -131,7 +133,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_abandoned_session_asks_its_own_keys_evicted_once() {
+    async fn an_abandoned_session_asks_its_own_keys_evicted_once_and_never_a_shared_one() {
         let admission = Admission::new(1);
         let mut pending = admission.admit(pool(), vec![]).expect("a slot");
         let key = PoolKey {
@@ -140,7 +142,11 @@ mod tests {
         };
         pending.also_evict(key.clone());
         pending.also_evict(key.clone());
-        assert_eq!(pending.keys, vec![key]);
+        pending.also_evict(PoolKey {
+            server: Arc::from("s"),
+            session: Arc::from(crate::session::SHARED_POOL_KEY),
+        });
+        assert_eq!(pending.keys, vec![key], "its own, once; never a shared one");
         drop(pending);
         assert_eq!(admission.taken(), 0);
     }
