@@ -1,6 +1,5 @@
-//! The two protocol generations meeting: stateless (MCP 2026-07-28) clients
-//! on both endpoints, whatever their backend speaks, and session-era clients of
-//! 2026-07-28 backends.
+//! Stateless (MCP 2026-07-28) clients on both endpoints, whatever their
+//! backend speaks.
 //!
 //! Owns what a stateless request means to the pool, and the answers the
 //! gateway makes itself:
@@ -21,9 +20,11 @@
 //!   `subscriptions/listen` is `listen`; the signed `requestState` is
 //!   `request_state`.
 //! - **A 2026-07-28 backend** gets the client's requests as they are.
-//! - **Session-era clients of a 2026-07-28 backend**: `reverse`.
 //!
-//! It never speaks HTTP (statuses are chosen in `http` from [`Outcome`]),
+//! (Session-era clients of a 2026-07-28 backend are the core's business,
+//! `core::stateless_backend`: both endpoints send through it.) It opens
+//! hidden sessions through `endpoints`, never around them. It never speaks
+//! HTTP (statuses are chosen in `http` from [`Outcome`]),
 //! never re-serialises a backend's result, and never logs a `requestState`.
 
 mod calls;
