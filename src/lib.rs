@@ -103,6 +103,45 @@ pub struct Reloads {
     pub load: LoadConfig,
 }
 
+/// A server whose command cannot be found now.
+#[derive(Debug)]
+pub struct MissingCommand {
+    pub server: String,
+    pub command: String,
+    /// The command names a path (it has a `/`), rather than a name looked
+    /// for on the backend's `PATH`.
+    pub is_path: bool,
+    pub error: std::io::Error,
+}
+
+/// The servers of `config` whose command cannot be found where their
+/// backends will look for it (a name may be installed later; a path that
+/// does not exist is a mistake).
+pub fn missing_commands(config: &Config) -> Vec<MissingCommand> {
+    config
+        .servers
+        .iter()
+        .filter_map(|server| {
+            let error = launcher::locate_command(server).err()?;
+            Some(MissingCommand {
+                server: server.id.clone(),
+                command: server.command.clone(),
+                is_path: server.command.contains('/'),
+                error,
+            })
+        })
+        .collect()
+}
+
+/// Logs a warning for each server whose command cannot be found now.
+fn warn_of_missing_commands(config: &Config) {
+    for missing in missing_commands(config) {
+        tracing::warn!(server = %missing.server, command = %missing.command,
+            "the server's command cannot be found ({}); its sessions will fail to start until it can",
+            missing.error);
+    }
+}
+
 /// How often `watch_config` looks at the file.
 const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -149,6 +188,7 @@ pub async fn run(
         config.servers.len()
     );
 
+    warn_of_missing_commands(&config);
     let (source, watch) = (config.source.clone(), config.gateway.watch_config);
     let core = Arc::new(Core::new(config.gateway, config.servers, audit));
     let routed = Arc::new(Routed::new(Arc::clone(&core)));
@@ -232,6 +272,7 @@ async fn reload_forever(
                 continue;
             }
         };
+        warn_of_missing_commands(&new);
         match reload::apply(&core, new).await {
             Ok(done) => tracing::info!(added = ?done.changes.added,
                 removed = ?done.changes.removed, changed = ?done.changes.changed,

@@ -74,6 +74,26 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     };
     let config = load()?;
     if let Some(Command::Check) = cli.command {
+        let missing = mcpgate::missing_commands(&config);
+        for m in missing.iter().filter(|m| !m.is_path) {
+            eprintln!(
+                "mcpgate: warning: server `{}`: `{}` is not found on the PATH its backend gets ({}); its sessions will fail to start until it is installed",
+                m.server, m.command, m.error
+            );
+        }
+        let wrong: Vec<_> = missing.iter().filter(|m| m.is_path).collect();
+        if !wrong.is_empty() {
+            let lines: Vec<String> = wrong
+                .iter()
+                .map(|m| {
+                    format!(
+                        "server `{}`: command `{}`: {}",
+                        m.server, m.command, m.error
+                    )
+                })
+                .collect();
+            anyhow::bail!("{} is not valid: {}", path.display(), lines.join("; "));
+        }
         println!("{}", config.to_redacted_toml().trim_end());
         eprintln!("mcpgate: {} is valid", path.display());
         return Ok(());

@@ -17,4 +17,4 @@ pub mod supervisor;
 
 pub use conn::{Answer, BackendConn, ConnFailure, ConnLabel, ServerMessageSink};
 pub use pool::{LaunchError, Launched, PoolKey, SessionPool};
-pub use process::{StopOutcome, tree_rss_kib};
+pub use process::{StopOutcome, locate_command, tree_rss_kib};

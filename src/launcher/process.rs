@@ -91,15 +91,7 @@ const DEFAULT_PATH: &str = "/bin:/usr/bin";
 /// `PermissionDenied` when the command cannot be started.
 pub(super) fn spawn(server: &ServerConfig) -> io::Result<Child> {
     let env = server.child_env();
-    let path_var = env
-        .iter()
-        .find(|(name, _)| name == "PATH")
-        .map(|(_, value)| value.as_str());
-    resolve_command(
-        &server.command,
-        path_var,
-        server.working_directory.as_deref(),
-    )?;
+    locate_in(server, &env)?;
     let exe = supervisor_exe()?;
     let grace_ms = u64::try_from(server.stop_grace.as_millis()).unwrap_or(u64::MAX);
     let mut command = Command::new(&exe.path);
@@ -161,6 +153,35 @@ fn supervisor_exe() -> io::Result<&'static SupervisorExe> {
     })
 }
 
+/// Where `server`'s command is found, looked for now the way a backend's
+/// supervisor will look for it (in the working directory and on the `PATH`
+/// the backend gets), or why it cannot be run. For `mcpgate check` and the
+/// warnings at start; spawning looks again every time.
+pub fn locate_command(server: &ServerConfig) -> io::Result<PathBuf> {
+    locate_in(server, &server.child_env())
+}
+
+/// [`locate_command`] with the backend's environment already made. The
+/// `PATH` searched is logged, not put in the error: the error reaches clients.
+fn locate_in(server: &ServerConfig, env: &[(String, String)]) -> io::Result<PathBuf> {
+    let path_var = env
+        .iter()
+        .find(|(name, _)| name == "PATH")
+        .map(|(_, value)| value.as_str());
+    let found = resolve_command(
+        &server.command,
+        path_var,
+        server.working_directory.as_deref(),
+    );
+    if let Err(e) = &found
+        && !server.command.contains('/')
+    {
+        tracing::debug!(server = %server.id, command = %server.command,
+            path = path_var.unwrap_or(DEFAULT_PATH), error = %e, "command not found on the backend's PATH");
+    }
+    found
+}
+
 /// Checks that `command` can be executed the way the supervisor will look for
 /// it: a name with a `/` is a path (relative to `dir`, the child's working
 /// directory), any other name is searched in `path_var`.
@@ -196,7 +217,7 @@ fn resolve_command(
     Err(denied.unwrap_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
-            format!("No such file or directory: no `{command}` in PATH={search}"),
+            format!("No such file or directory: no `{command}` on the backend's PATH"),
         )
     }))
 }

@@ -76,6 +76,39 @@ fn without_a_config_it_says_where_it_looked() {
 }
 
 #[test]
+fn check_refuses_a_command_path_that_does_not_exist_and_warns_of_a_name_not_on_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[servers.gone]\ncommand = \"/nonexistent/mcpgate-no-such-binary\"\n",
+    )
+    .unwrap();
+    let out = mcpgate(&["check", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("server `gone`") && stderr.contains("/nonexistent/mcpgate-no-such-binary"),
+        "{stderr}"
+    );
+
+    // A name may be installed later: valid, with a warning that names it.
+    std::fs::write(
+        &path,
+        "[servers.later]\ncommand = \"mcpgate-no-such-binary-xyz\"\n",
+    )
+    .unwrap();
+    let out = mcpgate(&["check", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("server `later`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("mcpgate-no-such-binary-xyz"), "{stderr}");
+}
+
+#[test]
 fn the_shipped_example_config_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
     let out = mcpgate(&["check", "--config", example]);

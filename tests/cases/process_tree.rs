@@ -187,9 +187,14 @@ async fn a_command_that_cannot_be_executed_is_reported_by_name() {
         test_server("t", &[])
     );
     let gw = Gateway::start(&config).await;
+    // Both are warned of at start, before any client asks.
+    gw.wait_for_log(&["command cannot be found", "server=plain"])
+        .await;
+    gw.wait_for_log(&["command cannot be found", "server=nowhere"])
+        .await;
     for (server, expected) in [
         ("plain", [plain.to_str().unwrap(), "Permission denied"]),
-        ("nowhere", ["mcpgate-no-such-command", "PATH="]),
+        ("nowhere", ["mcpgate-no-such-command", "the backend's PATH"]),
     ] {
         let response = gw.post(server, None, &initialize_body("1"), &[]).await;
         assert_eq!(response.status(), 200);
@@ -198,6 +203,12 @@ async fn a_command_that_cannot_be_executed_is_reported_by_name() {
         let message = body["error"]["message"].as_str().unwrap_or_default();
         assert!(
             expected.iter().all(|part| message.contains(part)),
+            "{server}: {body}"
+        );
+        // The client is not shown the gateway's PATH.
+        let path = std::env::var("PATH").unwrap();
+        assert!(
+            !body.to_string().contains("PATH=") && !body.to_string().contains(&path),
             "{server}: {body}"
         );
     }
