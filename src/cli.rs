@@ -21,7 +21,8 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Address to listen on, overriding `[gateway] listen` (port 0 picks a free port).
-    #[arg(long, value_name = "ADDR")]
+    /// A host name is looked up now (`localhost:3000`).
+    #[arg(long, value_name = "ADDR", value_parser = crate::config::parse_listen)]
     pub listen: Option<SocketAddr>,
 
     /// Log format on stderr. The level comes from RUST_LOG (default: info).
@@ -82,6 +83,18 @@ mod tests {
         let cli = Cli::parse_from(["mcpgate", "check", "--config", "x.toml"]);
         assert!(matches!(cli.command, Some(Command::Check)));
         assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
+    }
+
+    #[test]
+    fn listen_takes_a_host_name_or_an_address() {
+        let cli = Cli::parse_from(["mcpgate", "--listen", "localhost:3000"]);
+        assert!(
+            cli.listen
+                .is_some_and(|a| a.ip().is_loopback() && a.port() == 3000)
+        );
+        let cli = Cli::parse_from(["mcpgate", "--listen", "127.0.0.1:0"]);
+        assert_eq!(cli.listen.map(|a| a.port()), Some(0));
+        assert!(Cli::try_parse_from(["mcpgate", "--listen", "localhost"]).is_err());
     }
 
     #[test]

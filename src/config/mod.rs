@@ -456,6 +456,34 @@ impl Default for GatewayConfig {
     }
 }
 
+/// A listen address that names no address to listen on.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not an address like \"127.0.0.1:3000\" or \"localhost:3000\"")]
+pub struct BadListenAddress(String);
+
+/// A listen address: an IP address and port (`127.0.0.1:3000`, `[::1]:3000`),
+/// or a host name and port (`localhost:3000`), looked up now; of the
+/// addresses a name has, the first IPv4 one is taken (else the first).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, BadListenAddress> {
+    use std::net::ToSocketAddrs as _;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let bad = || BadListenAddress(text.to_owned());
+    // Only `host:port` is looked up (not a bare name or a URL).
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || host.contains(['/', ' ']) || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    let addrs: Vec<SocketAddr> = text.to_socket_addrs().map_err(|_| bad())?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(bad)
+}
+
 impl Config {
     /// Reads, parses and checks a config file, expanding variables from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -506,14 +534,11 @@ impl Config {
         let dur = |d: Option<ConfigDuration>, default: Duration| d.map_or(default, |d| d.0);
         let listen = match &g.listen {
             None => defaults.listen,
-            Some(text_addr) => text_addr.get_ref().parse().map_err(|_| {
+            Some(text_addr) => parse_listen(text_addr.get_ref()).map_err(|e| {
                 at(
                     Some(text_addr.span()),
                     Some("gateway.listen".into()),
-                    format!(
-                        "`{}` is not an address like \"127.0.0.1:3000\"",
-                        text_addr.get_ref()
-                    ),
+                    e.to_string(),
                 )
             })?,
         };
@@ -1067,6 +1092,30 @@ fn key_on_line(line: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listen_address_may_name_a_host() {
+        assert_eq!(
+            parse_listen("127.0.0.1:3000").unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 3000))
+        );
+        assert_eq!(parse_listen("[::1]:0").unwrap().port(), 0);
+        let local = parse_listen("localhost:3000").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 3000, "{local}");
+        for bad in [
+            "localhost",
+            "http://localhost:3000",
+            ":3000",
+            "localhost:99999",
+            "",
+        ] {
+            assert!(parse_listen(bad).is_err(), "{bad}");
+        }
+        let c = parse("[gateway]\nlisten = \"localhost:4000\"\n").unwrap();
+        assert!(c.gateway.listen.ip().is_loopback() && c.gateway.listen.port() == 4000);
+        let e = parse("[gateway]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert!(e.to_string().contains("localhost:3000"), "{e}");
+    }
     use std::collections::HashMap;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
