@@ -7,6 +7,7 @@
 //! spliced. It never talks to backends.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
@@ -77,8 +78,10 @@ pub(crate) struct Rewrite<'a> {
 pub(crate) struct Page {
     /// Items as raw JSON objects.
     pub items: Vec<String>,
-    /// For resources: each item's `uri`; for templates: each `uriTemplate`.
-    pub uris: Vec<String>,
+    /// For resources: each item's `uri`; for templates: each `uriTemplate`
+    /// (`None` where an item has none); one per item. Empty for tools and
+    /// prompts.
+    pub uris: Vec<Option<String>>,
     pub next_cursor: Option<String>,
 }
 
@@ -158,14 +161,29 @@ pub(crate) fn read_page(
                 } else {
                     "uriTemplate"
                 };
-                if let Some(uri) = jsonrpc::string_member(item, key) {
-                    page.uris.push(uri);
-                }
+                page.uris.push(jsonrpc::string_member(item, key));
                 page.items.push(item.get().to_owned());
             }
         }
     }
     Ok(page)
+}
+
+/// Adds `page`'s items to `merged`, leaving out a resource (or template)
+/// whose URI an earlier page already gave: `seen` holds those. Pages are
+/// merged in config order, so the server first in the config keeps a URI
+/// two servers claim (the one that serves it, too).
+pub(crate) fn merge_page(merged: &mut Vec<String>, seen: &mut HashSet<String>, page: Page) {
+    if page.uris.is_empty() {
+        merged.extend(page.items);
+        return;
+    }
+    for (item, uri) in page.items.into_iter().zip(page.uris) {
+        let new = uri.is_none_or(|uri| seen.insert(uri));
+        if new {
+            merged.push(item);
+        }
+    }
 }
 
 /// A list result holding `items`, with the gateway's own `nextCursor` if any.
@@ -297,7 +315,45 @@ mod tests {
             page.items,
             vec![r#"{"uri":"test://a","name":"A"}"#.to_owned()]
         );
-        assert_eq!(page.uris, vec!["test://a".to_owned()]);
+        assert_eq!(page.uris, vec![Some("test://a".to_owned())]);
+    }
+
+    #[test]
+    fn a_uri_two_pages_give_is_kept_once_from_the_first() {
+        let rewrite = Rewrite {
+            prefix: None,
+            allow: None,
+        };
+        let first = raw(r#"{"resources":[{"uri":"x://1","name":"a1"},{"name":"no uri"}]}"#);
+        let second = raw(
+            r#"{"resources":[{"uri":"x://1","name":"b1"},{"uri":"x://2","name":"b2"},{"name":"no uri"}]}"#,
+        );
+        let (mut merged, mut seen) = (Vec::new(), HashSet::new());
+        for page in [first, second] {
+            merge_page(
+                &mut merged,
+                &mut seen,
+                read_page(&page, ListKind::Resources, &rewrite).unwrap(),
+            );
+        }
+        assert_eq!(
+            merged,
+            [
+                r#"{"uri":"x://1","name":"a1"}"#,
+                r#"{"name":"no uri"}"#,
+                r#"{"uri":"x://2","name":"b2"}"#,
+                r#"{"name":"no uri"}"#,
+            ]
+        );
+        // Tools have no URIs: nothing is left out.
+        let tools = raw(r#"{"tools":[{"name":"t"},{"name":"t"}]}"#);
+        let mut merged_tools = Vec::new();
+        merge_page(
+            &mut merged_tools,
+            &mut HashSet::new(),
+            read_page(&tools, ListKind::Tools, &rewrite).unwrap(),
+        );
+        assert_eq!(merged_tools.len(), 2);
     }
 
     #[test]

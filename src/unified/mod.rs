@@ -11,7 +11,7 @@
 //! never starts processes itself (it asks the core) and never knows HTTP.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -231,10 +231,29 @@ fn merge_capabilities(all: impl Iterator<Item = Value>) -> Value {
     Value::Object(merged)
 }
 
+/// The URIs already warned about as claimed by two servers: each is said
+/// once, not on every list (at most [`ClaimedTwice::MAX`] are remembered).
+#[derive(Default)]
+struct ClaimedTwice(Mutex<HashSet<String>>);
+
+impl ClaimedTwice {
+    const MAX: usize = 4096;
+
+    /// True the first time `uri` is seen here (while there is room).
+    fn first_time(&self, uri: &str) -> bool {
+        let mut warned = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if warned.contains(uri) || warned.len() >= Self::MAX {
+            return false;
+        }
+        warned.insert(uri.to_owned())
+    }
+}
+
 /// The unified endpoint.
 pub(crate) struct Unified {
     core: Arc<Core>,
     backend_info: BackendInfo,
+    claimed_twice: ClaimedTwice,
 }
 
 impl Unified {
@@ -242,6 +261,7 @@ impl Unified {
         Unified {
             core,
             backend_info: BackendInfo::default(),
+            claimed_twice: ClaimedTwice::default(),
         }
     }
 
@@ -559,13 +579,14 @@ impl Unified {
         )
         .await;
         let mut items = Vec::new();
+        let mut seen = HashSet::new();
         let mut pending = Vec::new();
         for ((server, _), page) in targets.iter().zip(pages) {
-            let Some(page) = page else { continue };
-            items.extend(page.items);
-            if let Some(next) = page.next_cursor {
+            let Some(mut page) = page else { continue };
+            if let Some(next) = page.next_cursor.take() {
                 pending.push((server.id.clone(), next));
             }
+            lists::merge_page(&mut items, &mut seen, page);
         }
         let next = (!pending.is_empty()).then(|| lists::encode_cursor(&pending));
         build::success(
@@ -608,13 +629,13 @@ impl Unified {
     }
 
     /// Records which server offers which resource URIs; on a conflict the server
-    /// first in config order wins, and the conflict is logged.
+    /// first in config order wins, and the conflict is logged (once per URI).
     fn learn_uris(
         &self,
         session: &Session,
         server: &ServerConfig,
         kind: ListKind,
-        uris: &[String],
+        uris: &[Option<String>],
     ) {
         let Some(state) = UnifiedState::of(session) else {
             return;
@@ -622,15 +643,20 @@ impl Unified {
         let servers = self.core.servers();
         let order = |id: &str| servers.iter().position(|s| s.id == id);
         let mut routes = state.routes();
-        for uri in uris {
+        for uri in uris.iter().flatten() {
             match kind {
                 ListKind::Resources => match routes.uris.get(uri) {
                     Some(owner) if owner != &server.id => {
-                        tracing::warn!(uri, first = %owner, also = %server.id,
-                            "two servers offer the same resource; the one first in the config serves it");
-                        if order(&server.id) < order(owner) {
-                            routes.uris.insert(uri.clone(), server.id.clone());
+                        let (first, also) = if order(&server.id) < order(owner) {
+                            (server.id.clone(), owner.clone())
+                        } else {
+                            (owner.clone(), server.id.clone())
+                        };
+                        if self.claimed_twice.first_time(uri) {
+                            tracing::warn!(uri, first = %first, also = %also,
+                                "two servers offer the same resource; the one first in the config serves it");
                         }
+                        routes.uris.insert(uri.clone(), first);
                     }
                     Some(_) => {}
                     None => {

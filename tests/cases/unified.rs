@@ -353,3 +353,48 @@ async fn python_sdk_clients_use_the_unified_endpoint() {
     }
     gw.stop().await;
 }
+
+/// A resource two servers offer is listed once, from the server first in the
+/// config (the one that serves it), and the conflict is logged once, naming
+/// that server first, however often the client lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_two_servers_offer_is_listed_once_and_warned_of_once() {
+    let gw = Gateway::start(&format!(
+        "{FAST_GATEWAY}{}{}",
+        test_server("b", &[]),
+        test_server("a", &[])
+    ))
+    .await;
+    let session = gw.open_session("").await;
+    for _ in 0..3 {
+        let answer = answer_of(
+            gw.post(
+                "",
+                Some(&session),
+                r#"{"jsonrpc":"2.0","id":"r","method":"resources/list"}"#,
+                &[],
+            )
+            .await,
+        )
+        .await;
+        let uris: Vec<&str> = answer["result"]["resources"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .iter()
+            .map(|r| r["uri"].as_str().unwrap())
+            .collect();
+        assert_eq!(uris, ["test://mcpgate/static"], "{answer}");
+    }
+    let warned: Vec<String> = gw
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("two servers offer the same resource"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].contains("first=b") && warned[0].contains("also=a"),
+        "the first in the config is named first: {warned:?}"
+    );
+    assert_eq!(gw.delete("", &session).await, 200);
+    gw.stop().await;
+}
