@@ -35,7 +35,9 @@
 //! - Only `launcher` spawns or signals processes; every backend runs in its own
 //!   process group, and every way a connection ends stops the whole group.
 //! - Only `http` knows HTTP statuses and headers.
-//! - Forwarded messages are never re-serialised: only ids are spliced into the bytes.
+//! - Forwarded messages are never re-serialised: only ids, and the few members
+//!   docs/ARCHITECTURE.md lists, are spliced into their bytes; the gateway's own
+//!   messages are built by `jsonrpc::build`.
 //! - No module imports one above it, and no two modules import each other.
 //!
 //! Public modules are the ones the binary (`main.rs`) and the fuzz targets use.
