@@ -1290,8 +1290,27 @@ async fn secrets_never_appear_in_logs_or_check_output() {
          MIXED = \"Bearer ${MCPGATE_TEST_SECRET_VALUE}\" }\n",
     )
     .unwrap();
+    // The gateway's file names a command path that does not exist, which
+    // `check` refuses: the refusal names the server and no secret.
+    let out = check(&gw.config_path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("server `broken`"), "{stderr}");
+    for secret in [SECRET, "s3cr3t-value-4242"] {
+        assert!(
+            !stderr.contains(secret) && !String::from_utf8_lossy(&out.stdout).contains(secret),
+            "a refusing `mcpgate check` printed a secret:\n{stderr}"
+        );
+    }
+    // The same file with that command fixed is valid, and printed redacted.
+    let fixed_path = dir.path().join("fixed.toml");
+    std::fs::write(
+        &fixed_path,
+        config.replace("/nonexistent/mcpgate-no-such-command", test_server_path()),
+    )
+    .unwrap();
     for (path, secrets) in [
-        (gw.config_path.as_path(), [SECRET, "s3cr3t-value-4242"]),
+        (fixed_path.as_path(), [SECRET, "s3cr3t-value-4242"]),
         (
             expanded_path.as_path(),
             [EXPANDED_SECRET, "expanded-s3cr3t"],
