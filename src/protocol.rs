@@ -200,6 +200,10 @@ pub(crate) mod method {
         RESOURCES_READ,
     ];
 
+    /// The requests whose result may be an `InputRequiredResult` (2026-07-28):
+    /// no other request can carry input requests to its client.
+    pub(crate) const CARRIES_INPUT_REQUESTS: [&str; 3] = [TOOLS_CALL, PROMPTS_GET, RESOURCES_READ];
+
     /// Requests a server sends its client that a 2026-07-28 server returns as
     /// input requests instead, each with the client capability it needs.
     pub(crate) const INPUT_REQUESTS: [(&str, &str); 3] = [

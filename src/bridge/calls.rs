@@ -6,7 +6,9 @@
 //! client that takes a stream, logs from a session-era backend filtered by the
 //! request's `logLevel`), turning a backend's `elicitation/create`,
 //! `sampling/createMessage` or `roots/list` into an `InputRequiredResult` (the
-//! requests a backend sends together are asked together), the table of parked
+//! requests a backend sends together are asked together) for the calls that
+//! may carry one (`tools/call`, `prompts/get`, `resources/read`; during any
+//! other call such a request is refused at once), the table of parked
 //! calls and its expiry, and refusing to guess which call a backend request
 //! belongs to when one caller has several in flight. It never speaks HTTP and
 //! never decides which process a call reaches (that is `bridge`).
@@ -327,6 +329,22 @@ impl Bridge {
                 .iter()
                 .find(|(m, _)| *m == method)
                 .map(|(_, c)| *c);
+            if needs.is_some() && !method::CARRIES_INPUT_REQUESTS.contains(&call.method.as_str()) {
+                // A list (or discover) cannot answer with an InputRequiredResult:
+                // the backend hears at once that its request cannot reach the
+                // client, and the call goes on to its own answer.
+                let session = Arc::clone(&running.session);
+                self.answer_backend_error(
+                    &session,
+                    &backend_id,
+                    &format!(
+                        "{method} cannot reach the client: its request in flight ({}) cannot carry input requests",
+                        call.method
+                    ),
+                )
+                .await;
+                continue;
+            }
             if needs.is_some() && active.in_session() > 1 {
                 // stdio says nothing of which call a backend request belongs
                 // to; with several calls of this caller in flight the gateway

@@ -354,6 +354,37 @@ async fn each_stateless_fault_gets_the_status_and_error_the_transport_asks_for()
     gw.stop().await;
 }
 
+/// A backend that asks its client something while a list is in flight is
+/// answered with an error at once: 2026-07-28 allows an `InputRequiredResult`
+/// only for `tools/call`, `prompts/get` and `resources/read`, so the list is
+/// answered as a list, on both endpoints, and nothing is left parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_is_never_answered_with_input_required() {
+    let gw = Gateway::start(&format!(
+        "{FAST_GATEWAY}{}",
+        test_server("t", &["--ask-roots-on-list"])
+    ))
+    .await;
+    for (id, route) in [(1, "t"), (2, "")] {
+        let mut list = Stateless::new(id, "tools/list", json!({})).to(route);
+        list.capabilities = json!({"roots": {}, "elicitation": {}});
+        let (status, answer) = list.send(&gw).await;
+        assert_eq!(status, 200, "{route}: {answer}");
+        let result = &answer["result"];
+        assert_eq!(result["resultType"], "complete", "{route}: {answer}");
+        assert!(
+            result["tools"].as_array().is_some_and(|t| !t.is_empty()),
+            "{route}: {answer}"
+        );
+    }
+    gw.wait_for_log(&[
+        "roots/list during tools/list was answered",
+        "cannot carry input requests",
+    ])
+    .await;
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_elicitation_round_trip_goes_through_the_bridge_once() {
     let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
