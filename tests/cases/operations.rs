@@ -359,6 +359,26 @@ async fn after_a_reload_removes_a_server_a_unified_session_neither_starts_nor_le
     gw.stop().await;
 }
 
+/// A reload that adds a server whose command cannot be found says so at once
+/// (it may be installed later, so the reload goes through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_warns_of_a_command_that_cannot_be_found() {
+    let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
+    std::fs::write(
+        &gw.config_path,
+        format!(
+            "{FAST_GATEWAY}{}[servers.later]\ncommand = \"mcpgate-no-such-command-xyz\"\n",
+            test_server("t", &[])
+        ),
+    )
+    .unwrap();
+    gw.signal(libc::SIGHUP);
+    gw.wait_for_log(&["configuration reloaded", "later"]).await;
+    gw.wait_for_log(&["command cannot be found", "server=later"])
+        .await;
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_watch_config_a_changed_file_is_reloaded_and_gateway_changes_are_refused() {
     let gw = Gateway::start(&format!(
