@@ -7,7 +7,8 @@
 #                        deploy/kubernetes/ against the bundled Kubernetes schemas
 #   .testdeps/npm/       npm prefix with the reference MCP servers, the official
 #                        conformance suite (@modelcontextprotocol/conformance 0.1.x, run by
-#                        tests/conformance/run.sh) and a Node 22 binary (npm package
+#                        tests/conformance/run.sh), the TypeScript SDK 1.x (driven by
+#                        tests/clients/ts_client.mjs) and a Node 22 binary (npm package
 #                        `node`, major 22; the host node may be older)
 #   groff                (Debian's groff-base, system-wide, only if missing: the man page
 #                        test renders the page)
@@ -50,6 +51,8 @@ PY_K8S_SPEC='kubernetes-validate==1.*'
 NPM_DEPS=(
   '@modelcontextprotocol/server-everything=2026'
   '@modelcontextprotocol/server-memory=2026'
+  # The TypeScript SDK's client, driven by tests/clients/ts_client.mjs.
+  '@modelcontextprotocol/sdk=1'
   # 0.x: pin major.minor (0.2 alphas exist and are not picked by a plain "0.1").
   '@modelcontextprotocol/conformance=0.1'
   'node=22'
@@ -153,7 +156,8 @@ npm_ok() {
   [[ -x "$NODE22" ]] && "$NODE22" --version 2>/dev/null | grep -q '^v22\.' &&
   [[ -f "$NPM_DIR/node_modules/@modelcontextprotocol/server-everything/package.json" ]] &&
   [[ -f "$NPM_DIR/node_modules/@modelcontextprotocol/server-memory/package.json" ]] &&
-  [[ -f "$NPM_DIR/node_modules/@modelcontextprotocol/conformance/package.json" ]]
+  [[ -f "$NPM_DIR/node_modules/@modelcontextprotocol/conformance/package.json" ]] &&
+  [[ -f "$NPM_DIR/node_modules/@modelcontextprotocol/sdk/dist/esm/client/streamableHttp.js" ]]
 }
 
 npm_state="cached"
@@ -179,12 +183,14 @@ NODE22_VER="$("$NODE22" --version)"
 EVERYTHING_VER="$(pkg_version @modelcontextprotocol/server-everything)"
 MEMORY_VER="$(pkg_version @modelcontextprotocol/server-memory)"
 CONFORMANCE_VER="$(pkg_version @modelcontextprotocol/conformance)"
+SDK_VER="$(pkg_version @modelcontextprotocol/sdk)"
 log "npm: node $NODE22_VER -> $NODE22 ($npm_state)"
 log "npm: @modelcontextprotocol/server-everything $EVERYTHING_VER -> $NPM_DIR/node_modules/.bin/mcp-server-everything"
 log "npm: @modelcontextprotocol/server-memory $MEMORY_VER -> $NPM_DIR/node_modules/.bin/mcp-server-memory"
 log "npm: @modelcontextprotocol/conformance $CONFORMANCE_VER -> $NPM_DIR/node_modules/.bin/conformance"
+log "npm: @modelcontextprotocol/sdk $SDK_VER -> $NPM_DIR/node_modules/@modelcontextprotocol/sdk"
 SUMMARY+=("node $NODE22_VER" "server-everything $EVERYTHING_VER" "server-memory $MEMORY_VER"
-  "conformance $CONFORMANCE_VER")
+  "conformance $CONFORMANCE_VER" "typescript sdk $SDK_VER")
 
 # ---- npm: the 2026-07-28 conformance suite ---------------------------------
 CONF26_DIR="$DEPS/npm-conformance-2026"

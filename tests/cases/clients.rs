@@ -1,5 +1,5 @@
-//! Real MCP clients through the gateway: the official Rust SDK (rmcp) and the
-//! Python SDK, 1.x and 2.x.
+//! Real MCP clients through the gateway: the official Rust SDK (rmcp), the
+//! Python SDK, 1.x and 2.x, and the TypeScript SDK.
 
 use std::collections::HashSet;
 
@@ -224,5 +224,62 @@ async fn reference_servers_from_npm_work_through_the_gateway() {
 
     drop(everything);
     drop(memory);
+    gw.stop().await;
+}
+
+/// The TypeScript SDK's client (what Claude Code, VS Code and the Inspector
+/// build on), with sampling, elicitation and roots handlers, on both
+/// endpoints: it lists and calls tools, and answers the three requests the
+/// backend sends it during calls; its DELETE ends each session with its
+/// processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_sdk_client_works_on_both_endpoints_and_answers_the_backends_requests() {
+    let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
+    for (endpoint, prefix) in [("t", ""), ("", "t___")] {
+        let out = ts_client(
+            &gw.url(endpoint),
+            "basic",
+            &[("TS_CLIENT_TOOL_PREFIX", prefix)],
+        )
+        .await;
+        assert_eq!(out["protocol_version"], "2025-11-25", "{out}");
+        assert!(
+            out["session_id"].as_str().is_some_and(|s| !s.is_empty()),
+            "{out}"
+        );
+        let tools: Vec<&str> = out["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{out}"))
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect();
+        assert!(tools.contains(&format!("{prefix}echo").as_str()), "{out}");
+        assert_eq!(out["echo"], "héllo", "{out}");
+        assert_eq!(
+            out["elicitation"]["result"],
+            json!({"action": "accept", "content": {"name": "octocat"}}),
+            "{out}"
+        );
+        assert_eq!(
+            out["roots"]["result"]["roots"][0]["uri"], "file:///tmp/mcpgate-ts-client-root",
+            "{out}"
+        );
+        assert_eq!(
+            out["sampling"]["result"]["model"], "mcpgate-test-model",
+            "{out}"
+        );
+        assert_eq!(
+            out["asked"],
+            json!(["elicitation/create", "roots/list", "sampling/createMessage"]),
+            "{out}"
+        );
+        // The client's DELETE ended its session.
+        let session = out["session_id"].as_str().unwrap();
+        gw.assert_session_gone(endpoint, session).await;
+    }
+    wait_until("every session's process is stopped", || {
+        gw.leftovers().is_empty()
+    })
+    .await;
     gw.stop().await;
 }

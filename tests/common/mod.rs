@@ -536,6 +536,42 @@ pub async fn python_client_env(
     serde_json::from_str(last).unwrap_or_else(|e| panic!("bad client output {last:?}: {e}"))
 }
 
+/// Runs `tests/clients/ts_client.mjs` (the TypeScript SDK's client) with the
+/// Node 22 and SDK in `.testdeps/npm`, against `url`, and returns the JSON
+/// line it prints. `env` adds variables (`TS_CLIENT_TOOL_PREFIX`).
+pub async fn ts_client(url: &str, scenario: &str, env: &[(&str, &str)]) -> Value {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let npm = root.join(".testdeps/npm/node_modules");
+    let node = npm.join("node/bin/node");
+    assert!(
+        node.exists(),
+        "{} is missing: run scripts/install-test-deps.sh (the README's test command does)",
+        node.display()
+    );
+    let mut command = tokio::process::Command::new(node);
+    command
+        .arg(root.join("tests/clients/ts_client.mjs"))
+        .arg(url)
+        .arg(scenario)
+        .env("TS_SDK_DIR", npm.join("@modelcontextprotocol/sdk"))
+        .env("TS_CLIENT_TIMEOUT", "15")
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(DEADLINE, command.output())
+        .await
+        .expect("typescript client finished")
+        .expect("typescript client ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "typescript client failed ({}):\n{stderr}\n{stdout}",
+        output.status
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad client output {last:?}: {e}"))
+}
+
 // ---- SSE ----
 
 /// The JSON-RPC answer in a POST's response, sent as JSON or as an SSE stream

@@ -1,0 +1,136 @@
+// MCP client driver for mcpgate's integration tests: the official TypeScript
+// SDK (@modelcontextprotocol/sdk), as Claude Code, VS Code and the Inspector
+// use it.
+//
+// Usage: node ts_client.mjs URL SCENARIO
+//
+// Runs one scenario against a Streamable HTTP MCP endpoint and prints exactly
+// one JSON line on stdout; any failure prints the error on stderr and exits 1.
+// The SDK is loaded from TS_SDK_DIR (the package's directory; the tests pass
+// .testdeps/npm/node_modules/@modelcontextprotocol/sdk), since this file does
+// not live under that node_modules.
+//
+// Scenarios (against mcpgate's test server; TS_CLIENT_TOOL_PREFIX is put
+// before every tool name, for the unified endpoint):
+//   basic  connect with sampling, elicitation and roots handlers; tools/list;
+//          call `echo` {"message": "héllo"}; call `ask_client` three times so
+//          that the backend asks this client elicitation/create, roots/list and
+//          sampling/createMessage (each answered by the handlers below);
+//          terminate the session (DELETE); prints {"sdk_version",
+//          "protocol_version", "session_id", "server_name", "tools", "echo",
+//          "elicitation", "roots", "sampling", "asked"}
+//
+// Env: TS_CLIENT_TIMEOUT  overall timeout in seconds (default 30).
+
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+
+const [url, scenario] = process.argv.slice(2);
+const sdkDir = process.env.TS_SDK_DIR;
+if (!url || !scenario || !sdkDir) {
+  console.error("usage: TS_SDK_DIR=... node ts_client.mjs URL SCENARIO");
+  process.exit(2);
+}
+const timeoutSeconds = Number(process.env.TS_CLIENT_TIMEOUT ?? "30");
+const prefix = process.env.TS_CLIENT_TOOL_PREFIX ?? "";
+const load = (path) => import(pathToFileURL(join(sdkDir, "dist/esm", path)).href);
+
+const { Client } = await load("client/index.js");
+const { StreamableHTTPClientTransport } = await load("client/streamableHttp.js");
+const { CreateMessageRequestSchema, ElicitRequestSchema, ListRootsRequestSchema } =
+  await load("types.js");
+const sdkVersion = JSON.parse(readFileSync(join(sdkDir, "package.json"), "utf8")).version;
+
+// The root this client declares.
+const ROOT = { uri: "file:///tmp/mcpgate-ts-client-root", name: "test root" };
+
+async function basic() {
+  const asked = [];
+  const client = new Client(
+    { name: "mcpgate-ts-test", version: "1.0.0" },
+    { capabilities: { sampling: {}, elicitation: { form: {} }, roots: { listChanged: true } } },
+  );
+  client.setRequestHandler(ElicitRequestSchema, async (request) => {
+    asked.push(request.method);
+    return { action: "accept", content: { name: "octocat" } };
+  });
+  client.setRequestHandler(ListRootsRequestSchema, async (request) => {
+    asked.push(request.method);
+    return { roots: [ROOT] };
+  });
+  client.setRequestHandler(CreateMessageRequestSchema, async (request) => {
+    asked.push(request.method);
+    return {
+      role: "assistant",
+      content: { type: "text", text: "sampled by the ts client" },
+      model: "mcpgate-test-model",
+    };
+  });
+  const transport = new StreamableHTTPClientTransport(new URL(url));
+  await client.connect(transport);
+  const sessionId = transport.sessionId;
+  const protocolVersion = transport.protocolVersion;
+  const tools = (await client.listTools()).tools.map((t) => t.name);
+  const call = (name, args) => client.callTool({ name: prefix + name, arguments: args });
+  const text = (result) => result.content?.[0]?.text;
+  const echo = text(await call("echo", { message: "héllo" }));
+  const response = (result) => result.structuredContent?.response;
+  const elicitation = response(
+    await call("ask_client", {
+      method: "elicitation/create",
+      params: {
+        mode: "form",
+        message: "Name?",
+        requestedSchema: {
+          type: "object",
+          properties: { name: { type: "string" } },
+          required: ["name"],
+        },
+      },
+    }),
+  );
+  const roots = response(await call("ask_client", { method: "roots/list" }));
+  const sampling = response(
+    await call("ask_client", {
+      method: "sampling/createMessage",
+      params: { messages: [{ role: "user", content: { type: "text", text: "hi" } }], maxTokens: 10 },
+    }),
+  );
+  const serverName = client.getServerVersion()?.name;
+  await transport.terminateSession();
+  await client.close();
+  return {
+    sdk_version: sdkVersion,
+    protocol_version: protocolVersion,
+    session_id: sessionId,
+    server_name: serverName,
+    tools,
+    echo,
+    elicitation,
+    roots,
+    sampling,
+    asked,
+  };
+}
+
+const scenarios = { basic };
+const run = scenarios[scenario];
+if (!run) {
+  console.error(`unknown scenario ${scenario}`);
+  process.exit(2);
+}
+const timer = setTimeout(() => {
+  console.error(`scenario ${scenario} timed out after ${timeoutSeconds} s`);
+  process.exit(1);
+}, timeoutSeconds * 1000);
+try {
+  const result = await run();
+  clearTimeout(timer);
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+  process.exit(0);
+} catch (error) {
+  clearTimeout(timer);
+  console.error(error?.stack ?? String(error));
+  process.exit(1);
+}
