@@ -224,7 +224,8 @@ pub async fn run(
 }
 
 /// Every `cleanup_interval`, until the task is dropped: ends idle sessions,
-/// and drops stateless calls whose client did not come back with its input.
+/// refuses backend requests that no client stream came for, and drops
+/// stateless calls whose client did not come back with its input.
 async fn sweep_forever(core: Arc<Core>, bridge: Arc<Bridge>) {
     let mut tick = tokio::time::interval(core.gateway().cleanup_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -234,6 +235,7 @@ async fn sweep_forever(core: Arc<Core>, bridge: Arc<Bridge>) {
         if ended > 0 {
             tracing::info!(ended, "idle sessions ended");
         }
+        core.refuse_expired_requests();
         bridge.drop_expired_parked_calls();
     }
 }

@@ -3,24 +3,40 @@
 //!
 //! Owns which stream carries a backend's request or notification (the POST
 //! stream of the request that caused it while it is in flight, else the
-//! session's GET stream, else a bounded backlog or a refusal), the event ids
+//! session's GET stream, else a bounded backlog), the event ids
 //! (`<stream>-<seq>`, unique within the session), and the bounded replay
 //! buffer that lets a client resume a broken stream with `Last-Event-ID`
-//! without ever receiving another stream's events. It never formats HTTP and
-//! never talks to backends.
+//! without ever receiving another stream's events.
+//!
+//! A backend's request that no client request caused (none is in flight: most
+//! often a `roots/list` as the backend starts) is held, at most
+//! [`HELD_REQUESTS_MAX`] of them for at most [`HOLD_REQUESTS_FOR`], until a
+//! stream of the client can carry it: the session's GET stream, or the next
+//! request's stream; unless a stream comes, it is refused, saying why. A
+//! stateless caller's session has no stream of its own: its outbox refuses
+//! such a request at once. It never formats HTTP and never talks to backends
+//! (a refusal goes through the message's own [`Refusal`]).
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::jsonrpc::{self, Kind, Message};
+use crate::jsonrpc::{self, Kind, Message, Refusal};
 use crate::launcher::ServerMessageSink;
 use crate::protocol::method;
 
 /// Notifications kept while no stream is open.
 const BACKLOG_MAX: usize = 256;
+/// A session's backend requests held at once while no stream can carry them.
+pub const HELD_REQUESTS_MAX: usize = 16;
+/// How long a backend request waits for a stream that can carry it.
+pub const HOLD_REQUESTS_FOR: Duration = Duration::from_secs(10);
+/// Why a stateless caller's session refuses a request no call caused.
+const STATELESS_CALLER_CANNOT_BE_ASKED: &str = "the client is a stateless (2026-07-28) caller: \
+     the gateway can ask it only during a tools/call, prompts/get or resources/read";
 /// Events queued on one open stream before its client counts as stuck.
 const STREAM_QUEUE: usize = 1024;
 /// Replayable events kept per session by `Outbox::default` (tests).
@@ -50,12 +66,22 @@ struct RequestStream {
     tx: mpsc::Sender<Event>,
 }
 
+/// A backend request waiting for a stream that can carry it.
+struct Held {
+    message: Bytes,
+    refusal: Option<Refusal>,
+    until: Instant,
+}
+
 struct State {
     next_stream: u64,
     next_seq: u64,
     get: Option<(u64, mpsc::Sender<Event>)>,
     requests: Vec<RequestStream>,
     backlog: VecDeque<Bytes>,
+    held: VecDeque<Held>,
+    /// False for a stateless caller's session: nothing is held for it.
+    holds_requests: bool,
     /// (stream, seq, message) of recent events, oldest first.
     replay: VecDeque<(u64, u64, Bytes)>,
     replay_capacity: usize,
@@ -93,6 +119,16 @@ pub enum ResumeError {
 
 impl Outbox {
     pub fn new(replay_capacity: usize) -> Outbox {
+        Outbox::with_holding(replay_capacity, true)
+    }
+
+    /// The outbox of a stateless caller's session, which has no stream of
+    /// its own: a backend request no call caused is refused at once.
+    pub fn for_stateless_caller(replay_capacity: usize) -> Outbox {
+        Outbox::with_holding(replay_capacity, false)
+    }
+
+    fn with_holding(replay_capacity: usize, holds_requests: bool) -> Outbox {
         Outbox {
             state: Mutex::new(State {
                 next_stream: 0,
@@ -100,6 +136,8 @@ impl Outbox {
                 get: None,
                 requests: Vec::new(),
                 backlog: VecDeque::new(),
+                held: VecDeque::new(),
+                holds_requests,
                 replay: VecDeque::new(),
                 replay_capacity,
                 finished: VecDeque::new(),
@@ -170,6 +208,26 @@ impl Outbox {
         }
     }
 
+    /// Delivers the held backend requests on the request stream `stream`
+    /// (a client request's, opened with [`Outbox::open_request`]): the next
+    /// request's stream carries what no request caused. Not for the stream of
+    /// an `initialize` answer: the client may be asked nothing before it.
+    pub fn deliver_held_on(&self, stream: u64) {
+        let mut state = self.state();
+        let Some(tx) = state
+            .requests
+            .iter()
+            .find(|r| r.stream == stream)
+            .map(|r| r.tx.clone())
+        else {
+            return;
+        };
+        for held in state.take_held() {
+            let event = state.record(stream, held.message, false);
+            let _ = tx.try_send(event);
+        }
+    }
+
     /// Opens the session's GET stream, replacing (and so ending) any earlier
     /// one; backlogged notifications are delivered on it first.
     pub fn attach(&self) -> StreamHandle {
@@ -177,11 +235,7 @@ impl Outbox {
         let mut state = self.state();
         let stream = state.new_stream(false);
         let priming = state.priming(stream);
-        let backlog: Vec<Bytes> = state.backlog.drain(..).collect();
-        for message in backlog {
-            let event = state.record(stream, message, false);
-            let _ = tx.try_send(event);
-        }
+        state.flush_waiting_onto(stream, &tx);
         state.get = Some((stream, tx));
         StreamHandle {
             stream,
@@ -217,11 +271,7 @@ impl Outbox {
         }
         if !is_request_stream(stream) {
             // The GET stream goes on here (a newer GET stream is replaced too).
-            let backlog: Vec<Bytes> = state.backlog.drain(..).collect();
-            for message in backlog {
-                let event = state.record(stream, message, false);
-                let _ = tx.try_send(event);
-            }
+            state.flush_waiting_onto(stream, &tx);
             state.get = Some((stream, tx));
         } else if let Some(request) = state.requests.iter_mut().find(|r| r.stream == stream) {
             request.tx = tx;
@@ -253,15 +303,62 @@ impl Outbox {
     }
 
     /// Ends the GET stream (shutdown, or the session is over). Request streams
-    /// end with their answers.
+    /// end with their answers; held backend requests are refused.
     pub fn close(&self) {
         let mut state = self.state();
         state.get = None;
         state.backlog.clear();
+        for held in state.held.drain(..) {
+            if let Some(refusal) = held.refusal {
+                refusal.refuse("the client's session ended before it could be asked");
+            }
+        }
+    }
+
+    /// Refuses the held backend requests no stream came for in time.
+    pub fn refuse_expired_requests(&self) {
+        self.refuse_requests_expired_at(Instant::now());
+    }
+
+    fn refuse_requests_expired_at(&self, now: Instant) {
+        let mut state = self.state();
+        while state.held.front().is_some_and(|h| h.until <= now) {
+            let held = state.held.pop_front().expect("looked at");
+            if let Some(refusal) = held.refusal {
+                refusal.refuse(&format!(
+                    "no stream of the client opened within {} s to carry this request",
+                    HOLD_REQUESTS_FOR.as_secs()
+                ));
+            }
+        }
     }
 }
 
 impl State {
+    /// The held requests still in time (the expired ones are refused).
+    fn take_held(&mut self) -> Vec<Held> {
+        let now = Instant::now();
+        let (fresh, expired): (Vec<Held>, Vec<Held>) =
+            self.held.drain(..).partition(|h| h.until > now);
+        for held in expired {
+            if let Some(refusal) = held.refusal {
+                refusal.refuse("no stream of the client opened in time to carry this request");
+            }
+        }
+        fresh
+    }
+
+    /// Delivers the backlogged notifications and the held requests on the
+    /// GET stream `stream`.
+    fn flush_waiting_onto(&mut self, stream: u64, tx: &mpsc::Sender<Event>) {
+        let backlog: Vec<Bytes> = self.backlog.drain(..).collect();
+        let held: Vec<Bytes> = self.take_held().into_iter().map(|h| h.message).collect();
+        for message in backlog.into_iter().chain(held) {
+            let event = self.record(stream, message, false);
+            let _ = tx.try_send(event);
+        }
+    }
+
     fn new_stream(&mut self, request: bool) -> u64 {
         // GET streams even, request streams odd.
         self.next_stream += 1;
@@ -336,6 +433,7 @@ impl ServerMessageSink for Outbox {
         let mut state = self.state();
         let stream_index = state.request_stream_for(&message);
         let kind = message.kind();
+        let refusal = message.refusal().cloned();
         let message = message.into_bytes();
         if let Some(i) = stream_index {
             let stream = state.requests[i].stream;
@@ -363,9 +461,24 @@ impl ServerMessageSink for Outbox {
             };
         }
         // No stream: a notification waits for the next GET stream; a request
-        // cannot wait (the backend gets an error answer instead).
+        // waits, bounded, for the GET stream or the next request's stream.
         if kind == Kind::Request {
-            return false;
+            return match refusal {
+                Some(refusal) if !state.holds_requests => {
+                    refusal.refuse(STATELESS_CALLER_CANNOT_BE_ASKED);
+                    true
+                }
+                Some(refusal) if state.held.len() < HELD_REQUESTS_MAX => {
+                    state.held.push_back(Held {
+                        message,
+                        refusal: Some(refusal),
+                        until: Instant::now() + HOLD_REQUESTS_FOR,
+                    });
+                    true
+                }
+                // Too many held, or no way to refuse it later: refused now.
+                _ => false,
+            };
         }
         if state.backlog.len() == BACKLOG_MAX {
             state.backlog.pop_front();
@@ -392,10 +505,83 @@ fn parse_event_id(id: &str) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn msg(bytes: Bytes) -> Message {
         Message::read(bytes).expect("a test message reads")
+    }
+
+    /// A request message whose refusals are written down in `refused`.
+    fn refusable_request(id: &str, refused: &Arc<Mutex<Vec<String>>>) -> Message {
+        let refused = Arc::clone(refused);
+        msg(Bytes::from(format!(
+            r#"{{"jsonrpc":"2.0","id":"{id}","method":"roots/list"}}"#
+        )))
+        .with_refusal(Refusal::new(move |why| {
+            refused.lock().unwrap().push(why.to_owned());
+        }))
+    }
+
+    #[test]
+    fn a_request_no_stream_can_carry_is_held_for_the_get_stream() {
+        let outbox = Outbox::new(8);
+        let refused = Arc::new(Mutex::new(Vec::new()));
+        assert!(outbox.deliver(refusable_request("r1", &refused)));
+        assert!(refused.lock().unwrap().is_empty(), "held, not refused");
+        let mut get = outbox.attach();
+        let event = get.events.try_recv().expect("the held request");
+        assert!(String::from_utf8_lossy(&event.message).contains("\"r1\""));
+        assert!(get.events.try_recv().is_err(), "once");
+    }
+
+    #[test]
+    fn a_held_request_rides_the_next_requests_stream() {
+        let outbox = Outbox::new(8);
+        let refused = Arc::new(Mutex::new(Vec::new()));
+        assert!(outbox.deliver(refusable_request("r1", &refused)));
+        let mut next = outbox.open_request(None);
+        assert!(next.events.try_recv().is_err(), "not before it is asked to");
+        outbox.deliver_held_on(next.stream);
+        let event = next.events.try_recv().expect("the held request");
+        assert!(String::from_utf8_lossy(&event.message).contains("\"r1\""));
+    }
+
+    #[test]
+    fn held_requests_are_bounded_in_number_and_time_and_refused_saying_why() {
+        let outbox = Outbox::new(8);
+        let refused = Arc::new(Mutex::new(Vec::new()));
+        for n in 0..HELD_REQUESTS_MAX {
+            assert!(outbox.deliver(refusable_request(&format!("r{n}"), &refused)));
+        }
+        // One more is refused at once, by the connection (false).
+        assert!(!outbox.deliver(refusable_request("over", &refused)));
+        outbox.refuse_requests_expired_at(Instant::now());
+        assert!(refused.lock().unwrap().is_empty(), "still in time");
+        outbox.refuse_requests_expired_at(Instant::now() + HOLD_REQUESTS_FOR);
+        let refused = refused.lock().unwrap();
+        assert_eq!(refused.len(), HELD_REQUESTS_MAX);
+        assert!(
+            refused[0].contains("no stream of the client opened"),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_stateless_callers_outbox_refuses_at_once_and_a_closed_one_refuses_what_it_held() {
+        let refused = Arc::new(Mutex::new(Vec::new()));
+        let stateless = Outbox::for_stateless_caller(8);
+        assert!(stateless.deliver(refusable_request("s", &refused)));
+        assert!(
+            refused.lock().unwrap()[0].contains("stateless (2026-07-28) caller"),
+            "{refused:?}"
+        );
+        let outbox = Outbox::new(8);
+        assert!(outbox.deliver(refusable_request("c", &refused)));
+        outbox.close();
+        assert_eq!(refused.lock().unwrap().len(), 2);
+        assert!(refused.lock().unwrap()[1].contains("session ended"));
     }
 
     fn note(text: &str) -> Bytes {

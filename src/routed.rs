@@ -34,7 +34,8 @@ impl Routed {
         Routed { core }
     }
 
-    /// Starts a session on `server` with the client's `initialize` request:
+    /// Starts a session on `server` with the client's `initialize` request
+    /// (the gateway's own, for a stateless caller: `client` says which):
     /// [`Outcome::Created`], or an [`Outcome::Answer`] with the JSON-RPC error
     /// that says why not, or [`Outcome::Busy`].
     pub(crate) async fn initialize(
@@ -43,6 +44,7 @@ impl Routed {
         caller: Option<Arc<str>>,
         message: Bytes,
         peek: &Peek<'_>,
+        client: Era,
     ) -> Outcome {
         let core = &self.core;
         let id = core.mint_session_id();
@@ -58,7 +60,7 @@ impl Routed {
             tracing::warn!(server = %server.id, "max_sessions reached; initialize refused");
             return Outcome::Busy;
         };
-        let outbox = Arc::new(Outbox::new(core.gateway().sse_replay_events));
+        let outbox = Arc::new(new_outbox(client, core.gateway().sse_replay_events));
         let sink: Arc<dyn ServerMessageSink> = match core.shared_route(server) {
             Some(route) => route,
             None => outbox.clone(),
@@ -112,6 +114,9 @@ impl Routed {
             protocol_version,
             outbox,
         ));
+        if client == Era::Stateless {
+            session.mark_stateless_caller();
+        }
         core.register(session, pending, response)
     }
 
@@ -181,6 +186,14 @@ impl Routed {
                     "client message not forwarded: backend unavailable");
             }
         }
+    }
+}
+
+/// The outbox of a new session whose client speaks `client`'s era.
+pub(crate) fn new_outbox(client: Era, replay_events: usize) -> Outbox {
+    match client {
+        Era::Session => Outbox::new(replay_events),
+        Era::Stateless => Outbox::for_stateless_caller(replay_events),
     }
 }
 

@@ -146,7 +146,15 @@ impl ServerMessageSink for SharedRoute {
                             method,
                             "a shared backend's request cannot be tied to one session (none or several have requests in flight); refused"
                         );
-                        false
+                        match message.refusal() {
+                            Some(refusal) => {
+                                refusal.refuse(
+                                    "the backend is shared: a request it sends can reach a client only while exactly one of its sessions has a request in flight",
+                                );
+                                true
+                            }
+                            None => false,
+                        }
                     }
                 }
             }

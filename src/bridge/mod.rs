@@ -361,13 +361,13 @@ impl Bridge {
             Some(server) => {
                 self.endpoints
                     .routed()
-                    .initialize(server, api_caller, init.clone(), &peek)
+                    .initialize(server, api_caller, init.clone(), &peek, Era::Stateless)
                     .await
             }
             None => {
                 self.endpoints
                     .unified()
-                    .initialize(api_caller, init.clone(), &peek)
+                    .initialize(api_caller, init.clone(), &peek, Era::Stateless)
                     .await
             }
         };
@@ -378,7 +378,6 @@ impl Bridge {
             } => {
                 tracing::info!(endpoint = session.endpoint_name(), caller, session = %session.id,
                     "stateless caller's process opened");
-                session.mark_stateless_caller();
                 *slot = Some((Arc::clone(&session), response.clone()));
                 Ok((session, response))
             }

@@ -359,6 +359,14 @@ impl Core {
         ended
     }
 
+    /// Refuses the backend requests that waited in vain for a client stream
+    /// (see `outbox`).
+    pub(crate) fn refuse_expired_requests(&self) {
+        for session in self.sessions.all() {
+            session.outbox.refuse_expired_requests();
+        }
+    }
+
     /// Ends every open SSE stream (first step of shutdown); sessions stay.
     pub(crate) fn close_streams(&self) {
         for session in self.sessions.all() {

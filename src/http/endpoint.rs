@@ -278,13 +278,13 @@ async fn post_message(
             Target::Routed(server) => {
                 app.endpoints
                     .routed()
-                    .initialize(server, caller, bytes.clone(), &peek)
+                    .initialize(server, caller, bytes.clone(), &peek, Era::Session)
                     .await
             }
             Target::Unified => {
                 app.endpoints
                     .unified()
-                    .initialize(caller, bytes.clone(), &peek)
+                    .initialize(caller, bytes.clone(), &peek, Era::Session)
                     .await
             }
         };
@@ -466,6 +466,9 @@ async fn serve_request(
         .and_then(|p| jsonrpc::request_progress_token(&bytes, p))
         .map(|(token, _)| token.to_owned());
     let mut handle = session.outbox.open_request(progress_token);
+    // What the backend asked with no request in flight, held until a stream
+    // could carry it: this request's can.
+    session.outbox.deliver_held_on(handle.stream);
     let app_in_task = Arc::clone(app);
     let in_task = Arc::clone(&session);
     let mut answer: std::pin::Pin<Box<dyn Future<Output = Bytes> + Send>> = Box::pin(async move {

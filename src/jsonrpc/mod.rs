@@ -253,6 +253,29 @@ pub struct Message {
     kind: Kind,
     method: Option<Box<str>>,
     id_range: Option<Range<usize>>,
+    refusal: Option<Refusal>,
+}
+
+/// How to answer a peer's request on its client's behalf when the client
+/// cannot be asked: an error saying why goes back to the peer that asked.
+#[derive(Clone)]
+pub struct Refusal(std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl Refusal {
+    pub fn new(refuse: impl Fn(&str) + Send + Sync + 'static) -> Refusal {
+        Refusal(std::sync::Arc::new(refuse))
+    }
+
+    /// Answers the request with an error saying `why`.
+    pub fn refuse(&self, why: &str) {
+        (self.0)(why);
+    }
+}
+
+impl std::fmt::Debug for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Refusal")
+    }
 }
 
 impl Message {
@@ -267,7 +290,19 @@ impl Message {
             method: peek.method.as_deref().map(Box::from),
             id_range: peek.id_range.clone(),
             bytes,
+            refusal: None,
         }
+    }
+
+    /// The same request, with how to refuse it on its client's behalf.
+    pub fn with_refusal(mut self, refusal: Refusal) -> Message {
+        self.refusal = Some(refusal);
+        self
+    }
+
+    /// How to refuse this request on its client's behalf, if known.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        self.refusal.as_ref()
     }
 
     /// Reads `bytes` once.
@@ -283,6 +318,7 @@ impl Message {
             kind,
             method,
             id_range,
+            refusal: None,
         })
     }
 
@@ -328,6 +364,7 @@ impl Message {
             kind: self.kind,
             method: self.method.clone(),
             id_range: Some(start..start + id.len()),
+            refusal: self.refusal.clone(),
         }
     }
 
@@ -347,6 +384,7 @@ impl Message {
             kind: self.kind,
             method: self.method.clone(),
             id_range: self.id_range.clone().map(|r| shift(r.start)..shift(r.end)),
+            refusal: self.refusal.clone(),
         }
     }
 }

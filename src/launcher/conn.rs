@@ -22,7 +22,7 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::{oneshot, watch};
 
 use super::process::{self, StopOutcome};
-use crate::jsonrpc::{self, Kind, Message, build};
+use crate::jsonrpc::{self, Kind, Message, Refusal, build};
 use crate::protocol::Era;
 
 /// How many stderr lines a connection keeps for error messages.
@@ -35,8 +35,10 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(250);
 /// Where a backend's own requests and notifications go: the owning session.
 pub trait ServerMessageSink: Send + Sync {
     /// Takes one server-to-client message (read once, by the connection).
-    /// Returns false when it cannot be carried to the client (for a request,
-    /// the backend then gets an error answer).
+    /// Returns false when it was neither carried to the client nor refused
+    /// (for a request, the backend then gets an error answer at once); a
+    /// sink may also hold a request and refuse it later, through the
+    /// message's [`Refusal`].
     fn deliver(&self, message: Message) -> bool;
 }
 
@@ -525,11 +527,22 @@ impl BackendConn {
                 let kind = peek.kind;
                 let refused_id =
                     (kind == Kind::Request).then(|| peek.id.unwrap_or("null").to_owned());
-                let delivered = self
-                    .sink
-                    .deliver(Message::new(Bytes::copy_from_slice(trimmed), &peek));
-                if !delivered && let Some(id) = refused_id {
-                    self.refuse_server_request(id);
+                let mut message = Message::new(Bytes::copy_from_slice(trimmed), &peek);
+                if let Some(id) = &refused_id {
+                    let (conn, id) = (Arc::downgrade(self), id.clone());
+                    message = message.with_refusal(Refusal::new(move |why| {
+                        if let Some(conn) = conn.upgrade() {
+                            conn.refuse_server_request(id.clone(), why);
+                        }
+                    }));
+                }
+                if !self.sink.deliver(message)
+                    && let Some(id) = refused_id
+                {
+                    self.refuse_server_request(
+                        id,
+                        "the gateway has no open client stream to carry this request",
+                    );
                 }
             }
         }
@@ -555,14 +568,9 @@ impl BackendConn {
 
     /// Answers a backend's request that no client stream can carry. The write
     /// happens in a task: the stdout reader must never wait on stdin.
-    fn refuse_server_request(self: &Arc<Self>, id: String) {
-        let mut answer = jsonrpc::error_response(
-            Some(&id),
-            jsonrpc::INTERNAL_ERROR,
-            "the gateway has no open client stream to carry this request",
-            None,
-        )
-        .to_vec();
+    fn refuse_server_request(self: &Arc<Self>, id: String, why: &str) {
+        let mut answer =
+            jsonrpc::error_response(Some(&id), jsonrpc::INTERNAL_ERROR, why, None).to_vec();
         answer.push(b'\n');
         let conn = Arc::clone(self);
         tokio::spawn(async move {

@@ -1,7 +1,8 @@
 //! The first exchange with a fresh backend process, by the server's `era`.
 //!
-//! Owns what is said before the process serves requests: `initialize` then
-//! `notifications/initialized` (session era); `server/discover` (2026-07-28);
+//! Owns what is said before the process serves requests: `initialize`, then
+//! `notifications/initialized` and a `ping` whose answer marks the end of the
+//! backend's start (session era); `server/discover` (2026-07-28);
 //! or, for `era = "auto"`, a `server/discover` probe with a short timeout and,
 //! on anything but a discover result that names a 2026-07-28 version,
 //! `initialize` on the same process (never keyed on one error code). The
@@ -19,6 +20,10 @@ use crate::config::EraSetting;
 use crate::jsonrpc;
 use crate::jsonrpc::build::{self, MetaOnly, RequestMeta};
 use crate::protocol::{Era, Version, method};
+
+/// The longest wait for the answer to the `ping` after `initialize`
+/// ([`start_barrier`]).
+pub(crate) const START_BARRIER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long `era = "auto"` waits for an answer to its `server/discover` probe.
 pub const DISCOVER_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -126,7 +131,36 @@ pub(crate) async fn run(
     }
     let initialized = build::notification(method::INITIALIZED, None::<()>);
     conn.send(&initialized).await.map_err(Failed::Transport)?;
+    start_barrier(conn, owner, timeout).await?;
     Ok((answer, Era::Session))
+}
+
+/// Sends the fresh process a `ping` and waits for its answer (or, for a
+/// server that never answers pings, [`START_BARRIER_TIMEOUT`]) before the
+/// process serves any request. What the backend asks of its client as it
+/// starts, on `notifications/initialized` (most often `roots/list`), it
+/// writes before that answer: so such a request reaches the session while no
+/// client request is in flight, and is known to belong to none.
+async fn start_barrier(
+    conn: &BackendConn,
+    owner: &std::sync::Arc<str>,
+    timeout: Duration,
+) -> Result<(), Failed> {
+    let ping = build::request(build::raw("0"), method::PING, None::<()>);
+    match conn
+        .request(
+            owner,
+            &ping,
+            id_range(&ping),
+            START_BARRIER_TIMEOUT.min(timeout),
+        )
+        .await
+    {
+        // Any answer, an error included, or silence: the backend is past
+        // its start.
+        Ok(_) | Err(ConnFailure::Timeout(_)) => Ok(()),
+        Err(failure) => Err(Failed::Transport(failure)),
+    }
 }
 
 #[cfg(test)]

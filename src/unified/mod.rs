@@ -25,8 +25,8 @@ use crate::core::answers::{launch_failed, request_failed, tool_not_allowed};
 use crate::core::{Core, Outcome};
 use crate::jsonrpc::{self, Kind, Message, Peek, build};
 use crate::launcher::ServerMessageSink;
-use crate::protocol::{Version, method};
-use crate::session::{Endpoint, EndpointState, Outbox, Session};
+use crate::protocol::{Era, Version, method};
+use crate::session::{Endpoint, EndpointState, Session};
 
 /// Most pages read from one backend when the gateway refreshes its URI map.
 const MAX_REFRESH_PAGES: usize = 20;
@@ -293,6 +293,7 @@ impl Unified {
         caller: Option<Arc<str>>,
         message: Bytes,
         peek: &Peek<'_>,
+        client: Era,
     ) -> Outcome {
         let id = self.core.mint_session_id();
         let requested = peek
@@ -310,8 +311,14 @@ impl Unified {
             self.core.gateway().session_idle_timeout,
             message,
             version.to_owned(),
-            Arc::new(Outbox::new(self.core.gateway().sse_replay_events)),
+            Arc::new(crate::routed::new_outbox(
+                client,
+                self.core.gateway().sse_replay_events,
+            )),
         ));
+        if client == Era::Stateless {
+            session.mark_stateless_caller();
+        }
         let servers = self.core.servers();
         let unknown: Vec<&Arc<ServerConfig>> = servers
             .iter()

@@ -18,3 +18,4 @@ mod security;
 mod shared_mode;
 mod stateless;
 mod unified;
+mod unprompted;

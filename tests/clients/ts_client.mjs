@@ -19,6 +19,11 @@
 //          terminate the session (DELETE); prints {"sdk_version",
 //          "protocol_version", "session_id", "server_name", "tools", "echo",
 //          "elicitation", "roots", "sampling", "asked"}
+//   roots-at-start
+//          connect with a roots handler only; wait (at most 5 s) until the
+//          backend has asked roots/list and the answer has been POSTed; list
+//          tools; terminate the session; prints {"sdk_version", "session_id",
+//          "roots_asked", "tools"}
 //
 // Env: TS_CLIENT_TIMEOUT  overall timeout in seconds (default 30).
 
@@ -114,7 +119,42 @@ async function basic() {
   };
 }
 
-const scenarios = { basic };
+async function rootsAtStart() {
+  let rootsAsked = 0;
+  const client = new Client(
+    { name: "mcpgate-ts-test", version: "1.0.0" },
+    { capabilities: { roots: { listChanged: true } } },
+  );
+  client.setRequestHandler(ListRootsRequestSchema, async () => {
+    rootsAsked += 1;
+    return { roots: [ROOT] };
+  });
+  const transport = new StreamableHTTPClientTransport(new URL(url));
+  // Count the POSTs in flight, so that the session ends only after the
+  // answer to roots/list has reached the gateway.
+  let posting = 0;
+  const send = transport.send.bind(transport);
+  transport.send = async (message, options) => {
+    posting += 1;
+    try {
+      return await send(message, options);
+    } finally {
+      posting -= 1;
+    }
+  };
+  await client.connect(transport);
+  const deadline = Date.now() + 5000;
+  while ((rootsAsked === 0 || posting > 0) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  const sessionId = transport.sessionId;
+  const tools = (await client.listTools()).tools.length;
+  await transport.terminateSession();
+  await client.close();
+  return { sdk_version: sdkVersion, session_id: sessionId, roots_asked: rootsAsked, tools };
+}
+
+const scenarios = { basic, "roots-at-start": rootsAtStart };
 const run = scenarios[scenario];
 if (!run) {
   console.error(`unknown scenario ${scenario}`);

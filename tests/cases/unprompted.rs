@@ -1,0 +1,191 @@
+//! Requests a backend sends on its own, that no client request caused: most
+//! often `roots/list` as it starts. They wait, bounded, for a stream of the
+//! client that can carry them (the GET stream, or the next request's stream);
+//! a stateless caller, which has no stream of its own, cannot be asked them,
+//! and the backend hears so at once; nothing is ever pinned on an unrelated
+//! call.
+
+use serde_json::{Value, json};
+
+use crate::cases::stateless::Stateless;
+use crate::common::*;
+
+/// The test server asking `roots/list` the moment it is initialized.
+fn asks_roots_at_start(id: &str) -> String {
+    test_server(id, &["--ask-roots-on-initialized"])
+}
+
+/// The client's answer to the backend's `request`, with one root.
+fn roots_answer(request: &Value, root: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": request["id"], "result": {"roots": [{"uri": root}]}}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_request_at_start_waits_for_the_clients_get_stream() {
+    let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", asks_roots_at_start("t"))).await;
+    let session = gw.open_session("t").await;
+    let mut stream = SseReader::open(&gw, "t", &session).await;
+    let asked = stream.next().await.expect("the held request");
+    assert_eq!(asked["method"], "roots/list", "{asked}");
+    let answered = gw
+        .post(
+            "t",
+            Some(&session),
+            &roots_answer(&asked, "file:///tmp/mcpgate-root-get"),
+            &[],
+        )
+        .await;
+    assert_eq!(answered.status(), 202);
+    gw.wait_for_log(&[
+        "roots/list at start was answered",
+        "file:///tmp/mcpgate-root-get",
+    ])
+    .await;
+    assert_eq!(gw.delete("t", &session).await, 200);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_request_at_start_rides_the_next_requests_stream() {
+    let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", asks_roots_at_start("t"))).await;
+    let session = gw.open_session("t").await;
+    let list = gw
+        .post(
+            "t",
+            Some(&session),
+            r#"{"jsonrpc":"2.0","id":"l","method":"tools/list"}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(list.status(), 200);
+    let mut stream = SseReader::from_response(list);
+    let asked = stream.next().await.expect("the held request first");
+    assert_eq!(asked["method"], "roots/list", "{asked}");
+    let answered = gw
+        .post(
+            "t",
+            Some(&session),
+            &roots_answer(&asked, "file:///tmp/mcpgate-root-next"),
+            &[],
+        )
+        .await;
+    assert_eq!(answered.status(), 202);
+    let list = stream.next().await.expect("then the list's own answer");
+    assert_eq!(list["id"], "l", "{list}");
+    assert!(list["result"]["tools"].as_array().is_some(), "{list}");
+    gw.wait_for_log(&[
+        "roots/list at start was answered",
+        "file:///tmp/mcpgate-root-next",
+    ])
+    .await;
+    assert_eq!(gw.delete("t", &session).await, 200);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_request_no_stream_comes_for_is_refused_saying_why() {
+    let gw = Gateway::start(&format!(
+        "[gateway]\nstop_grace = \"500ms\"\nshutdown_timeout = \"5s\"\ncleanup_interval = \"100ms\"\n{}",
+        asks_roots_at_start("t")
+    ))
+    .await;
+    let session = gw.open_session("t").await;
+    // No GET stream, no request: after the hold, the backend hears why.
+    gw.wait_for_log(&[
+        "roots/list at start was answered",
+        "no stream of the client opened within 10 s",
+    ])
+    .await;
+    // The session goes on.
+    let answer = gw
+        .call_tool("t", &session, "e", "echo", json!({"message": "still here"}))
+        .await;
+    assert_eq!(answer["result"]["content"][0]["text"], "still here");
+    assert_eq!(gw.delete("t", &session).await, 200);
+    gw.stop().await;
+}
+
+/// Stateless callers, one fresh process each, whose backend asks `roots/list`
+/// as it starts: the backend is told at once that its client cannot be asked,
+/// and every caller's list and call are answered as themselves (never an
+/// `InputRequiredResult` or a missing-capability error pinned on them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_callers_backend_is_told_at_once_and_its_calls_go_on() {
+    const CALLERS: usize = 20;
+    let gw = Gateway::start(&format!(
+        "{FAST_GATEWAY}caller_header = \"x-caller\"\n{}",
+        asks_roots_at_start("t")
+    ))
+    .await;
+    for n in 0..CALLERS {
+        let caller = format!("caller-{n}");
+        let mut list = Stateless::new(1, "tools/list", json!({}));
+        list.capabilities = json!({"roots": {}, "elicitation": {}});
+        let (status, answer) = list
+            .send_with(&gw, |headers, _| headers.push(("x-caller", caller.clone())))
+            .await;
+        assert_eq!(status, 200, "{caller}: {answer}");
+        assert_eq!(
+            answer["result"]["resultType"], "complete",
+            "{caller}: {answer}"
+        );
+        let mut echo = Stateless::new(
+            2,
+            "tools/call",
+            json!({"name": "echo", "arguments": {"message": "hi"}}),
+        );
+        echo.capabilities = json!({"roots": {}});
+        let (status, answer) = echo
+            .send_with(&gw, |headers, _| headers.push(("x-caller", caller.clone())))
+            .await;
+        assert_eq!(status, 200, "{caller}: {answer}");
+        assert_eq!(
+            answer["result"]["content"][0]["text"], "hi",
+            "{caller}: {answer}"
+        );
+    }
+    wait_until("every caller's backend was told at once", || {
+        gw.log()
+            .iter()
+            .filter(|l| {
+                l.contains("roots/list at start was answered")
+                    && l.contains("stateless (2026-07-28) caller")
+            })
+            .count()
+            == CALLERS
+    })
+    .await;
+    gw.stop().await;
+}
+
+/// The TypeScript SDK's client, 50 fresh sessions in a row, each backend
+/// asking `roots/list` the moment it starts: 50 of 50 get the client's roots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_typescript_clients_in_a_row_each_get_asked_their_roots_at_start() {
+    const CLIENTS: usize = 50;
+    let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", asks_roots_at_start("t"))).await;
+    let mut asked = 0;
+    for _ in 0..CLIENTS {
+        let out = ts_client(&gw.url("t"), "roots-at-start", &[]).await;
+        if out["roots_asked"].as_u64().is_some_and(|n| n >= 1) {
+            asked += 1;
+        }
+    }
+    assert_eq!(asked, CLIENTS, "clients asked their roots");
+    wait_until("every backend got the client's roots", || {
+        gw.log()
+            .iter()
+            .filter(|l| {
+                l.contains("roots/list at start was answered")
+                    && l.contains("file:///tmp/mcpgate-ts-client-root")
+            })
+            .count()
+            == CLIENTS
+    })
+    .await;
+    wait_until("every session's process is stopped", || {
+        gw.leftovers().is_empty()
+    })
+    .await;
+    gw.stop().await;
+}
