@@ -5,7 +5,8 @@
 #   .testdeps/py-mcp2/   Python venv with the MCP Python SDK 2.x  (pip 'mcp==2.*')
 #   .testdeps/py-k8s/    Python venv with kubernetes-validate 1.x, which checks
 #                        deploy/kubernetes/ against the bundled Kubernetes schemas
-#   .testdeps/npm/       npm prefix with the reference MCP servers, the official
+#   .testdeps/npm/       npm prefix with the reference MCP servers (everything, memory,
+#                        filesystem), the official
 #                        conformance suite (@modelcontextprotocol/conformance 0.1.x, run by
 #                        tests/conformance/run.sh), the TypeScript SDK 1.x (driven by
 #                        tests/clients/ts_client.mjs) and a Node 22 binary (npm package
@@ -51,6 +52,8 @@ PY_K8S_SPEC='kubernetes-validate==1.*'
 NPM_DEPS=(
   '@modelcontextprotocol/server-everything=2026'
   '@modelcontextprotocol/server-memory=2026'
+  # Started with no directory, it serves the roots its client gives it.
+  '@modelcontextprotocol/server-filesystem=2026'
   # The TypeScript SDK's client, driven by tests/clients/ts_client.mjs.
   '@modelcontextprotocol/sdk=1'
   # 0.x: pin major.minor (0.2 alphas exist and are not picked by a plain "0.1").
@@ -156,6 +159,7 @@ npm_ok() {
   [[ -x "$NODE22" ]] && "$NODE22" --version 2>/dev/null | grep -q '^v22\.' &&
   [[ -f "$NPM_DIR/node_modules/@modelcontextprotocol/server-everything/package.json" ]] &&
   [[ -f "$NPM_DIR/node_modules/@modelcontextprotocol/server-memory/package.json" ]] &&
+  [[ -f "$NPM_DIR/node_modules/@modelcontextprotocol/server-filesystem/package.json" ]] &&
   [[ -f "$NPM_DIR/node_modules/@modelcontextprotocol/conformance/package.json" ]] &&
   [[ -f "$NPM_DIR/node_modules/@modelcontextprotocol/sdk/dist/esm/client/streamableHttp.js" ]]
 }
@@ -182,14 +186,17 @@ pkg_version() {
 NODE22_VER="$("$NODE22" --version)"
 EVERYTHING_VER="$(pkg_version @modelcontextprotocol/server-everything)"
 MEMORY_VER="$(pkg_version @modelcontextprotocol/server-memory)"
+FILESYSTEM_VER="$(pkg_version @modelcontextprotocol/server-filesystem)"
 CONFORMANCE_VER="$(pkg_version @modelcontextprotocol/conformance)"
 SDK_VER="$(pkg_version @modelcontextprotocol/sdk)"
 log "npm: node $NODE22_VER -> $NODE22 ($npm_state)"
 log "npm: @modelcontextprotocol/server-everything $EVERYTHING_VER -> $NPM_DIR/node_modules/.bin/mcp-server-everything"
 log "npm: @modelcontextprotocol/server-memory $MEMORY_VER -> $NPM_DIR/node_modules/.bin/mcp-server-memory"
+log "npm: @modelcontextprotocol/server-filesystem $FILESYSTEM_VER -> $NPM_DIR/node_modules/.bin/mcp-server-filesystem"
 log "npm: @modelcontextprotocol/conformance $CONFORMANCE_VER -> $NPM_DIR/node_modules/.bin/conformance"
 log "npm: @modelcontextprotocol/sdk $SDK_VER -> $NPM_DIR/node_modules/@modelcontextprotocol/sdk"
 SUMMARY+=("node $NODE22_VER" "server-everything $EVERYTHING_VER" "server-memory $MEMORY_VER"
+  "server-filesystem $FILESYSTEM_VER"
   "conformance $CONFORMANCE_VER" "typescript sdk $SDK_VER")
 
 # ---- npm: the 2026-07-28 conformance suite ---------------------------------

@@ -189,3 +189,42 @@ async fn fifty_typescript_clients_in_a_row_each_get_asked_their_roots_at_start()
     .await;
     gw.stop().await;
 }
+
+/// `@modelcontextprotocol/server-filesystem` started with no directory works
+/// only with the roots its client gives it, which it asks the moment it
+/// starts: through the gateway, the TypeScript SDK's client gives them, and
+/// the server then serves exactly that directory (five fresh sessions in a
+/// row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_filesystem_without_directories_serves_the_roots_the_client_gives() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("hello-from-mcpgate.txt"), "hi").unwrap();
+    let root_path = root.path().canonicalize().unwrap();
+    let root_uri = format!("file://{}", root_path.display());
+    let gw = Gateway::start(&format!(
+        "{FAST_GATEWAY}{}",
+        npm_server("fs", "server-filesystem", &[], "")
+    ))
+    .await;
+    for _ in 0..5 {
+        let out = ts_client(
+            &gw.url("fs"),
+            "filesystem-roots",
+            &[("TS_CLIENT_ROOT", &root_uri)],
+        )
+        .await;
+        assert_eq!(out["roots_asked"], 1, "{out}");
+        let allowed = out["allowed"].as_str().unwrap_or_default();
+        assert!(
+            allowed.contains(&root_path.display().to_string()),
+            "the root is the one allowed directory: {out}"
+        );
+        let listing = out["listing"].as_str().unwrap_or_default();
+        assert!(listing.contains("hello-from-mcpgate.txt"), "{out}");
+    }
+    wait_until("every session's process is stopped", || {
+        gw.leftovers().is_empty()
+    })
+    .await;
+    gw.stop().await;
+}

@@ -24,8 +24,15 @@
 //          backend has asked roots/list and the answer has been POSTed; list
 //          tools; terminate the session; prints {"sdk_version", "session_id",
 //          "roots_asked", "tools"}
+//   filesystem-roots
+//          against @modelcontextprotocol/server-filesystem started with no
+//          directory: like roots-at-start with TS_CLIENT_ROOT (a file:// URI)
+//          as the one root, then call list_allowed_directories (again, for at
+//          most 5 s, until it names the root) and list_directory on the root; prints {"roots_asked", "allowed",
+//          "listing"}
 //
 // Env: TS_CLIENT_TIMEOUT  overall timeout in seconds (default 30).
+//      TS_CLIENT_ROOT     the root filesystem-roots declares.
 
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -119,15 +126,17 @@ async function basic() {
   };
 }
 
-async function rootsAtStart() {
-  let rootsAsked = 0;
+// Connects a client whose one capability is roots (`roots`), and waits (at
+// most 5 s) until the backend has asked them and the answer has been POSTed.
+async function connectAndGiveRoots(roots) {
+  const asked = { count: 0 };
   const client = new Client(
     { name: "mcpgate-ts-test", version: "1.0.0" },
     { capabilities: { roots: { listChanged: true } } },
   );
   client.setRequestHandler(ListRootsRequestSchema, async () => {
-    rootsAsked += 1;
-    return { roots: [ROOT] };
+    asked.count += 1;
+    return { roots };
   });
   const transport = new StreamableHTTPClientTransport(new URL(url));
   // Count the POSTs in flight, so that the session ends only after the
@@ -144,17 +153,45 @@ async function rootsAtStart() {
   };
   await client.connect(transport);
   const deadline = Date.now() + 5000;
-  while ((rootsAsked === 0 || posting > 0) && Date.now() < deadline) {
+  while ((asked.count === 0 || posting > 0) && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
+  return { client, transport, asked };
+}
+
+async function rootsAtStart() {
+  const { client, transport, asked } = await connectAndGiveRoots([ROOT]);
   const sessionId = transport.sessionId;
   const tools = (await client.listTools()).tools.length;
   await transport.terminateSession();
   await client.close();
-  return { sdk_version: sdkVersion, session_id: sessionId, roots_asked: rootsAsked, tools };
+  return { sdk_version: sdkVersion, session_id: sessionId, roots_asked: asked.count, tools };
 }
 
-const scenarios = { basic, "roots-at-start": rootsAtStart };
+async function filesystemRoots() {
+  const root = process.env.TS_CLIENT_ROOT;
+  const { client, transport, asked } = await connectAndGiveRoots([{ uri: root, name: "root" }]);
+  const text = (result) => result.content?.map((c) => c.text).join("\n");
+  const path = new URL(root).pathname;
+  // The server takes the roots in after it got them (it checks each one):
+  // ask, bounded, until it says so.
+  let allowed = "";
+  const deadline = Date.now() + 5000;
+  while (!allowed.includes(path) && Date.now() < deadline) {
+    allowed = text(await client.callTool({ name: "list_allowed_directories", arguments: {} }));
+    if (!allowed.includes(path)) await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  const listing = text(await client.callTool({ name: "list_directory", arguments: { path } }));
+  await transport.terminateSession();
+  await client.close();
+  return { roots_asked: asked.count, allowed, listing };
+}
+
+const scenarios = {
+  basic,
+  "roots-at-start": rootsAtStart,
+  "filesystem-roots": filesystemRoots,
+};
 const run = scenarios[scenario];
 if (!run) {
   console.error(`unknown scenario ${scenario}`);
