@@ -15,6 +15,9 @@
 #                        test renders the page)
 #   nginx                (Debian's nginx-light, system-wide, only if missing: the
 #                        scale-out tests put a real nginx in front of two gateways)
+#   .testdeps/npm-inspector/
+#                        npm prefix with the MCP Inspector 2.x, for its CLI (run with the
+#                        Node 22 above by the tests)
 #   .testdeps/npm-conformance-2026/
 #                        npm prefix with the conformance suite 0.2.0-alpha.12, exactly,
 #                        whose scenarios cover the 2026-07-28 revision (run with the
@@ -65,6 +68,11 @@ NPM_DEPS=(
 # (and the scenario counts its test expects) stays as it is.
 NPM_CONFORMANCE_2026_DEPS=(
   '@modelcontextprotocol/conformance=0.2.0-alpha.12'
+)
+# The MCP Inspector, for its CLI (a large package: a prefix of its own, so the
+# others above do not reinstall with it).
+NPM_INSPECTOR_DEPS=(
+  '@modelcontextprotocol/inspector=2'
 )
 
 # ---- helpers ---------------------------------------------------------------
@@ -228,6 +236,36 @@ fi
 CONF26_VER="$(pkg_version "$CONF26_PKG" "$CONF26_DIR")"
 log "npm: $CONF26_PKG $CONF26_VER ($conf26_state) -> $CONF26_DIR/node_modules/$CONF26_PKG/dist/index.js"
 SUMMARY+=("conformance-2026 $CONF26_VER")
+
+# ---- npm: the MCP Inspector (its CLI) ---------------------------------------
+INSPECTOR_DIR="$DEPS/npm-inspector"
+INSPECTOR_STAMP="$INSPECTOR_DIR/.mcpgate-stamp"
+INSPECTOR_PKG=@modelcontextprotocol/inspector
+INSPECTOR_JSON="$(gen_package_json mcpgate-testdeps-inspector "${NPM_INSPECTOR_DEPS[@]}")"
+INSPECTOR_CLI="$INSPECTOR_DIR/node_modules/$INSPECTOR_PKG/clients/launcher/build/index.js"
+
+inspector_ok() {
+  [[ -f "$INSPECTOR_CLI" ]] && "$NODE22" "$INSPECTOR_CLI" --version >/dev/null 2>&1
+}
+
+inspector_state="cached"
+if ! stamp_ok "$INSPECTOR_STAMP" "$INSPECTOR_JSON" || ! inspector_ok; then
+  inspector_state="installed"
+  log "npm: installing $(printf '%s ' "${NPM_INSPECTOR_DEPS[@]}")into $INSPECTOR_DIR ..."
+  rm -rf "$INSPECTOR_DIR"
+  mkdir -p "$INSPECTOR_DIR"
+  printf '%s' "$INSPECTOR_JSON" >"$INSPECTOR_DIR/package.json"
+  # It wants Node >= 22 to run (the Node 22 above runs it), not to install.
+  # Its postinstall fetches the web and terminal clients, which the CLI does
+  # not need: scripts are not run.
+  npm install --prefix "$INSPECTOR_DIR" --no-audit --no-fund --no-progress \
+    --no-update-notifier --engine-strict=false --ignore-scripts --loglevel=error >&2
+  inspector_ok || die "npm: install finished but the $INSPECTOR_PKG CLI does not run from $INSPECTOR_DIR"
+  printf '%s' "$INSPECTOR_JSON" >"$INSPECTOR_STAMP"
+fi
+INSPECTOR_VER="$(pkg_version "$INSPECTOR_PKG" "$INSPECTOR_DIR")"
+log "npm: $INSPECTOR_PKG $INSPECTOR_VER ($inspector_state) -> $INSPECTOR_CLI"
+SUMMARY+=("inspector $INSPECTOR_VER")
 
 # ---- Debian packages, installed system-wide only when missing ---------------
 SUDO=""

@@ -1,5 +1,5 @@
 //! Real MCP clients through the gateway: the official Rust SDK (rmcp), the
-//! Python SDK, 1.x and 2.x, and the TypeScript SDK.
+//! Python SDK, 1.x and 2.x, the TypeScript SDK, and the MCP Inspector's CLI.
 
 use std::collections::HashSet;
 
@@ -281,5 +281,43 @@ async fn typescript_sdk_client_works_on_both_endpoints_and_answers_the_backends_
         gw.leftovers().is_empty()
     })
     .await;
+    gw.stop().await;
+}
+
+/// The MCP Inspector's CLI lists and calls tools on both endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inspector_cli_lists_and_calls_tools_on_both_endpoints() {
+    let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
+    for (endpoint, prefix) in [("t", ""), ("", "t___")] {
+        let url = gw.url(endpoint);
+        let listed = inspector_cli(&url, &["--method", "tools/list"]).await;
+        let names: Vec<&str> = listed["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{listed}"))
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        assert!(
+            names.contains(&format!("{prefix}echo").as_str()),
+            "{listed}"
+        );
+        let tool = format!("{prefix}echo");
+        let called = inspector_cli(
+            &url,
+            &[
+                "--method",
+                "tools/call",
+                "--tool-name",
+                &tool,
+                "--tool-arg",
+                "message=from the inspector",
+            ],
+        )
+        .await;
+        assert_eq!(
+            called["content"][0]["text"], "from the inspector",
+            "{called}"
+        );
+    }
     gw.stop().await;
 }

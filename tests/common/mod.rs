@@ -572,6 +572,45 @@ pub async fn ts_client(url: &str, scenario: &str, env: &[(&str, &str)]) -> Value
     serde_json::from_str(last).unwrap_or_else(|e| panic!("bad client output {last:?}: {e}"))
 }
 
+/// Runs the MCP Inspector's CLI (`.testdeps/npm-inspector`, on the Node 22
+/// of `.testdeps/npm`) against `url` over Streamable HTTP with `args` (its
+/// `--method ...` options), and returns the JSON it prints. Its catalog file
+/// goes to a temporary directory, not the user's home.
+pub async fn inspector_cli(url: &str, args: &[&str]) -> Value {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let node = root.join(".testdeps/npm/node_modules/node/bin/node");
+    let cli = root.join(
+        ".testdeps/npm-inspector/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js",
+    );
+    assert!(
+        node.exists() && cli.exists(),
+        "{} or {} is missing: run scripts/install-test-deps.sh (the README's test command does)",
+        node.display(),
+        cli.display()
+    );
+    let catalog = tempfile::tempdir().expect("temp dir");
+    let mut command = tokio::process::Command::new(node);
+    command
+        .arg(cli)
+        .args(["--cli", url, "--transport", "http"])
+        .args(args)
+        .env("MCP_CATALOG_PATH", catalog.path().join("mcp.json"))
+        .env("HOME", catalog.path())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(DEADLINE, command.output())
+        .await
+        .expect("the inspector finished")
+        .expect("the inspector ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the inspector failed ({}):\n{stderr}\n{stdout}",
+        output.status
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bad inspector output {stdout:?}: {e}"))
+}
+
 // ---- SSE ----
 
 /// The JSON-RPC answer in a POST's response, sent as JSON or as an SSE stream
