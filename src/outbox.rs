@@ -229,7 +229,8 @@ impl Outbox {
     }
 
     /// Opens the session's GET stream, replacing (and so ending) any earlier
-    /// one; backlogged notifications are delivered on it first.
+    /// one; backlogged notifications and held requests are delivered on it
+    /// first.
     pub fn attach(&self) -> StreamHandle {
         let (tx, events) = mpsc::channel(STREAM_QUEUE);
         let mut state = self.state();
