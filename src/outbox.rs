@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::jsonrpc::{self, Kind, Message, Refusal};
 use crate::launcher::ServerMessageSink;
-use crate::protocol::method;
+use crate::protocol::{Era, method};
 
 /// Notifications kept while no stream is open.
 const BACKLOG_MAX: usize = 256;
@@ -80,8 +80,6 @@ struct State {
     requests: Vec<RequestStream>,
     backlog: VecDeque<Bytes>,
     held: VecDeque<Held>,
-    /// False for a stateless caller's session: nothing is held for it.
-    holds_requests: bool,
     /// (stream, seq, message) of recent events, oldest first.
     replay: VecDeque<(u64, u64, Bytes)>,
     replay_capacity: usize,
@@ -92,6 +90,9 @@ struct State {
 /// The outbox of one session.
 pub struct Outbox {
     state: Mutex<State>,
+    /// The era of the session's client: nothing is held for a stateless
+    /// caller, which has no stream of its own.
+    client: Era,
 }
 
 impl Default for Outbox {
@@ -119,17 +120,15 @@ pub enum ResumeError {
 
 impl Outbox {
     pub fn new(replay_capacity: usize) -> Outbox {
-        Outbox::with_holding(replay_capacity, true)
+        Outbox::for_client(Era::Session, replay_capacity)
     }
 
-    /// The outbox of a stateless caller's session, which has no stream of
-    /// its own: a backend request no call caused is refused at once.
-    pub fn for_stateless_caller(replay_capacity: usize) -> Outbox {
-        Outbox::with_holding(replay_capacity, false)
-    }
-
-    fn with_holding(replay_capacity: usize, holds_requests: bool) -> Outbox {
+    /// The outbox of a session whose client speaks `client`'s era. A
+    /// stateless caller's session has no stream of its own: a backend request
+    /// no call caused is refused at once.
+    pub(crate) fn for_client(client: Era, replay_capacity: usize) -> Outbox {
         Outbox {
+            client,
             state: Mutex::new(State {
                 next_stream: 0,
                 next_seq: 0,
@@ -137,12 +136,16 @@ impl Outbox {
                 requests: Vec::new(),
                 backlog: VecDeque::new(),
                 held: VecDeque::new(),
-                holds_requests,
                 replay: VecDeque::new(),
                 replay_capacity,
                 finished: VecDeque::new(),
             }),
         }
+    }
+
+    /// The era of the session's client.
+    pub(crate) fn client_era(&self) -> Era {
+        self.client
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -465,7 +468,7 @@ impl ServerMessageSink for Outbox {
         // waits, bounded, for the GET stream or the next request's stream.
         if kind == Kind::Request {
             return match refusal {
-                Some(refusal) if !state.holds_requests => {
+                Some(refusal) if self.client == Era::Stateless => {
                     refusal.refuse(STATELESS_CALLER_CANNOT_BE_ASKED);
                     true
                 }
@@ -572,7 +575,7 @@ mod tests {
     #[test]
     fn a_stateless_callers_outbox_refuses_at_once_and_a_closed_one_refuses_what_it_held() {
         let refused = Arc::new(Mutex::new(Vec::new()));
-        let stateless = Outbox::for_stateless_caller(8);
+        let stateless = Outbox::for_client(Era::Stateless, 8);
         assert!(stateless.deliver(refusable_request("s", &refused)));
         assert!(
             refused.lock().unwrap()[0].contains("stateless (2026-07-28) caller"),

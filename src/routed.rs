@@ -60,7 +60,7 @@ impl Routed {
             tracing::warn!(server = %server.id, "max_sessions reached; initialize refused");
             return Outcome::Busy;
         };
-        let outbox = Arc::new(new_outbox(client, core.gateway().sse_replay_events));
+        let outbox = Arc::new(Outbox::for_client(client, core.gateway().sse_replay_events));
         let sink: Arc<dyn ServerMessageSink> = match core.shared_route(server) {
             Some(route) => route,
             None => outbox.clone(),
@@ -114,9 +114,6 @@ impl Routed {
             protocol_version,
             outbox,
         ));
-        if client == Era::Stateless {
-            session.mark_stateless_caller();
-        }
         core.register(session, pending, response)
     }
 
@@ -186,14 +183,6 @@ impl Routed {
                     "client message not forwarded: backend unavailable");
             }
         }
-    }
-}
-
-/// The outbox of a new session whose client speaks `client`'s era.
-pub(crate) fn new_outbox(client: Era, replay_events: usize) -> Outbox {
-    match client {
-        Era::Session => Outbox::new(replay_events),
-        Era::Stateless => Outbox::for_stateless_caller(replay_events),
     }
 }
 

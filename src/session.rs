@@ -110,8 +110,6 @@ pub(crate) struct Session {
     held: Mutex<Held>,
     /// Set (before its keys are taken) when the session ends.
     ended: AtomicBool,
-    /// Opened by the gateway for a stateless (2026-07-28) caller, not by a client.
-    stateless_caller: AtomicBool,
     created: Instant,
     /// Milliseconds after `created` of the last client request.
     last_activity_ms: AtomicU64,
@@ -137,7 +135,6 @@ impl Session {
             routed_key,
             held: Mutex::default(),
             ended: AtomicBool::new(false),
-            stateless_caller: AtomicBool::new(false),
             id,
             endpoint,
             caller,
@@ -208,19 +205,10 @@ impl Session {
         keys
     }
 
-    /// Marks the session as a stateless caller's, opened by the gateway.
-    pub(crate) fn mark_stateless_caller(&self) {
-        self.stateless_caller.store(true, Ordering::Relaxed);
-    }
-
-    /// The era of the client behind the session: stateless for a session the
-    /// gateway opened for a 2026-07-28 caller.
+    /// The era of the client behind the session (its outbox was made for
+    /// it): stateless for a session the gateway opened for a 2026-07-28 caller.
     pub(crate) fn client_era(&self) -> Era {
-        if self.stateless_caller.load(Ordering::Relaxed) {
-            Era::Stateless
-        } else {
-            Era::Session
-        }
+        self.outbox.client_era()
     }
 
     /// What the logs call this session's endpoint.

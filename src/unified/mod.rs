@@ -26,7 +26,7 @@ use crate::core::{Core, Outcome};
 use crate::jsonrpc::{self, Kind, Message, Peek, build};
 use crate::launcher::ServerMessageSink;
 use crate::protocol::{Era, Version, method};
-use crate::session::{Endpoint, EndpointState, Session};
+use crate::session::{Endpoint, EndpointState, Outbox, Session};
 
 /// Most pages read from one backend when the gateway refreshes its URI map.
 const MAX_REFRESH_PAGES: usize = 20;
@@ -311,14 +311,11 @@ impl Unified {
             self.core.gateway().session_idle_timeout,
             message,
             version.to_owned(),
-            Arc::new(crate::routed::new_outbox(
+            Arc::new(Outbox::for_client(
                 client,
                 self.core.gateway().sse_replay_events,
             )),
         ));
-        if client == Era::Stateless {
-            session.mark_stateless_caller();
-        }
         let servers = self.core.servers();
         let unknown: Vec<&Arc<ServerConfig>> = servers
             .iter()
