@@ -506,70 +506,33 @@ pub async fn python_client_env(
     scenario: &str,
     env: &[(&str, &str)],
 ) -> Value {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(format!(".testdeps/py-mcp{major}/bin/python"));
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/install-test-deps.sh (the README's test command does)",
-        python.display()
-    );
+    let python = test_dep(&format!("py-mcp{major}/bin/python"));
     let mut command = tokio::process::Command::new(python);
     command
-        .arg(root.join("tests/clients/py_client.py"))
+        .arg(repo_path("tests/clients/py_client.py"))
         .arg(url)
         .arg(scenario)
         .env("PY_CLIENT_TIMEOUT", "15")
-        .envs(env.iter().copied())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(DEADLINE, command.output())
-        .await
-        .expect("python client finished")
-        .expect("python client ran");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "python mcp {major}.x client failed ({}):\n{stderr}\n{stdout}",
-        output.status
-    );
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad client output {last:?}: {e}"))
+        .envs(env.iter().copied());
+    last_json_line(&run_client(command, &format!("python mcp {major}.x client")).await)
 }
 
 /// Runs `tests/clients/ts_client.mjs` (the TypeScript SDK's client) with the
 /// Node 22 and SDK in `.testdeps/npm`, against `url`, and returns the JSON
 /// line it prints. `env` adds variables (`TS_CLIENT_TOOL_PREFIX`).
 pub async fn ts_client(url: &str, scenario: &str, env: &[(&str, &str)]) -> Value {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let npm = root.join(".testdeps/npm/node_modules");
-    let node = npm.join("node/bin/node");
-    assert!(
-        node.exists(),
-        "{} is missing: run scripts/install-test-deps.sh (the README's test command does)",
-        node.display()
-    );
-    let mut command = tokio::process::Command::new(node);
+    let mut command = tokio::process::Command::new(test_dep(NODE22));
     command
-        .arg(root.join("tests/clients/ts_client.mjs"))
+        .arg(repo_path("tests/clients/ts_client.mjs"))
         .arg(url)
         .arg(scenario)
-        .env("TS_SDK_DIR", npm.join("@modelcontextprotocol/sdk"))
+        .env(
+            "TS_SDK_DIR",
+            test_dep("npm/node_modules/@modelcontextprotocol/sdk"),
+        )
         .env("TS_CLIENT_TIMEOUT", "15")
-        .envs(env.iter().copied())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(DEADLINE, command.output())
-        .await
-        .expect("typescript client finished")
-        .expect("typescript client ran");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "typescript client failed ({}):\n{stderr}\n{stdout}",
-        output.status
-    );
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad client output {last:?}: {e}"))
+        .envs(env.iter().copied());
+    last_json_line(&run_client(command, "typescript client").await)
 }
 
 /// Runs the MCP Inspector's CLI (`.testdeps/npm-inspector`, on the Node 22
@@ -577,38 +540,64 @@ pub async fn ts_client(url: &str, scenario: &str, env: &[(&str, &str)]) -> Value
 /// `--method ...` options), and returns the JSON it prints. Its catalog file
 /// goes to a temporary directory, not the user's home.
 pub async fn inspector_cli(url: &str, args: &[&str]) -> Value {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let node = root.join(".testdeps/npm/node_modules/node/bin/node");
-    let cli = root.join(
-        ".testdeps/npm-inspector/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js",
-    );
-    assert!(
-        node.exists() && cli.exists(),
-        "{} or {} is missing: run scripts/install-test-deps.sh (the README's test command does)",
-        node.display(),
-        cli.display()
+    let cli = test_dep(
+        "npm-inspector/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js",
     );
     let catalog = tempfile::tempdir().expect("temp dir");
-    let mut command = tokio::process::Command::new(node);
+    let mut command = tokio::process::Command::new(test_dep(NODE22));
     command
         .arg(cli)
         .args(["--cli", url, "--transport", "http"])
         .args(args)
         .env("MCP_CATALOG_PATH", catalog.path().join("mcp.json"))
-        .env("HOME", catalog.path())
-        .kill_on_drop(true);
+        .env("HOME", catalog.path());
+    let stdout = run_client(command, "the inspector").await;
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bad inspector output {stdout:?}: {e}"))
+}
+
+/// The Node 22 the test dependencies install, under `.testdeps/`.
+const NODE22: &str = "npm/node_modules/node/bin/node";
+
+/// A path inside the repository.
+fn repo_path(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// A file the test dependencies install under `.testdeps/`; fails the test,
+/// saying how to install it, if it is missing.
+fn test_dep(relative: &str) -> PathBuf {
+    let path = repo_path(".testdeps").join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/install-test-deps.sh (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs a client driver to its end (within [`DEADLINE`]; it is killed if the
+/// test gives up), fails the test with its output unless it succeeded, and
+/// returns what it printed on stdout. `what` names it in the failure.
+async fn run_client(mut command: tokio::process::Command, what: &str) -> String {
+    command.kill_on_drop(true);
     let output = tokio::time::timeout(DEADLINE, command.output())
         .await
-        .expect("the inspector finished")
-        .expect("the inspector ran");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+        .unwrap_or_else(|_| panic!("{what} did not finish within {DEADLINE:?}"))
+        .unwrap_or_else(|e| panic!("{what} could not be run: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "the inspector failed ({}):\n{stderr}\n{stdout}",
+        "{what} failed ({}):\n{stderr}\n{stdout}",
         output.status
     );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bad inspector output {stdout:?}: {e}"))
+    stdout
+}
+
+/// The JSON of the last line a client driver printed.
+fn last_json_line(stdout: &str) -> Value {
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad client output {last:?}: {e}"))
 }
 
 // ---- SSE ----
@@ -693,11 +682,7 @@ impl SseReader {
 /// `scripts/install-test-deps.sh`, under the Node 22 installed beside it.
 pub fn npm_server(id: &str, package: &str, args: &[&str], env: &str) -> String {
     let deps = concat!(env!("CARGO_MANIFEST_DIR"), "/.testdeps/npm/node_modules");
-    let node = format!("{deps}/.bin/node");
-    assert!(
-        std::path::Path::new(&node).exists(),
-        "{node} is missing: run scripts/install-test-deps.sh (the README's test command does)"
-    );
+    let node = test_dep("npm/node_modules/.bin/node").display().to_string();
     let mut all = vec![format!(
         "{deps}/@modelcontextprotocol/{package}/dist/index.js"
     )];
@@ -712,11 +697,7 @@ pub fn npm_server(id: &str, package: &str, args: &[&str], env: &str) -> String {
 /// its first request is `initialize`), with the server's `era`.
 pub fn modern_server(id: &str, era: &str) -> String {
     let root = env!("CARGO_MANIFEST_DIR");
-    let python = format!("{root}/.testdeps/py-mcp2/bin/python");
-    assert!(
-        std::path::Path::new(&python).exists(),
-        "{python} is missing: run scripts/install-test-deps.sh (the README's test command does)"
-    );
+    let python = test_dep("py-mcp2/bin/python").display().to_string();
     format!(
         "[servers.{id}]\ncommand = {python:?}\nargs = [{:?}]\nera = {era:?}\nenv = {{ MCPGATE_TEST_TAG = \"\" }}\n",
         format!("{root}/tests/fixtures/modern_server.py")
