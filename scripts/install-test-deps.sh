@@ -207,64 +207,63 @@ SUMMARY+=("node $NODE22_VER" "server-everything $EVERYTHING_VER" "server-memory 
   "server-filesystem $FILESYSTEM_VER"
   "conformance $CONFORMANCE_VER" "typescript sdk $SDK_VER")
 
+# npm_prefix_install DIR PACKAGE_JSON OK_FUNCTION WHAT [NPM_FLAG...]
+# A prefix of its own for WHAT: installed from scratch from PACKAGE_JSON unless
+# its stamp is that very package.json and OK_FUNCTION passes; sets
+# prefix_state to "cached" or "installed". These packages want Node >= 22 to
+# run (the Node 22 above runs them), not to install: the host npm may be on an
+# older node, hence --engine-strict=false (the default, made explicit).
+npm_prefix_install() {
+  local dir="$1" json="$2" ok="$3" what="$4"
+  shift 4
+  prefix_state="cached"
+  if stamp_ok "$dir/.mcpgate-stamp" "$json" && "$ok"; then
+    return
+  fi
+  prefix_state="installed"
+  log "npm: installing $what into $dir ..."
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  printf '%s' "$json" >"$dir/package.json"
+  npm install --prefix "$dir" --no-audit --no-fund --no-progress \
+    --no-update-notifier --engine-strict=false --loglevel=error "$@" >&2
+  "$ok" || die "npm: install finished but $what fails its check in $dir"
+  printf '%s' "$json" >"$dir/.mcpgate-stamp"
+}
+
 # ---- npm: the 2026-07-28 conformance suite ---------------------------------
 CONF26_DIR="$DEPS/npm-conformance-2026"
-CONF26_STAMP="$CONF26_DIR/.mcpgate-stamp"
 CONF26_PKG=@modelcontextprotocol/conformance
 CONF26_WANT="${NPM_CONFORMANCE_2026_DEPS[0]##*=}"
-CONF26_JSON="$(gen_package_json mcpgate-testdeps-conformance-2026 "${NPM_CONFORMANCE_2026_DEPS[@]}")"
 
 conf26_ok() {
   [[ -f "$CONF26_DIR/node_modules/$CONF26_PKG/dist/index.js" ]] &&
   [[ "$(pkg_version "$CONF26_PKG" "$CONF26_DIR" 2>/dev/null)" == "$CONF26_WANT" ]]
 }
 
-conf26_state="cached"
-if ! stamp_ok "$CONF26_STAMP" "$CONF26_JSON" || ! conf26_ok; then
-  conf26_state="installed"
-  log "npm: installing $(printf '%s ' "${NPM_CONFORMANCE_2026_DEPS[@]}")into $CONF26_DIR ..."
-  rm -rf "$CONF26_DIR"
-  mkdir -p "$CONF26_DIR"
-  printf '%s' "$CONF26_JSON" >"$CONF26_DIR/package.json"
-  # The suite wants Node >= 22 to run, not to install; the host npm may be on an
-  # older node, hence --engine-strict=false (the default, made explicit).
-  npm install --prefix "$CONF26_DIR" --no-audit --no-fund --no-progress \
-    --no-update-notifier --engine-strict=false --loglevel=error >&2
-  conf26_ok || die "npm: install finished but $CONF26_PKG $CONF26_WANT is missing from $CONF26_DIR"
-  printf '%s' "$CONF26_JSON" >"$CONF26_STAMP"
-fi
+npm_prefix_install "$CONF26_DIR" \
+  "$(gen_package_json mcpgate-testdeps-conformance-2026 "${NPM_CONFORMANCE_2026_DEPS[@]}")" \
+  conf26_ok "$CONF26_PKG $CONF26_WANT"
 CONF26_VER="$(pkg_version "$CONF26_PKG" "$CONF26_DIR")"
-log "npm: $CONF26_PKG $CONF26_VER ($conf26_state) -> $CONF26_DIR/node_modules/$CONF26_PKG/dist/index.js"
+log "npm: $CONF26_PKG $CONF26_VER ($prefix_state) -> $CONF26_DIR/node_modules/$CONF26_PKG/dist/index.js"
 SUMMARY+=("conformance-2026 $CONF26_VER")
 
 # ---- npm: the MCP Inspector (its CLI) ---------------------------------------
 INSPECTOR_DIR="$DEPS/npm-inspector"
-INSPECTOR_STAMP="$INSPECTOR_DIR/.mcpgate-stamp"
 INSPECTOR_PKG=@modelcontextprotocol/inspector
-INSPECTOR_JSON="$(gen_package_json mcpgate-testdeps-inspector "${NPM_INSPECTOR_DEPS[@]}")"
 INSPECTOR_CLI="$INSPECTOR_DIR/node_modules/$INSPECTOR_PKG/clients/launcher/build/index.js"
 
 inspector_ok() {
   [[ -f "$INSPECTOR_CLI" ]] && "$NODE22" "$INSPECTOR_CLI" --version >/dev/null 2>&1
 }
 
-inspector_state="cached"
-if ! stamp_ok "$INSPECTOR_STAMP" "$INSPECTOR_JSON" || ! inspector_ok; then
-  inspector_state="installed"
-  log "npm: installing $(printf '%s ' "${NPM_INSPECTOR_DEPS[@]}")into $INSPECTOR_DIR ..."
-  rm -rf "$INSPECTOR_DIR"
-  mkdir -p "$INSPECTOR_DIR"
-  printf '%s' "$INSPECTOR_JSON" >"$INSPECTOR_DIR/package.json"
-  # It wants Node >= 22 to run (the Node 22 above runs it), not to install.
-  # Its postinstall fetches the web and terminal clients, which the CLI does
-  # not need: scripts are not run.
-  npm install --prefix "$INSPECTOR_DIR" --no-audit --no-fund --no-progress \
-    --no-update-notifier --engine-strict=false --ignore-scripts --loglevel=error >&2
-  inspector_ok || die "npm: install finished but the $INSPECTOR_PKG CLI does not run from $INSPECTOR_DIR"
-  printf '%s' "$INSPECTOR_JSON" >"$INSPECTOR_STAMP"
-fi
+# Its postinstall fetches the web and terminal clients, which the CLI does not
+# need: scripts are not run.
+npm_prefix_install "$INSPECTOR_DIR" \
+  "$(gen_package_json mcpgate-testdeps-inspector "${NPM_INSPECTOR_DEPS[@]}")" \
+  inspector_ok "the $INSPECTOR_PKG CLI" --ignore-scripts
 INSPECTOR_VER="$(pkg_version "$INSPECTOR_PKG" "$INSPECTOR_DIR")"
-log "npm: $INSPECTOR_PKG $INSPECTOR_VER ($inspector_state) -> $INSPECTOR_CLI"
+log "npm: $INSPECTOR_PKG $INSPECTOR_VER ($prefix_state) -> $INSPECTOR_CLI"
 SUMMARY+=("inspector $INSPECTOR_VER")
 
 # ---- Debian packages, installed system-wide only when missing ---------------
