@@ -99,7 +99,7 @@ impl Drop for Running {
         let cancel = build::cancelled(&self.client_id, "the client closed the request");
         tokio::spawn(async move {
             if let Ok(peek) = jsonrpc::peek(&cancel) {
-                bridge.forward(&session, &cancel, &peek).await;
+                bridge.endpoints.forward(&session, &cancel, &peek).await;
             }
             drop(answer);
             session.outbox.abandon_request(handle);
@@ -222,7 +222,7 @@ impl Bridge {
         let (bridge, in_task) = (Arc::clone(self), Arc::clone(session));
         let answer: Answering = Box::pin(async move {
             match jsonrpc::peek(&message) {
-                Ok(peek) => bridge.request(&in_task, &message, &peek).await,
+                Ok(peek) => bridge.endpoints.request(&in_task, &message, &peek).await,
                 Err(e) => jsonrpc::error_response(None, e.code(), &e.to_string(), None),
             }
         });
@@ -275,7 +275,7 @@ impl Bridge {
                     let answer = build::success(Some(&waiting.id), result);
                     let peek = jsonrpc::peek(&answer).expect("built from valid JSON");
                     let session = Arc::clone(&parked.call.session);
-                    self.forward(&session, &answer, &peek).await;
+                    self.endpoints.forward(&session, &answer, &peek).await;
                 }
                 None => left.push(waiting),
             }
@@ -408,7 +408,7 @@ impl Bridge {
                     let pong = build::success(Some(&backend_id), build::raw("{}"));
                     let peek = jsonrpc::peek(&pong).expect("built from valid JSON");
                     let session = Arc::clone(&running.session);
-                    self.forward(&session, &pong, &peek).await;
+                    self.endpoints.forward(&session, &pong, &peek).await;
                 }
                 None => {
                     let session = Arc::clone(&running.session);
@@ -428,7 +428,7 @@ impl Bridge {
         let error =
             jsonrpc::error_response(Some(backend_id), jsonrpc::METHOD_NOT_FOUND, message, None);
         if let Ok(peek) = jsonrpc::peek(&error) {
-            self.forward(session, &error, &peek).await;
+            self.endpoints.forward(session, &error, &peek).await;
         }
     }
 

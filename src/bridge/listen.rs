@@ -251,7 +251,7 @@ impl Bridge {
                     Some(SubscribeParams { uri }),
                 );
                 if let Ok(peek) = jsonrpc::peek(&subscribe) {
-                    let _ = self.request(session, &subscribe, &peek).await;
+                    let _ = self.endpoints.request(session, &subscribe, &peek).await;
                 }
             }
         }
@@ -327,7 +327,7 @@ impl Bridge {
             let Ok(peek) = jsonrpc::peek(&listen) else {
                 return;
             };
-            let answer = bridge.request(&session, &listen, &peek);
+            let answer = bridge.endpoints.request(&session, &listen, &peek);
             tokio::pin!(answer);
             let mut tick = tokio::time::interval(every);
             let idle = loop {
@@ -344,7 +344,7 @@ impl Bridge {
             // Cancelled while the request is still known, so the backend hears of it.
             let cancel = build::cancelled(&id, "no listener is left");
             if let Ok(peek) = jsonrpc::peek(&cancel) {
-                bridge.forward(&session, &cancel, &peek).await;
+                bridge.endpoints.forward(&session, &cancel, &peek).await;
             }
             if idle {
                 lock(&hub.listeners).clear();

@@ -43,7 +43,7 @@ use crate::core::answers::launch_failed;
 use crate::core::{Core, Outcome, with_id};
 use crate::endpoints::Endpoints;
 use crate::jsonrpc;
-use crate::jsonrpc::{Peek, build};
+use crate::jsonrpc::build;
 use crate::protocol::{Era, Version, meta, method};
 use crate::session::Session;
 use calls::Parked;
@@ -80,7 +80,8 @@ type CallerSlot = Arc<tokio::sync::Mutex<Option<(Arc<Session>, Bytes)>>>;
 /// The bridge: stateless callers' processes and their calls.
 pub(crate) struct Bridge {
     core: Arc<Core>,
-    /// The endpoints a caller's hidden session is opened on.
+    /// The endpoints a caller's hidden session is opened on, and that its
+    /// later messages go through.
     endpoints: Arc<Endpoints>,
     signer: Signer,
     /// The process (as a hidden session) of each (server, caller).
@@ -246,18 +247,6 @@ impl Bridge {
             active: Arc::default(),
             parked: Mutex::default(),
         }
-    }
-
-    /// Sends a request of a caller's hidden session through the endpoint it
-    /// was opened on.
-    async fn request(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) -> Bytes {
-        self.endpoints.request(session, message, peek).await
-    }
-
-    /// Forwards a notification or response of a caller's hidden session
-    /// through the endpoint it was opened on.
-    async fn forward(&self, session: &Arc<Session>, message: &[u8], peek: &Peek<'_>) {
-        self.endpoints.forward(session, message, peek).await;
     }
 
     /// Serves one stateless request on `server`'s routed endpoint, or (`None`)
