@@ -114,6 +114,10 @@ pub(crate) struct Session {
     /// Milliseconds after `created` of the last client request.
     last_activity_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// Of the requests in flight, those parked while their client is asked
+    /// for input: they wait on the client, not the backend, so they do not
+    /// keep the session from going idle.
+    parked: AtomicUsize,
     requests: AtomicU64,
 }
 
@@ -145,6 +149,7 @@ impl Session {
             created: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
         }
     }
@@ -242,6 +247,17 @@ impl Session {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Requests of this session parked while their client is asked for input.
+    pub(crate) fn parked(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
+    }
+
+    /// Marks one of the session's requests parked until the mark drops.
+    pub(crate) fn park_request(self: &Arc<Self>) -> ParkedMark {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+        ParkedMark(Arc::clone(self))
+    }
+
     /// Records client activity now.
     pub(crate) fn touch(&self) {
         let ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -256,9 +272,14 @@ impl Session {
         InFlight(Arc::clone(self))
     }
 
-    /// How long since the client was last active (a live open stream counts as active).
+    /// How long since the client was last active (a live open stream or a
+    /// request at work counts as active; a parked one does not).
     pub(crate) fn idle_for(&self) -> Duration {
-        if self.in_flight.load(Ordering::Relaxed) > 0 || self.outbox.has_stream() {
+        let at_work = self
+            .in_flight
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.parked.load(Ordering::Relaxed));
+        if at_work > 0 || self.outbox.has_stream() {
             return Duration::ZERO;
         }
         let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
@@ -272,6 +293,16 @@ pub(crate) struct InFlight(Arc<Session>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// Ends a request's parked mark (it is resumed, or dropped).
+pub(crate) struct ParkedMark(Arc<Session>);
+
+impl Drop for ParkedMark {
+    fn drop(&mut self) {
+        self.0.parked.fetch_sub(1, Ordering::Relaxed);
         self.0.touch();
     }
 }

@@ -30,7 +30,7 @@ use crate::core::{Outcome, Step, with_id};
 use crate::jsonrpc::{self, Kind, build};
 use crate::outbox::StreamHandle;
 use crate::protocol::method;
-use crate::session::Session;
+use crate::session::{ParkedMark, Session};
 
 /// How long the bridge waits for more input requests after one arrives, so
 /// that requests a backend sends together go to the client together.
@@ -140,6 +140,8 @@ pub(super) struct Parked {
     call: Running,
     waiting: Vec<Waiting>,
     expires: Instant,
+    /// Keeps the call from counting as work in its session while it waits.
+    _mark: ParkedMark,
 }
 
 /// Counts a call as active in its session while it lives.
@@ -255,7 +257,8 @@ impl Bridge {
                 None,
             )
         })?;
-        let Some(parked) = lock(&self.parked).remove(&parked_id) else {
+        let parked = lock(&self.parked).remove(&parked_id);
+        let Some(parked) = parked.filter(|p| !p.call.session.is_ended()) else {
             return Err(refused(
                 &call.id,
                 jsonrpc::INVALID_PARAMS,
@@ -460,30 +463,38 @@ impl Bridge {
                 request_state: &token,
             },
         );
+        let mark = running.session.park_request();
         lock(&self.parked).insert(
             parked_id,
             Parked {
                 call: running,
                 waiting,
                 expires: Instant::now() + ttl,
+                _mark: mark,
             },
         );
         Outcome::Answer(answer)
     }
 
     /// Drops the parked calls whose client did not come back in time: the call
-    /// is cancelled at the backend and its waiting requests answered with an error.
+    /// is cancelled at the backend and its waiting requests answered with an
+    /// error. A parked call whose session has ended (idle while it waited,
+    /// say) is dropped too: its process is gone.
     pub(crate) fn drop_expired_parked_calls(&self) {
         let now = Instant::now();
-        let expired: Vec<Parked> = {
+        let (expired, orphaned): (Vec<Parked>, Vec<Parked>) = {
             let mut parked = lock(&self.parked);
             let stale: Vec<String> = parked
                 .iter()
-                .filter(|(_, p)| p.expires <= now)
+                .filter(|(_, p)| p.expires <= now || p.call.session.is_ended())
                 .map(|(id, _)| id.clone())
                 .collect();
-            stale.iter().filter_map(|id| parked.remove(id)).collect()
+            stale
+                .iter()
+                .filter_map(|id| parked.remove(id))
+                .partition(|p| !p.call.session.is_ended())
         };
+        drop(orphaned);
         for stale in expired {
             let bridge = Arc::clone(&stale.call.bridge);
             let session = Arc::clone(&stale.call.session);

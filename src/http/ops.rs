@@ -214,6 +214,7 @@ pub(super) async fn admin_sessions(State(app): State<Arc<App>>, headers: HeaderM
                 "idle_s": session.idle_for().as_secs(),
                 "requests": session.requests(),
                 "in_flight": session.in_flight(),
+                "parked": session.parked(),
                 "processes": processes,
             })
         })

@@ -321,3 +321,40 @@ async fn the_inspector_cli_lists_and_calls_tools_on_both_endpoints() {
     }
     gw.stop().await;
 }
+
+/// The Inspector CLI against `@modelcontextprotocol/server-filesystem` (given
+/// its directory on the command line: the CLI declares no roots), on both
+/// endpoints: it lists the directory's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inspector_cli_lists_a_directory_through_server_filesystem_on_both_endpoints() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("seen-by-the-inspector.txt"), "hi").unwrap();
+    let dir = root.path().canonicalize().unwrap().display().to_string();
+    let gw = Gateway::start(&format!(
+        "{FAST_GATEWAY}{}",
+        npm_server("fs", "server-filesystem", &[&dir], "")
+    ))
+    .await;
+    for (endpoint, prefix) in [("fs", ""), ("", "fs___")] {
+        let tool = format!("{prefix}list_directory");
+        let path = format!("path={dir}");
+        let called = inspector_cli(
+            &gw.url(endpoint),
+            &[
+                "--method",
+                "tools/call",
+                "--tool-name",
+                &tool,
+                "--tool-arg",
+                &path,
+            ],
+        )
+        .await;
+        let listing = called["content"][0]["text"].as_str().unwrap_or_default();
+        assert!(
+            listing.contains("seen-by-the-inspector.txt"),
+            "{endpoint:?}: {called}"
+        );
+    }
+    gw.stop().await;
+}

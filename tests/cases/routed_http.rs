@@ -74,6 +74,18 @@ async fn each_bad_request_gets_the_status_and_json_rpc_error_the_spec_asks_for()
             Some(-32000),
         ),
         (
+            "Accept lists neither JSON nor SSE, and no session id",
+            gw.post("t", None, list, &[("accept", "text/html")]).await,
+            406,
+            Some(-32000),
+        ),
+        (
+            "Accept */* (accepts both), and no session id",
+            gw.post("t", None, list, &[("accept", "*/*")]).await,
+            400,
+            Some(-32000),
+        ),
+        (
             "Content-Type is not JSON",
             gw.post("t", Some(&session), list, &[("content-type", "text/plain")])
                 .await,

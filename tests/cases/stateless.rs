@@ -610,6 +610,42 @@ async fn a_call_whose_client_does_not_come_back_in_time_expires_and_is_cancelled
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_call_does_not_keep_its_callers_process_from_going_idle() {
+    // The call waits for its client far longer than the idle timeout: the
+    // process goes idle anyway, and the call ends with it.
+    let gw = Gateway::start(&format!(
+        "{FAST_GATEWAY}session_idle_timeout = \"1s\"\ninput_required_timeout = \"10m\"\ncleanup_interval = \"100ms\"\n{}",
+        test_server("t", &[])
+    ))
+    .await;
+    let pid = pid_of(&gw, call(1, "pid", json!({}))).await as u32;
+    let (_, first) = call(2, "ask_client", ask_name()).send(&gw).await;
+    let state = first["result"]["requestState"].clone();
+    assert!(state.is_string(), "{first}");
+    wait_until("the caller's process is stopped once idle", || {
+        !process_alive(pid)
+    })
+    .await;
+    let mut params = ask_name_params();
+    params["inputResponses"] =
+        json!({"input-1": {"action": "accept", "content": {"name": "late"}}});
+    params["requestState"] = state;
+    let (status, late) = Stateless::new(3, "tools/call", params).send(&gw).await;
+    assert_eq!(status, 400, "{late}");
+    assert!(
+        late["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("its call has ended"),
+        "{late}"
+    );
+    // The caller's next request opens a new process.
+    let next = pid_of(&gw, call(4, "pid", json!({}))).await as u32;
+    assert_ne!(next, pid);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_listen_streams_get_the_list_changes_they_asked_for_tagged_with_their_id() {
     let gw = Gateway::start(&format!("{FAST_GATEWAY}{}", test_server("t", &[]))).await;
     let open = |id: u64, notifications: Value| {

@@ -158,6 +158,44 @@ async fn a_stateless_callers_backend_is_told_at_once_and_its_calls_go_on() {
     gw.stop().await;
 }
 
+/// The Python SDK 2.x's default client (`mcp.Client(url)`, mode "auto", which
+/// goes stateless through the gateway), 50 in a row, each a caller of its own
+/// so that each gets a fresh process that asks `roots/list` the moment it
+/// starts: 50 of 50 list their tools and call one, and every backend was told
+/// at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_python_2x_default_clients_in_a_row_each_list_and_call_as_fresh_callers() {
+    const CLIENTS: u64 = 50;
+    let gw = Gateway::start(&format!(
+        "{FAST_GATEWAY}caller_header = \"x-caller\"\n{}",
+        asks_roots_at_start("t")
+    ))
+    .await;
+    let runs = CLIENTS.to_string();
+    let out = python_client_env(
+        2,
+        &gw.url("t"),
+        "fresh-callers",
+        &[("PY_CLIENT_RUNS", &runs), ("PY_CLIENT_TIMEOUT", "240")],
+    )
+    .await;
+    assert_eq!(out["listed"], CLIENTS, "{out}");
+    assert_eq!(out["echoed"], CLIENTS, "{out}");
+    assert_eq!(out["protocol_versions"], json!(["2026-07-28"]), "{out}");
+    wait_until("every caller's backend was told at once", || {
+        gw.log()
+            .iter()
+            .filter(|l| {
+                l.contains("roots/list at start was answered")
+                    && l.contains("stateless (2026-07-28) caller")
+            })
+            .count()
+            == CLIENTS as usize
+    })
+    .await;
+    gw.stop().await;
+}
+
 /// The TypeScript SDK's client, 50 fresh sessions in a row, each backend
 /// asking `roots/list` the moment it starts: 50 of 50 get the client's roots.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

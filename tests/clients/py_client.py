@@ -30,6 +30,12 @@ Scenarios:
          with an elicitation/create form request (answered through
          InputRequiredResult / inputResponses); prints {"sdk_version",
          "protocol_version", "structured_content", "text", "elicitation_requests"}
+  fresh-callers  (2.x only) PY_CLIENT_RUNS (default 50) clients in a row, each a
+         default mcp.Client in mode="auto" whose HTTP client sends the header
+         `x-caller: py-<run>` (so a gateway with caller_header = "x-caller" opens
+         a fresh process for each): tools/list, then call `echo` {"message": "hi"};
+         prints {"sdk_version", "runs", "listed", "echoed", "protocol_versions",
+                 "failures"} (the first three failures, as text)
 
 SDK usage:
   1.x  mcp.client.streamable_http.streamablehttp_client + mcp.ClientSession,
@@ -50,6 +56,7 @@ Env: PY_CLIENT_TIMEOUT  overall timeout in seconds (default 30).
      PY_CLIENT_MODERN_DISCOVER  "0": modern-* send no server/discover.
      PY_CLIENT_MODE  2.x Client mode for basic/list/everything: auto (default),
                      legacy or 2026-07-28.
+     PY_CLIENT_RUNS  how many clients fresh-callers runs (default 50).
 """
 
 from __future__ import annotations
@@ -70,9 +77,11 @@ TIMEOUT_S = float(os.environ.get("PY_CLIENT_TIMEOUT", "30"))
 # give up hard this long after the overall timeout.
 HARD_EXIT_GRACE_S = 5.0
 
-SCENARIOS = ("basic", "list", "everything", "modern-basic", "modern-elicit")
+SCENARIOS = ("basic", "list", "everything", "modern-basic", "modern-elicit", "fresh-callers")
 # Scenarios that force the stateless 2026-07-28 era; they need mcp 2.x.
 MODERN_SCENARIOS = ("modern-basic", "modern-elicit")
+# Scenarios that need mcp 2.x.
+V2_SCENARIOS = (*MODERN_SCENARIOS, "fresh-callers")
 MODERN_VERSION = "2026-07-28"
 # mcp 2.x Client mode for basic, list and everything: "auto" (default), "legacy"
 # (initialize only, no discover probe) or "2026-07-28" (that era, no probe).
@@ -91,6 +100,8 @@ if SDK_MAJOR < 2:
     from mcp.client.streamable_http import streamablehttp_client  # noqa: E402
 else:
     from mcp import Client  # noqa: E402
+    from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+    from mcp.shared._httpx_utils import create_mcp_http_client  # noqa: E402
 
 
 class ScenarioError(Exception):
@@ -440,7 +451,39 @@ def scenario_everything(recorder: Recorder):
     return body
 
 
+async def run_fresh_callers(url: str) -> dict[str, Any]:
+    """PY_CLIENT_RUNS default clients in a row, each named a caller of its own."""
+    runs = int(os.environ.get("PY_CLIENT_RUNS", "50"))
+    info = types.Implementation(name=CLIENT_NAME, version=SDK_VERSION)
+    listed = echoed = 0
+    versions: set[str] = set()
+    failures: list[str] = []
+    for run_no in range(runs):
+        http = create_mcp_http_client(headers={"x-caller": f"py-{run_no}"})
+        try:
+            async with http, Client(streamable_http_client(url, http_client=http), client_info=info) as client:
+                versions.add(str(client.protocol_version))
+                tools = await client.list_tools()
+                if any(t.name == "echo" for t in tools.tools):
+                    listed += 1
+                if _first_text(await client.call_tool("echo", {"message": "hi"}), "echo") == "hi":
+                    echoed += 1
+        except Exception as e:  # noqa: BLE001 - counted, and the first few reported
+            if len(failures) < 3:
+                failures.append(f"run {run_no}: {e!r}")
+    return {
+        "sdk_version": SDK_VERSION,
+        "runs": runs,
+        "listed": listed,
+        "echoed": echoed,
+        "protocol_versions": sorted(versions),
+        "failures": failures,
+    }
+
+
 async def run(url: str, scenario: str) -> dict[str, Any]:
+    if scenario == "fresh-callers":
+        return await run_fresh_callers(url)
     callbacks: dict[str, Any] = {}
     runner = run_v1 if SDK_MAJOR < 2 else run_v2
     if scenario == "everything":
@@ -473,7 +516,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"usage: {argv[0]} URL {{{'|'.join(SCENARIOS)}}}\n")
         return 2
     url, scenario = argv[1], argv[2]
-    if scenario in MODERN_SCENARIOS and SDK_MAJOR < 2:
+    if scenario in V2_SCENARIOS and SDK_MAJOR < 2:
         sys.stderr.write(f"{argv[0]}: scenario {scenario!r} needs mcp 2.x (this interpreter has mcp {SDK_VERSION})\n")
         return 2
     watchdog = threading.Timer(TIMEOUT_S + HARD_EXIT_GRACE_S, _hard_exit)
