@@ -193,6 +193,7 @@ pub async fn run(
     warn_of_missing_commands(&config);
     let (source, watch) = (config.source.clone(), config.gateway.watch_config);
     let core = Arc::new(Core::new(config.gateway, config.servers, audit));
+    core.keep_spares().await;
     let routed = Arc::new(Routed::new(Arc::clone(&core)));
     let unified = Arc::new(Unified::new(Arc::clone(&core)));
     let endpoints = Arc::new(Endpoints::new(routed, unified));

@@ -37,6 +37,12 @@ struct Metrics {
     spawn_seconds: Family<Labels, Histogram>,
     request_seconds: Family<RequestLabels, Histogram>,
     errors: Family<Labels, Counter>,
+    spares_ready: Family<Labels, Gauge>,
+    spares_wanted: Family<Labels, Gauge>,
+    spare_claims: Family<Labels, Counter>,
+    spare_misses: Family<Labels, Counter>,
+    spare_failures: Family<Labels, Counter>,
+    spare_ready_seconds: Family<Labels, Histogram>,
     /// `mcpgate_bytes_total{direction="in"}` and `{direction="out"}`, looked
     /// up once.
     bytes_in: Counter,
@@ -71,6 +77,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         spawn_seconds: Family::new_with_constructor(latency_histogram),
         request_seconds: Family::new_with_constructor(latency_histogram),
         errors: Family::default(),
+        spares_ready: Family::default(),
+        spares_wanted: Family::default(),
+        spare_claims: Family::default(),
+        spare_misses: Family::default(),
+        spare_failures: Family::default(),
+        spare_ready_seconds: Family::new_with_constructor(latency_histogram),
         registry: Registry::default(),
     };
     registry.register(
@@ -112,6 +124,36 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "errors",
         "Errors, by kind (an HTTP refusal's status, a backend failure, a launch failure)",
         m.errors.clone(),
+    );
+    registry.register(
+        "spares_ready",
+        "Warm spares ready for a new session to take, by server",
+        m.spares_ready.clone(),
+    );
+    registry.register(
+        "spares_wanted",
+        "Warm spares each server keeps (warm_spares), by server",
+        m.spares_wanted.clone(),
+    );
+    registry.register(
+        "spare_claims",
+        "New processes of sessions that were warm spares, by server",
+        m.spare_claims.clone(),
+    );
+    registry.register(
+        "spare_misses",
+        "New processes of sessions that found no warm spare to take and started cold, by server",
+        m.spare_misses.clone(),
+    );
+    registry.register(
+        "spare_failures",
+        "Warm spares that failed to start or exited before a session took them, by server",
+        m.spare_failures.clone(),
+    );
+    registry.register(
+        "spare_spawn_to_ready_seconds",
+        "Time from spawning a warm spare to its being ready (its ping answered, or its handshake done), by server",
+        m.spare_ready_seconds.clone(),
     );
     registry.register(
         "bytes",
@@ -176,6 +218,32 @@ pub(crate) fn answered(server_id: &std::sync::Arc<str>, method: &str, took: Dura
         .observe(took.as_secs_f64());
 }
 
+/// A session's new process was a warm spare of `server_id`.
+pub(crate) fn spare_claimed(server_id: &str) {
+    METRICS.spare_claims.get_or_create(&server(server_id)).inc();
+}
+
+/// A session's new process of `server_id` found no spare to take.
+pub(crate) fn spare_missed(server_id: &str) {
+    METRICS.spare_misses.get_or_create(&server(server_id)).inc();
+}
+
+/// A warm spare of `server_id` failed to start or died unclaimed.
+pub(crate) fn spare_failed(server_id: &str) {
+    METRICS
+        .spare_failures
+        .get_or_create(&server(server_id))
+        .inc();
+}
+
+/// A warm spare of `server_id` was ready `took` after its spawn.
+pub(crate) fn spare_ready(server_id: &str, took: Duration) {
+    METRICS
+        .spare_ready_seconds
+        .get_or_create(&server(server_id))
+        .observe(took.as_secs_f64());
+}
+
 /// An error of `kind` (a fixed phrase).
 pub(crate) fn error(kind: &str) {
     METRICS
@@ -194,9 +262,22 @@ pub(crate) fn bytes_out(n: usize) {
     METRICS.bytes_out.inc_by(n as u64);
 }
 
-/// The Prometheus text exposition, with the gauges set from `sessions` and
-/// `processes` (per endpoint and per server) as they are now.
-pub(crate) fn render(sessions: &[(String, i64)], processes: &[(String, i64)]) -> String {
+/// The gauges' values now: sessions per endpoint; processes, and spares
+/// ready and wanted, per server.
+#[derive(Default)]
+pub(crate) struct Gauges {
+    pub(crate) sessions: Vec<(String, i64)>,
+    pub(crate) processes: Vec<(String, i64)>,
+    pub(crate) spares: Vec<(String, i64, i64)>,
+}
+
+/// The Prometheus text exposition, with the gauges set from `gauges`.
+pub(crate) fn render(gauges: &Gauges) -> String {
+    let Gauges {
+        sessions,
+        processes,
+        spares,
+    } = gauges;
     METRICS.sessions.clear();
     for (endpoint, n) in sessions {
         METRICS
@@ -207,6 +288,18 @@ pub(crate) fn render(sessions: &[(String, i64)], processes: &[(String, i64)]) ->
     METRICS.processes.clear();
     for (server_id, n) in processes {
         METRICS.processes.get_or_create(&server(server_id)).set(*n);
+    }
+    METRICS.spares_ready.clear();
+    METRICS.spares_wanted.clear();
+    for (server_id, ready, wanted) in spares {
+        METRICS
+            .spares_ready
+            .get_or_create(&server(server_id))
+            .set(*ready);
+        METRICS
+            .spares_wanted
+            .get_or_create(&server(server_id))
+            .set(*wanted);
     }
     let mut out = String::new();
     encode(&mut out, &METRICS.registry).expect("writing to a String cannot fail");
@@ -227,7 +320,20 @@ mod tests {
             Duration::from_millis(2),
         );
         error("test");
-        let text = render(&[("s".to_owned(), 1)], &[("s".to_owned(), 2)]);
+        spare_claimed("s");
+        let text = render(&Gauges {
+            sessions: vec![("s".to_owned(), 1)],
+            processes: vec![("s".to_owned(), 2)],
+            spares: vec![("s".to_owned(), 1, 2)],
+        });
+        assert!(
+            text.contains("mcpgate_spares_ready{server=\"s\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mcpgate_spare_claims_total{server=\"s\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("mcpgate_bytes_total{direction=\"in\"}"),
             "{text}"

@@ -6,7 +6,9 @@
 //! stopped), and a unified session's processes of a removed server are
 //! stopped; changed servers serve *new* sessions with the new settings while
 //! existing sessions keep their processes (and, for routed sessions, their
-//! settings, through crash relaunches too). `[gateway]` settings cannot change
+//! settings, through crash relaunches too). Warm spares follow the new
+//! table: an added server's start, a changed server's are replaced, a
+//! removed server's are stopped. `[gateway]` settings cannot change
 //! while the gateway runs: a reload that changes them is refused as a whole,
 //! so that what runs is always one whole, valid file. It never reads the file
 //! itself (the caller loads and validates it) and never speaks HTTP.
@@ -37,6 +39,7 @@ pub(crate) async fn apply(core: &Core, new: Config) -> Result<Reloaded, Refused>
         return Err(Refused::GatewayChanged);
     }
     let old = core.replace_servers(new.servers.clone());
+    core.keep_spares().await;
     let mut report = Reloaded {
         changes: changes(&old, &new.servers),
         sessions_ended: 0,

@@ -112,35 +112,13 @@ fn caller_of(api_caller: Option<&Arc<str>>, call: &StatelessCall) -> String {
     }
 }
 
-/// The params of the gateway's own `initialize` for a caller's process.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct InitializeParams<'a> {
-    protocol_version: &'static str,
-    capabilities: &'a RawValue,
-    client_info: &'a RawValue,
-}
-
-/// The client capabilities the gateway declares for a caller's process: the
-/// ones it can relay to a 2026-07-28 client as input requests.
-const RELAYED_CAPABILITIES: &str =
-    r#"{"elicitation":{"form":{},"url":{}},"sampling":{},"roots":{}}"#;
-
-/// The gateway's own `initialize` for a caller's process.
+/// The gateway's own `initialize` for a caller's process: the client's
+/// `clientInfo`, and the capabilities it can relay to a 2026-07-28 client as
+/// input requests.
 fn bridge_initialize(client_info: Option<&str>) -> Bytes {
-    let own_info = concat!(
-        r#"{"name":"mcpgate","version":""#,
-        env!("CARGO_PKG_VERSION"),
-        r#""}"#
-    );
-    build::request(
-        build::raw("0"),
-        method::INITIALIZE,
-        Some(InitializeParams {
-            protocol_version: Version::LATEST_SESSION.as_str(),
-            capabilities: build::raw(RELAYED_CAPABILITIES),
-            client_info: build::raw(client_info.unwrap_or(own_info)),
-        }),
+    build::initialize(
+        build::raw(build::RELAYED_CAPABILITIES),
+        build::raw(client_info.unwrap_or(build::GATEWAY_CLIENT_INFO)),
     )
 }
 

@@ -31,6 +31,9 @@ pub use units::{
 /// Largest value of the counting settings (sessions, requests, events).
 pub const MAX_COUNT: usize = 1_000_000;
 
+/// Largest `warm_spares` and `max_spares`.
+pub const MAX_SPARES: usize = 1000;
+
 /// Shortest API key accepted (a guessable key is no key).
 pub const MIN_API_KEY_LEN: usize = 16;
 
@@ -123,6 +126,12 @@ pub struct GatewayConfig {
     pub max_in_flight_per_session: usize,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<TlsFiles>,
+    /// Warm spares of each per-session server that sets none itself.
+    pub warm_spares: usize,
+    /// The most spare processes, over all servers, at any time.
+    pub max_spares: usize,
+    /// A spare older than this is stopped and replaced (default of the servers).
+    pub spare_max_age: Duration,
 }
 
 /// The PEM files of the gateway's own TLS certificate.
@@ -171,6 +180,36 @@ pub struct ServerConfig {
     pub crash_loop_restarts: u32,
     /// Copied from `[gateway]`.
     pub crash_loop_window: Duration,
+    /// Processes kept started ahead of any session, for new sessions to take.
+    pub warm_spares: usize,
+    /// How far a spare is started ahead.
+    pub warm: Warmth,
+    /// A spare older than this is stopped and replaced.
+    pub spare_max_age: Duration,
+}
+
+/// The `warm` key: how far a warm spare is started before a session takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Warmth {
+    /// The process is spawned and has answered a `ping`; the session's own
+    /// `initialize` is its handshake (the backend sees the client's
+    /// capabilities and `clientInfo`).
+    #[default]
+    Started,
+    /// The process has also run the handshake, with the gateway's own
+    /// `initialize`; a session's `initialize` is answered from its result.
+    Initialized,
+}
+
+impl Warmth {
+    /// The value as the config file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Warmth::Started => "started",
+            Warmth::Initialized => "initialized",
+        }
+    }
 }
 
 /// A server's command as the config file writes it.
@@ -387,6 +426,9 @@ struct RawGateway {
     max_in_flight_per_session: Option<usize>,
     tls_cert: Option<Spanned<String>>,
     tls_key: Option<Spanned<String>>,
+    warm_spares: Option<usize>,
+    max_spares: Option<usize>,
+    spare_max_age: Option<ConfigDuration>,
 }
 
 #[derive(Deserialize)]
@@ -412,6 +454,9 @@ struct RawServer {
     session_idle_timeout: Option<ConfigDuration>,
     ready_timeout: Option<ConfigDuration>,
     not_ready_patterns: Option<Vec<String>>,
+    warm_spares: Option<Spanned<usize>>,
+    warm: Option<Spanned<Warmth>>,
+    spare_max_age: Option<ConfigDuration>,
 }
 
 /// The "not ready" answer Serena gives right after its handshake.
@@ -452,6 +497,9 @@ impl Default for GatewayConfig {
             header_read_timeout: Duration::from_secs(10),
             max_in_flight_per_session: 64,
             tls: None,
+            warm_spares: 0,
+            max_spares: 16,
+            spare_max_age: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -629,6 +677,9 @@ impl Config {
                 .max_in_flight_per_session
                 .unwrap_or(defaults.max_in_flight_per_session),
             tls: None,
+            warm_spares: g.warm_spares.unwrap_or(defaults.warm_spares),
+            max_spares: g.max_spares.unwrap_or(defaults.max_spares),
+            spare_max_age: dur(g.spare_max_age, defaults.spare_max_age),
         };
         let mut gateway = gateway;
         for (name, key) in &g.api_keys {
@@ -700,6 +751,7 @@ impl Config {
                 "gateway.input_required_timeout",
                 gateway.input_required_timeout,
             ),
+            ("gateway.spare_max_age", gateway.spare_max_age),
         ] {
             if value.is_zero() {
                 return Err(at(
@@ -741,6 +793,18 @@ impl Config {
                     None,
                     Some(key.into()),
                     format!("must be at most {MAX_COUNT}"),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("gateway.warm_spares", gateway.warm_spares),
+            ("gateway.max_spares", gateway.max_spares),
+        ] {
+            if value > MAX_SPARES {
+                return Err(at(
+                    None,
+                    Some(key.into()),
+                    format!("must be at most {MAX_SPARES}"),
                 ));
             }
         }
@@ -800,6 +864,15 @@ impl Config {
                 .as_ref()
                 .map(|w| expand_at(w, key("working_directory")).map(PathBuf::from))
                 .transpose()?;
+            let (warm_spares, warm) = warm_settings(s, &gateway, &key, &at)?;
+            let spare_max_age = dur(s.spare_max_age, gateway.spare_max_age);
+            if spare_max_age.is_zero() {
+                return Err(at(
+                    None,
+                    Some(key("spare_max_age")),
+                    "must be greater than zero".into(),
+                ));
+            }
             servers.push(Arc::new(ServerConfig {
                 id: id.clone(),
                 command,
@@ -828,6 +901,9 @@ impl Config {
                 max_consecutive_errors: gateway.max_consecutive_errors,
                 crash_loop_restarts: gateway.crash_loop_restarts,
                 crash_loop_window: gateway.crash_loop_window,
+                warm_spares,
+                warm,
+                spare_max_age,
             }));
         }
         Ok(Config {
@@ -924,6 +1000,7 @@ impl Config {
         use toml::{Table, Value};
         let dur = |d: Duration| Value::String(format_duration(d));
         let strings = |v: &[String]| Value::Array(v.iter().cloned().map(Value::String).collect());
+        let count = |n: usize| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
         let g = &self.gateway;
         let mut gateway = Table::new();
         gateway.insert("listen".into(), Value::String(g.listen.to_string()));
@@ -1016,6 +1093,9 @@ impl Config {
             "sse_replay_events".into(),
             Value::Integer(i64::try_from(g.sse_replay_events).unwrap_or(i64::MAX)),
         );
+        gateway.insert("warm_spares".into(), count(g.warm_spares));
+        gateway.insert("max_spares".into(), count(g.max_spares));
+        gateway.insert("spare_max_age".into(), dur(g.spare_max_age));
 
         let mut servers = Table::new();
         for s in &self.servers {
@@ -1054,6 +1134,9 @@ impl Config {
             t.insert("session_idle_timeout".into(), dur(s.session_idle_timeout));
             t.insert("ready_timeout".into(), dur(s.ready_timeout));
             t.insert("not_ready_patterns".into(), strings(&s.not_ready_patterns));
+            t.insert("warm_spares".into(), count(s.warm_spares));
+            t.insert("warm".into(), Value::String(s.warm.as_str().into()));
+            t.insert("spare_max_age".into(), dur(s.spare_max_age));
             servers.insert(s.id.clone(), Value::Table(t));
         }
         let mut root = Table::new();
@@ -1061,6 +1144,53 @@ impl Config {
         root.insert("servers".into(), Value::Table(servers));
         toml::to_string_pretty(&root).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
+}
+
+/// A server's `warm_spares` and `warm`: its own, or (for a per-session server)
+/// the gateway's count. A shared server has one process for every session,
+/// so spares of it are refused, as is `warm = "initialized"` for a backend
+/// whose handshake is not `initialize` (`era` other than `legacy`).
+fn warm_settings(
+    s: &RawServer,
+    gateway: &GatewayConfig,
+    key: &dyn Fn(&str) -> String,
+    at: &dyn Fn(Option<Range<usize>>, Option<String>, String) -> ConfigError,
+) -> Result<(usize, Warmth), ConfigError> {
+    let shared = s.session_mode == SessionMode::Shared;
+    let warm_spares = match &s.warm_spares {
+        Some(n) if *n.get_ref() > MAX_SPARES => {
+            return Err(at(
+                Some(n.span()),
+                Some(key("warm_spares")),
+                format!("must be at most {MAX_SPARES}"),
+            ));
+        }
+        Some(n) if shared && *n.get_ref() > 0 => {
+            return Err(at(
+                Some(n.span()),
+                Some(key("warm_spares")),
+                "a shared server has one process for every session: spares are for per-session servers".into(),
+            ));
+        }
+        Some(n) => *n.get_ref(),
+        None if shared => 0,
+        None => gateway.warm_spares,
+    };
+    let warm = match &s.warm {
+        Some(w) if *w.get_ref() == Warmth::Initialized && s.era != EraSetting::Session => {
+            return Err(at(
+                Some(w.span()),
+                Some(key("warm")),
+                format!(
+                    "\"initialized\" runs the initialize handshake ahead, which era = \"{}\" does not begin with; use \"started\"",
+                    s.era.as_str()
+                ),
+            ));
+        }
+        Some(w) => *w.get_ref(),
+        None => Warmth::default(),
+    };
+    Ok((warm_spares, warm))
 }
 
 /// Server ids appear in URL paths and tool-name prefixes: keep them plain.

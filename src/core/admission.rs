@@ -104,7 +104,7 @@ mod tests {
     use super::*;
 
     fn pool() -> SessionPool {
-        SessionPool::new(Duration::from_millis(10), 1 << 20)
+        SessionPool::new(Duration::from_millis(10), 1 << 20, 0)
     }
 
     #[test]

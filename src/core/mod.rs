@@ -32,7 +32,7 @@ use crate::audit::{AuditLog, Record};
 use crate::config::{GatewayConfig, ServerConfig, SessionMode};
 use crate::jsonrpc::{self, Kind, Peek};
 use crate::launcher::{
-    BackendConn, LaunchError, PoolKey, ServerMessageSink, SessionPool, stats::ServerRecord,
+    BackendConn, LaunchError, PoolKey, ServerMessageSink, SessionPool, Spares, stats::ServerRecord,
 };
 use crate::protocol::method;
 use crate::session::{Endpoint, Session, SessionStore, is_shared_key, mint_session_id};
@@ -100,7 +100,11 @@ impl Core {
         servers: Vec<Arc<ServerConfig>>,
         audit: Option<AuditLog>,
     ) -> Core {
-        let pool = SessionPool::new(gateway.stop_grace, gateway.max_message_bytes);
+        let pool = SessionPool::new(
+            gateway.stop_grace,
+            gateway.max_message_bytes,
+            gateway.max_spares,
+        );
         Core {
             admission: Admission::new(gateway.max_sessions),
             gateway,
@@ -141,6 +145,17 @@ impl Core {
     /// The live connections, with their keys and restart counts.
     pub(crate) fn connections(&self) -> Vec<(PoolKey, Arc<BackendConn>, u32)> {
         self.pool.live_all()
+    }
+
+    /// The warm spares (their counts and list, for the operator's endpoints).
+    pub(crate) fn spares(&self) -> &Spares {
+        self.pool.spares()
+    }
+
+    /// Starts, replaces or stops warm spares to match the servers in force
+    /// (at start and after a reload); the stops are awaited.
+    pub(crate) async fn keep_spares(&self) {
+        self.pool.spares().keep_for(&self.servers.all()).await;
     }
 
     /// What `server`'s processes have been doing.

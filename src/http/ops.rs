@@ -18,6 +18,7 @@ use super::App;
 use super::reply::HttpError;
 use super::rules;
 use crate::jsonrpc;
+use crate::launcher::SpareCounts;
 use crate::launcher::stats::ServerRecord;
 
 /// What a server's processes are doing, in a word.
@@ -67,6 +68,26 @@ fn json(status: StatusCode, value: &Value) -> Response {
     response
 }
 
+/// A server's warm spares, for `/readyz`: how many it wants, how many are
+/// ready and starting, and a word: `off` (it keeps none), `warming` (none
+/// ready yet), `warm` (at least one ready).
+fn spares_of(counts: Option<&SpareCounts>) -> Value {
+    let counts = counts.cloned().unwrap_or_default();
+    let state = match (counts.wanted, counts.ready) {
+        (0, _) => "off",
+        (_, 0) => "warming",
+        _ => "warm",
+    };
+    json!({
+        "state": state,
+        "wanted": counts.wanted,
+        "ready": counts.ready,
+        "starting": counts.starting,
+        "claims": counts.claims,
+        "misses": counts.misses,
+    })
+}
+
 /// `GET /readyz`: ready (200) once listening with the config loaded, with each
 /// server's state.
 pub(super) async fn readyz(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
@@ -74,6 +95,7 @@ pub(super) async fn readyz(State(app): State<Arc<App>>, headers: HeaderMap) -> R
         return e.into_response();
     }
     let processes = processes_by_server(&app);
+    let spares = app.core.spares().counts();
     let servers: serde_json::Map<String, Value> = processes
         .iter()
         .map(|(id, &n)| {
@@ -102,6 +124,7 @@ pub(super) async fn readyz(State(app): State<Arc<App>>, headers: HeaderMap) -> R
                         "open": crash_loop.is_some(),
                         "retry_after_s": crash_loop.map(|d| d.as_secs().max(1)),
                     },
+                    "spares": spares_of(spares.get(id)),
                 }),
             )
         })
@@ -156,7 +179,19 @@ pub(super) async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> 
         .into_iter()
         .map(|(id, n)| (id, i64::try_from(n).unwrap_or(i64::MAX)))
         .collect();
-    let text = crate::metrics::render(&sessions.into_iter().collect::<Vec<_>>(), &processes);
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let spares = app
+        .core
+        .spares()
+        .counts()
+        .into_iter()
+        .map(|(id, c)| (id, count(c.ready), count(c.wanted)))
+        .collect();
+    let text = crate::metrics::render(&crate::metrics::Gauges {
+        sessions: sessions.into_iter().collect(),
+        processes,
+        spares,
+    });
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -220,7 +255,27 @@ pub(super) async fn admin_sessions(State(app): State<Arc<App>>, headers: HeaderM
         })
         .collect();
     sessions.sort_by_key(|s| std::cmp::Reverse(s["age_s"].as_u64()));
-    json(StatusCode::OK, &json!({"sessions": sessions}))
+    // Processes started ahead that no session has taken yet.
+    let spares: Vec<Value> = app
+        .core
+        .spares()
+        .list()
+        .into_iter()
+        .map(|spare| {
+            json!({
+                "server": spare.server,
+                "pid": spare.pid,
+                "age_s": spare.age.as_secs(),
+                "ready": spare.ready,
+                "warm": spare.warm.as_str(),
+                "rss_kib": crate::launcher::tree_rss_kib(spare.pid),
+            })
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &json!({"sessions": sessions, "spares": spares}),
+    )
 }
 
 /// `DELETE /admin/sessions/{id}`: ends a session (and stops its processes).

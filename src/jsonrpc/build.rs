@@ -144,6 +144,41 @@ pub fn cancelled(request_id: &str, reason: &str) -> Bytes {
     )
 }
 
+/// The client capabilities the gateway declares when it speaks `initialize`
+/// to a backend for a client that is not there yet (a stateless caller's
+/// process, a warm spare): every request it can relay to a client.
+pub const RELAYED_CAPABILITIES: &str =
+    r#"{"elicitation":{"form":{},"url":{}},"sampling":{},"roots":{}}"#;
+
+/// The gateway's own `clientInfo`.
+pub const GATEWAY_CLIENT_INFO: &str = concat!(
+    r#"{"name":"mcpgate","version":""#,
+    env!("CARGO_PKG_VERSION"),
+    r#""}"#
+);
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InitializeParams<'a> {
+    protocol_version: &'static str,
+    capabilities: &'a RawValue,
+    client_info: &'a RawValue,
+}
+
+/// An `initialize` of the gateway's own (id 0) at the latest session-era
+/// version, declaring `capabilities` and `client_info` (raw JSON).
+pub fn initialize(capabilities: &RawValue, client_info: &RawValue) -> Bytes {
+    request(
+        raw("0"),
+        method::INITIALIZE,
+        Some(InitializeParams {
+            protocol_version: Version::LATEST_SESSION.as_str(),
+            capabilities,
+            client_info,
+        }),
+    )
+}
+
 /// The `_meta` a 2026-07-28 request carries: the protocol version, and the
 /// client's capabilities and `clientInfo` (raw, as the client wrote them).
 pub struct RequestMeta<'a> {

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -138,7 +138,9 @@ struct Requests {
 
 /// A running backend process and the routing of its messages.
 pub struct BackendConn {
-    label: ConnLabel,
+    server: Arc<str>,
+    /// The session it serves, in logs (a spare's changes when it is claimed).
+    session: std::sync::RwLock<Arc<str>>,
     pid: u32,
     stdin: tokio::sync::Mutex<Option<ChildStdin>>,
     requests: Mutex<Requests>,
@@ -146,7 +148,8 @@ pub struct BackendConn {
     stderr_tail: Mutex<VecDeque<String>>,
     exited: watch::Receiver<Option<ExitStatus>>,
     closed: watch::Sender<bool>,
-    sink: Arc<dyn ServerMessageSink>,
+    /// Where the backend's own messages go (a spare's changes when it is claimed).
+    sink: std::sync::RwLock<Arc<dyn ServerMessageSink>>,
     /// Transport failures since the last success.
     consecutive_errors: AtomicU32,
     /// Failures in a row that close the connection.
@@ -180,7 +183,8 @@ impl BackendConn {
             .expect("stderr is piped by process::spawn");
         let (exited_tx, exited) = watch::channel(None);
         let conn = Arc::new(BackendConn {
-            label,
+            server: label.server,
+            session: std::sync::RwLock::new(label.session),
             pid,
             stdin: tokio::sync::Mutex::new(stdin),
             requests: Mutex::new(Requests::default()),
@@ -188,7 +192,7 @@ impl BackendConn {
             stderr_tail: Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)),
             exited,
             closed: watch::channel(false).0,
-            sink,
+            sink: std::sync::RwLock::new(sink),
             consecutive_errors: AtomicU32::new(0),
             max_errors,
             init_result: std::sync::OnceLock::new(),
@@ -210,7 +214,19 @@ impl BackendConn {
 
     /// The id of the server this process belongs to.
     pub fn server(&self) -> &Arc<str> {
-        &self.label.server
+        &self.server
+    }
+
+    /// The session the connection serves, as logs name it.
+    pub fn session_label(&self) -> Arc<str> {
+        Arc::clone(&self.session.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Hands a warm spare to the session it now serves: its own messages go
+    /// to `sink`, and logs name `session`.
+    pub(crate) fn adopt(&self, session: Arc<str>, sink: Arc<dyn ServerMessageSink>) {
+        *self.session.write().unwrap_or_else(PoisonError::into_inner) = session;
+        *self.sink.write().unwrap_or_else(PoisonError::into_inner) = sink;
     }
 
     /// How long ago the process was started.
@@ -265,10 +281,10 @@ impl BackendConn {
     /// stops its process tree.
     fn record_failure(&self, what: &str) {
         let count = self.consecutive_errors.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::debug!(server = %self.label.server, session = %self.label.session,
+        tracing::debug!(server = %self.server, session = %self.session_label(),
             count, max = self.max_errors, what, "transport failure");
         if count >= self.max_errors && !self.is_closed() {
-            tracing::warn!(server = %self.label.server, session = %self.label.session,
+            tracing::warn!(server = %self.server, session = %self.session_label(),
                 pid = self.pid, count, "evicting backend after too many transport failures in a row");
             self.close(ConnFailure::TooManyErrors(count));
         }
@@ -384,7 +400,7 @@ impl BackendConn {
                 .await
             }
             None => {
-                tracing::debug!(server = %self.label.server, session = %self.label.session,
+                tracing::debug!(server = %self.server, session = %self.session_label(),
                     request_id, "dropping cancellation of a request that is not in flight");
                 Ok(())
             }
@@ -397,7 +413,7 @@ impl BackendConn {
         self.close(ConnFailure::Stopped(reason));
         self.stdin.lock().await.take();
         let outcome = process::stop_group(self.pid, self.exited.clone(), grace).await;
-        tracing::info!(server = %self.label.server, session = %self.label.session, pid = self.pid,
+        tracing::info!(server = %self.server, session = %self.session_label(), pid = self.pid,
             reason, ?outcome, "backend stopped");
         outcome
     }
@@ -474,7 +490,7 @@ impl BackendConn {
                     }
                 }
                 Ok(LineRead::TooLong(len)) => {
-                    tracing::warn!(server = %self.label.server, session = %self.label.session,
+                    tracing::warn!(server = %self.server, session = %self.session_label(),
                         len, max, "backend wrote a message larger than max_message_bytes; dropped");
                     self.record_failure("message too large");
                     self.fail_oversized(&oversize, len, max);
@@ -494,7 +510,7 @@ impl BackendConn {
             Ok(peek) => peek,
             Err(e) => {
                 let shown = String::from_utf8_lossy(&trimmed[..trimmed.len().min(200)]);
-                tracing::warn!(server = %self.label.server, session = %self.label.session,
+                tracing::warn!(server = %self.server, session = %self.session_label(),
                     error = %e, line = %shown, "backend wrote a line that is not JSON-RPC; ignored");
                 self.record_failure("unparseable output");
                 return;
@@ -518,8 +534,8 @@ impl BackendConn {
                             is_error: peek.error.is_some(),
                         }));
                     }
-                    None => tracing::debug!(server = %self.label.server,
-                        session = %self.label.session, id,
+                    None => tracing::debug!(server = %self.server,
+                        session = %self.session_label(), id,
                         "answer to no pending request (timed out or cancelled); dropped"),
                 }
             }
@@ -536,7 +552,8 @@ impl BackendConn {
                         }
                     }));
                 }
-                if !self.sink.deliver(message)
+                let sink = Arc::clone(&self.sink.read().unwrap_or_else(PoisonError::into_inner));
+                if !sink.deliver(message)
                     && let Some(id) = refused_id
                 {
                     self.refuse_server_request(
@@ -575,7 +592,7 @@ impl BackendConn {
         let conn = Arc::clone(self);
         tokio::spawn(async move {
             if let Err(e) = conn.write_line(&answer).await {
-                tracing::debug!(server = %conn.label.server, error = %e,
+                tracing::debug!(server = %conn.server, error = %e,
                     "could not refuse a backend request");
             }
         });
@@ -588,8 +605,8 @@ impl BackendConn {
             match read_bounded_line(&mut reader, &mut line, STDERR_LINE_MAX, &mut oversize).await {
                 Ok(LineRead::Line) => {
                     let text = String::from_utf8_lossy(trim_ascii_end(&line)).into_owned();
-                    tracing::info!(target: "mcpgate::backend", server = %self.label.server,
-                        session = %self.label.session, pid = self.pid, "{text}");
+                    tracing::info!(target: "mcpgate::backend", server = %self.server,
+                        session = %self.session_label(), pid = self.pid, "{text}");
                     let mut tail = lock(&self.stderr_tail);
                     if tail.len() == STDERR_TAIL_LINES {
                         tail.pop_front();
@@ -643,7 +660,7 @@ impl BackendConn {
             }
         })
         .await;
-        tracing::info!(server = %self.label.server, session = %self.label.session,
+        tracing::info!(server = %self.server, session = %self.session_label(),
             pid = self.pid, status = %status_text, "backend exited");
         self.close(ConnFailure::Exited {
             status: status_text,

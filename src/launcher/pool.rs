@@ -16,6 +16,8 @@ use bytes::Bytes;
 use super::conn::{BackendConn, ConnFailure, ConnLabel, ServerMessageSink};
 use super::handshake::{self, Failed};
 use super::process;
+use super::spares::{DeclaredOnly, Spares};
+use super::stats::ServerStats;
 use crate::config::{ServerConfig, format_duration};
 use crate::jsonrpc;
 
@@ -133,16 +135,21 @@ impl Entry {
 
 /// When this key's backend crashed recently, for the crash-loop breaker.
 #[derive(Default)]
-struct Crashes(VecDeque<Instant>);
+pub(super) struct Crashes(VecDeque<Instant>);
 
 impl Crashes {
-    fn record(&mut self, now: Instant) {
+    pub(super) fn record(&mut self, now: Instant) {
         self.0.push_back(now);
     }
 
     /// Forgets crashes older than `window` at `now`. If `limit` or more remain,
     /// returns how long until the oldest of them leaves the window.
-    fn breaker_open(&mut self, limit: u32, window: Duration, now: Instant) -> Option<Duration> {
+    pub(super) fn breaker_open(
+        &mut self,
+        limit: u32,
+        window: Duration,
+        now: Instant,
+    ) -> Option<Duration> {
         while self
             .0
             .front()
@@ -163,21 +170,37 @@ pub struct SessionPool {
 
 struct PoolInner {
     entries: Mutex<HashMap<PoolKey, Arc<Entry>>>,
-    stats: super::stats::ServerStats,
+    stats: Arc<ServerStats>,
+    /// Processes started ahead, which a launch takes before spawning one.
+    spares: Spares,
     stop_grace: Duration,
     max_message_bytes: usize,
 }
 
 impl SessionPool {
-    pub fn new(stop_grace: Duration, max_message_bytes: u64) -> SessionPool {
+    /// A pool whose spares (see `spares`) number at most `max_spares`.
+    pub fn new(stop_grace: Duration, max_message_bytes: u64, max_spares: usize) -> SessionPool {
+        let stats = Arc::new(ServerStats::default());
+        let max_message_bytes = usize::try_from(max_message_bytes).unwrap_or(usize::MAX);
         SessionPool {
             inner: Arc::new(PoolInner {
                 entries: Mutex::new(HashMap::new()),
-                stats: super::stats::ServerStats::default(),
+                spares: Spares::new(
+                    max_spares,
+                    stop_grace,
+                    max_message_bytes,
+                    Arc::clone(&stats),
+                ),
+                stats,
                 stop_grace,
-                max_message_bytes: usize::try_from(max_message_bytes).unwrap_or(usize::MAX),
+                max_message_bytes,
             }),
         }
+    }
+
+    /// The warm spares.
+    pub fn spares(&self) -> &Spares {
+        &self.inner.spares
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Arc<Entry>>> {
@@ -314,6 +337,34 @@ impl SessionPool {
         init_message: &[u8],
         sink: Arc<dyn ServerMessageSink>,
     ) -> Result<(Arc<BackendConn>, Bytes), LaunchError> {
+        if let Some(spare) = self.inner.spares.claim(server, init_message) {
+            let conn = spare.conn;
+            self.watch_for_exit(&conn, &key.server);
+            let Some(answer) = spare.init_answer else {
+                // A started spare: the session's own handshake follows.
+                conn.adopt(Arc::clone(&key.session), sink);
+                tracing::info!(server = %key.server, session = %key.session, pid = conn.pid(),
+                    "backend taken from the warm spares");
+                return self.handshake(key, server, conn, init_message).await;
+            };
+            // An initialized spare: the session's `initialize` is answered
+            // from the spare's, with the client's id.
+            conn.adopt(
+                Arc::clone(&key.session),
+                Arc::new(DeclaredOnly::new(sink, init_message)),
+            );
+            tracing::info!(server = %key.server, session = %key.session, pid = conn.pid(),
+                "backend taken from the warm spares, initialized ahead");
+            let client_id = jsonrpc::peek(init_message)
+                .ok()
+                .and_then(|p| p.id_range)
+                .map_or(&b"null"[..], |range| &init_message[range]);
+            let answer = match jsonrpc::peek(&answer).ok().and_then(|p| p.id_range) {
+                Some(range) => Bytes::from(jsonrpc::splice(&answer, range, client_id)),
+                None => answer,
+            };
+            return Ok((conn, answer));
+        }
         let child = process::spawn(server).map_err(|error| LaunchError::Spawn {
             command: server.command.clone(),
             error,
@@ -331,7 +382,17 @@ impl SessionPool {
         );
         tracing::info!(server = %key.server, session = %key.session, pid = conn.pid(), "backend spawned");
         self.watch_for_exit(&conn, &key.server);
+        self.handshake(key, server, conn, init_message).await
+    }
 
+    /// Runs the handshake of a fresh process for `key`; stops it if that fails.
+    async fn handshake(
+        &self,
+        key: &PoolKey,
+        server: &Arc<ServerConfig>,
+        conn: Arc<BackendConn>,
+        init_message: &[u8],
+    ) -> Result<(Arc<BackendConn>, Bytes), LaunchError> {
         let handshake = handshake::run(
             &conn,
             &key.session,
@@ -427,15 +488,16 @@ impl SessionPool {
         true
     }
 
-    /// Stops every connection, all at once.
+    /// Stops every connection and every spare, all at once.
     pub async fn shutdown(&self) {
+        let spares = self.inner.spares.shutdown();
         let entries: Vec<_> = self.entries().drain().collect();
         let grace = self.inner.stop_grace;
         let stops = entries
             .into_iter()
             .filter_map(|(_, entry)| entry.take())
             .map(|conn| async move { conn.stop("gateway shutdown", grace).await });
-        futures_util::future::join_all(stops).await;
+        futures_util::future::join(spares, futures_util::future::join_all(stops)).await;
     }
 }
 
