@@ -16,6 +16,7 @@ mod routed_http;
 mod scale_out;
 mod security;
 mod shared_mode;
+mod spares;
 mod stateless;
 mod unified;
 mod unprompted;
