@@ -1402,6 +1402,49 @@ mod tests {
     }
 
     #[test]
+    fn warm_spares_default_from_the_gateway_for_per_session_servers_only() {
+        let c = parse(
+            "[gateway]\nwarm_spares = 2\n\
+             [servers.a]\ncommand = \"x\"\n\
+             [servers.b]\ncommand = \"x\"\nwarm_spares = 0\n\
+             [servers.c]\ncommand = \"x\"\nsession_mode = \"shared\"\n\
+             [servers.d]\ncommand = \"x\"\nwarm = \"initialized\"\nspare_max_age = \"5m\"\n",
+        )
+        .unwrap();
+        let spares: Vec<usize> = c.servers.iter().map(|s| s.warm_spares).collect();
+        assert_eq!(spares, [2, 0, 0, 2]);
+        assert_eq!(c.servers[0].warm, Warmth::Started);
+        assert_eq!(c.servers[3].warm, Warmth::Initialized);
+        assert_eq!(c.servers[0].spare_max_age, Duration::from_secs(3600));
+        assert_eq!(c.servers[3].spare_max_age, Duration::from_secs(300));
+        assert_eq!(c.gateway.max_spares, 16);
+    }
+
+    #[test]
+    fn warm_spares_are_refused_where_they_cannot_work() {
+        let shared =
+            parse("[servers.a]\ncommand = \"x\"\nsession_mode = \"shared\"\nwarm_spares = 1\n")
+                .unwrap_err();
+        assert!(
+            shared.to_string().contains("servers.a.warm_spares"),
+            "{shared}"
+        );
+        assert!(shared.to_string().contains("shared server"), "{shared}");
+        let auto = parse("[servers.a]\ncommand = \"x\"\nera = \"auto\"\nwarm = \"initialized\"\n")
+            .unwrap_err();
+        assert!(auto.to_string().contains("servers.a.warm"), "{auto}");
+        assert!(auto.to_string().contains("\"started\""), "{auto}");
+        let too_many = parse("[gateway]\nmax_spares = 1001\n").unwrap_err();
+        assert!(too_many.to_string().contains("at most 1000"), "{too_many}");
+        let zero_age = parse("[servers.a]\ncommand = \"x\"\nspare_max_age = 0\n").unwrap_err();
+        assert!(
+            zero_age.to_string().contains("greater than zero"),
+            "{zero_age}"
+        );
+        assert!(parse("[servers.a]\ncommand = \"x\"\nwarm = \"hot\"\n").is_err());
+    }
+
+    #[test]
     fn scheduling_defaults_to_batch() {
         let c = parse(
             "[servers.a]\ncommand = \"x\"\n[servers.b]\ncommand = \"x\"\nscheduling = \"normal\"\n",

@@ -553,6 +553,8 @@ impl Spares {
                     let _ = spare.init_answer.set(answer);
                 }
                 spare.ready.store(true, Ordering::SeqCst);
+                // The keeper now has a ready spare to recycle in time.
+                keeper.wake.notify_one();
                 let took = spawned_at.elapsed();
                 crate::metrics::spare_ready(&server.id, took);
                 self.inner.stats.spawn(&server.id, false, None);

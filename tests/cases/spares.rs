@@ -386,3 +386,86 @@ async fn a_gateway_killed_with_sigkill_leaves_no_spare_behind() {
     .await;
     gw.assert_no_leftovers().await;
 }
+
+/// The first spare runs the server's command when the gateway starts, before
+/// any client: what the command fetches on its first run (`npx -y`, `uvx`
+/// filling their caches) is fetched then. The command here stands in for
+/// such a download by leaving a file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_spare_runs_the_command_at_start_before_any_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let fetched = dir.path().join("fetched-on-first-run");
+    let script = format!("touch {} && exec {}", fetched.display(), test_server_path());
+    let gw = Gateway::start(&format!(
+        "{}[servers.t]\ncommand = \"/bin/sh\"\nargs = [\"-c\", {script:?}]\nenv = {{ MCPGATE_TEST_TAG = \"\" }}\nwarm_spares = 1\n",
+        gateway()
+    ))
+    .await;
+    ready_spares(&gw, "t", 1).await;
+    assert!(fetched.exists(), "the spare ran the command");
+    let table = get_json(&gw, "/admin/sessions", Some(ADMIN)).await;
+    assert_eq!(table["sessions"], json!([]), "no client came yet");
+    gw.stop().await;
+}
+
+/// `max_spares` caps the spares of all servers together: two servers that
+/// want two each share two places, and a place a session frees is filled
+/// again, never past the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_spares_caps_the_spares_of_every_server_together() {
+    let gw = Gateway::start(&format!(
+        "{}max_spares = 2\n{}{}",
+        gateway(),
+        spared("a", &[], 2, "started"),
+        spared("b", &[], 2, "started")
+    ))
+    .await;
+    for round in 0..2 {
+        let start = Instant::now();
+        let spares = loop {
+            let table = get_json(&gw, "/admin/sessions", Some(ADMIN)).await;
+            let spares = table["spares"].as_array().unwrap().clone();
+            if spares.len() >= 2 && spares.iter().all(|s| s["ready"] == true) {
+                break spares;
+            }
+            assert!(start.elapsed() < DEADLINE, "round {round}: {spares:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!(spares.len(), 2, "round {round}: {spares:?}");
+        let wanted = readyz_of(&gw, "a").await["spares"]["wanted"]
+            .as_u64()
+            .unwrap()
+            + readyz_of(&gw, "b").await["spares"]["wanted"]
+                .as_u64()
+                .unwrap();
+        assert_eq!(wanted, 4, "both servers still want theirs");
+        if round == 0 {
+            // A session takes one; its place is filled again.
+            let server = spares[0]["server"].as_str().unwrap();
+            let session = gw.open_session(server).await;
+            let backend = gw.backend_pid(server, &session).await;
+            assert!(runs_under(
+                backend,
+                spares[0]["pid"].as_u64().unwrap() as u32
+            ));
+        }
+    }
+    gw.stop().await;
+}
+
+/// A ready spare older than `spare_max_age` is stopped and replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spare_older_than_spare_max_age_is_recycled() {
+    let gw = Gateway::start(&format!(
+        "{}{}spare_max_age = \"1s\"\n",
+        gateway(),
+        spared("t", &[], 1, "started")
+    ))
+    .await;
+    let first = ready_spares(&gw, "t", 1).await[0];
+    wait_until("the old spare is stopped", || !process_alive(first)).await;
+    let second = ready_spares(&gw, "t", 1).await[0];
+    assert_ne!(second, first);
+    gw.wait_for_log(&["reason=\"spare recycled\""]).await;
+    gw.stop().await;
+}
