@@ -112,7 +112,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     registry.register(
         "spawn_to_ready_seconds",
-        "Time from spawning a backend to the end of its handshake, by server",
+        "Time a session's launch took, from spawning its backend (or taking a warm spare) to the end of the handshake, by server",
         m.spawn_seconds.clone(),
     );
     registry.register(

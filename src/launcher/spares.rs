@@ -556,8 +556,9 @@ impl Spares {
                 // The keeper now has a ready spare to recycle in time.
                 keeper.wake.notify_one();
                 let took = spawned_at.elapsed();
+                // Counted as a spawn (in `/readyz` and `mcpgate_spawns_total`)
+                // when a session takes it, as the pool's launch.
                 crate::metrics::spare_ready(&server.id, took);
-                self.inner.stats.spawn(&server.id, false, None);
                 keeper.failures().in_a_row = 0;
                 let counts = keeper.counts();
                 if counts.ready >= counts.wanted && !keeper.warmed.swap(true, Ordering::SeqCst) {
