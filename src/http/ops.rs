@@ -122,7 +122,7 @@ pub(super) async fn readyz(State(app): State<Arc<App>>, headers: HeaderMap) -> R
                     "recent_errors": errors,
                     "crash_loop": {
                         "open": crash_loop.is_some(),
-                        "retry_after_s": crash_loop.map(|d| d.as_secs().max(1)),
+                        "retry_after_s": crash_loop.map(|d| d.as_millis().div_ceil(1000)),
                     },
                     "spares": spares_of(spares.get(id)),
                 }),
@@ -233,6 +233,7 @@ pub(super) async fn admin_sessions(State(app): State<Arc<App>>, headers: HeaderM
                         "pid": conn.pid(),
                         "age_s": conn.age().as_secs(),
                         "consecutive_errors": conn.consecutive_errors(),
+                        "stdin_waiting_bytes": conn.stdin_waiting(),
                         "restarts": restarts,
                         "rss_kib": crate::launcher::tree_rss_kib(conn.pid()),
                         "stderr_tail": conn.stderr_tail(),

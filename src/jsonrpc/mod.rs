@@ -184,8 +184,13 @@ pub fn peek(bytes: &[u8]) -> Result<Peek<'_>, PeekError> {
         ),
     };
     let id = raw.id.map(RawValue::get);
+    // `"id": null` is allowed in one place: an error answer to a request
+    // whose id could not be read (JSON-RPC 2.0, section 5).
+    let null_error =
+        id == Some("null") && raw.error.is_some() && raw.result.is_none() && raw.method.is_none();
     if let Some(id) = id
         && !is_valid_id(id)
+        && !null_error
     {
         return Err(PeekError::Invalid(
             "`id` must be a string or an integer".into(),
@@ -533,6 +538,16 @@ pub fn string_member(object: &RawValue, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_null_id_is_an_error_answers_only() {
+        let null_error =
+            peek(br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}"#).unwrap();
+        assert_eq!(null_error.kind, Kind::Response);
+        assert_eq!(null_error.id, Some("null"));
+        assert!(peek(br#"{"jsonrpc":"2.0","id":null,"result":{}}"#).is_err());
+        assert!(peek(br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#).is_err());
+    }
 
     #[test]
     fn a_message_keeps_what_reading_told_through_splices() {

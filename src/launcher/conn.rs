@@ -13,15 +13,16 @@ use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+use tokio::process::Child;
 use tokio::sync::{oneshot, watch};
 
 use super::process::{self, StopOutcome};
+use super::stdin::{Line, NotQueued, Stdin};
 use crate::jsonrpc::{self, Kind, Message, Refusal, build};
 use crate::protocol::Era;
 
@@ -76,6 +77,14 @@ pub enum ConnFailure {
     WriteFailed(String),
     #[error("the backend did not answer within {0:?}")]
     Timeout(Duration),
+    /// The request was still waiting for the backend to read its stdin when
+    /// its deadline came.
+    #[error(
+        "the backend did not read the request from its stdin within {after:?} ({waiting} bytes were waiting for it)"
+    )]
+    StdinNotRead { after: Duration, waiting: usize },
+    #[error("the backend is not reading its stdin ({waiting} bytes are already waiting for it)")]
+    StdinFull { waiting: usize },
     #[error("the backend connection was closed by the gateway ({0})")]
     Stopped(&'static str),
     #[error("the backend was evicted after {0} transport failures in a row")]
@@ -103,6 +112,8 @@ impl ConnFailure {
             ConnFailure::StdoutClosed { .. } => "backend_stdout_closed",
             ConnFailure::WriteFailed(_) => "backend_write_failed",
             ConnFailure::Timeout(_) => "backend_timeout",
+            ConnFailure::StdinNotRead { .. } => "backend_stdin_not_read",
+            ConnFailure::StdinFull { .. } => "backend_stdin_full",
             ConnFailure::Stopped(_) => "backend_stopped",
             ConnFailure::TooManyErrors(_) => "backend_too_many_errors",
             ConnFailure::MessageTooLarge { .. } => "backend_message_too_large",
@@ -114,7 +125,7 @@ impl ConnFailure {
     /// every other failure is the gateway's internal error.
     pub(crate) fn jsonrpc_code(&self) -> i32 {
         match self {
-            ConnFailure::Timeout(_) => jsonrpc::REQUEST_TIMEOUT,
+            ConnFailure::Timeout(_) | ConnFailure::StdinNotRead { .. } => jsonrpc::REQUEST_TIMEOUT,
             _ => jsonrpc::INTERNAL_ERROR,
         }
     }
@@ -127,13 +138,77 @@ struct Pending {
     /// The id as the client wrote it, put back into the answer.
     client_id: Box<str>,
     reply: oneshot::Sender<Result<Answer, ConnFailure>>,
+    /// How far its line got towards the backend's stdin.
+    line: LineState,
+}
+
+/// How far a request's line got towards the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineState {
+    Queued,
+    /// Being written (the backend may be slow to read the rest).
+    Writing,
+    /// All of it is in the pipe.
+    Written,
 }
 
 #[derive(Default)]
 struct Requests {
     pending: HashMap<u64, Pending>,
+    /// Error answers with `"id": null` not yet given to a request.
+    orphans: Vec<Orphan>,
     /// Set once: the connection is finished and every later request fails with this.
     closed: Option<ConnFailure>,
+}
+
+/// An error answer with `"id": null`: the backend could not read a request
+/// (a parse error, say), so it could not say which. It belongs to one of the
+/// requests written before it came, and that one will get no other answer.
+struct Orphan {
+    line: Bytes,
+    /// Where `null` sits in `line`.
+    id_range: Range<usize>,
+    /// The requests it may belong to (written, unanswered), sorted.
+    candidates: Vec<u64>,
+}
+
+impl Requests {
+    /// Gives orphan errors to their requests where that is now certain: once
+    /// every other candidate got its own answer (or gave up), the one left is
+    /// it; `n` orphans with the same `n` candidates take them all. Returns the
+    /// requests answered, with their answers (the client's id spliced in).
+    fn settle(&mut self) -> Vec<(Pending, Bytes)> {
+        let mut settled = Vec::new();
+        loop {
+            let pending = &self.pending;
+            for orphan in &mut self.orphans {
+                orphan.candidates.retain(|id| pending.contains_key(id));
+            }
+            self.orphans.retain(|o| !o.candidates.is_empty());
+            let same = |set: &[u64]| self.orphans.iter().filter(|o| o.candidates == set).count();
+            let Some(set) = self
+                .orphans
+                .iter()
+                .find(|o| same(&o.candidates) >= o.candidates.len())
+                .map(|o| o.candidates.clone())
+            else {
+                return settled;
+            };
+            for id in set {
+                let at = self
+                    .orphans
+                    .iter()
+                    .position(|o| o.candidates.contains(&id))
+                    .expect("a group has an orphan per candidate");
+                let orphan = self.orphans.remove(at);
+                if let Some(p) = self.pending.remove(&id) {
+                    let answer =
+                        jsonrpc::splice(&orphan.line, orphan.id_range, p.client_id.as_bytes());
+                    settled.push((p, Bytes::from(answer)));
+                }
+            }
+        }
+    }
 }
 
 /// A running backend process and the routing of its messages.
@@ -142,7 +217,9 @@ pub struct BackendConn {
     /// The session it serves, in logs (a spare's changes when it is claimed).
     session: std::sync::RwLock<Arc<str>>,
     pid: u32,
-    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+    /// Written by a task of its own (`stdin`): nobody waits on a backend
+    /// that does not read.
+    stdin: OnceLock<Stdin>,
     requests: Mutex<Requests>,
     next_id: AtomicU64,
     stderr_tail: Mutex<VecDeque<String>>,
@@ -172,7 +249,7 @@ impl BackendConn {
         max_errors: u32,
     ) -> Arc<BackendConn> {
         let pid = child.id().unwrap_or(0);
-        let stdin = child.stdin.take();
+        let pipe = child.stdin.take();
         let stdout = child
             .stdout
             .take()
@@ -186,7 +263,7 @@ impl BackendConn {
             server: label.server,
             session: std::sync::RwLock::new(label.session),
             pid,
-            stdin: tokio::sync::Mutex::new(stdin),
+            stdin: OnceLock::new(),
             requests: Mutex::new(Requests::default()),
             next_id: AtomicU64::new(1),
             stderr_tail: Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)),
@@ -199,6 +276,10 @@ impl BackendConn {
             era: std::sync::OnceLock::new(),
             started: std::time::Instant::now(),
         });
+        let writer = Stdin::start(pipe, Arc::downgrade(&conn), max_message_bytes);
+        if conn.stdin.set(writer).is_err() {
+            unreachable!("a new connection's stdin is set once");
+        }
         let reader = tokio::spawn(Arc::clone(&conn).read_stdout(
             BufReader::with_capacity(64 * 1024, stdout),
             max_message_bytes,
@@ -338,25 +419,36 @@ impl BackendConn {
                     owner: Arc::clone(owner),
                     client_id,
                     reply,
+                    line: LineState::Queued,
                 },
             );
         }
         // Whatever happens next (error, timeout, or the caller giving up), the
         // pending entry must not outlive this call.
         let _forget = ForgetOnDrop { conn: self, id };
-        if let Err(failure) = self.write_line(&line).await {
-            if matches!(failure, ConnFailure::WriteFailed(_)) {
-                self.record_failure("write failed");
-            }
-            return Err(failure);
-        }
+        // Queued, not written: the deadline below covers the write too.
+        self.queue(Line::Request { id, bytes: line })?;
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(self.failure_or(ConnFailure::Stopped("request dropped"))),
             Err(_) => {
-                self.record_failure("request timed out");
-                self.cancel_timed_out(id, timeout).await;
-                Err(ConnFailure::Timeout(timeout))
+                let line = self.lock_requests().pending.remove(&id).map(|p| p.line);
+                self.settle_orphans();
+                // A line not yet begun is skipped now that nobody waits for
+                // it; one that was begun gets its cancellation after it.
+                if matches!(line, Some(LineState::Writing | LineState::Written)) {
+                    self.cancel_timed_out(id, timeout);
+                }
+                if line == Some(LineState::Written) {
+                    self.record_failure("request timed out");
+                    Err(ConnFailure::Timeout(timeout))
+                } else {
+                    self.record_failure("stdin not read");
+                    Err(ConnFailure::StdinNotRead {
+                        after: timeout,
+                        waiting: self.stdin().waiting(),
+                    })
+                }
             }
         }
     }
@@ -369,7 +461,7 @@ impl BackendConn {
         let mut line = message.to_vec();
         jsonrpc::to_single_line(&mut line);
         line.push(b'\n');
-        self.write_line(&line).await
+        self.queue(Line::Other(line))
     }
 
     /// Forwards a client's `notifications/cancelled`, rewriting its `requestId`
@@ -407,47 +499,80 @@ impl BackendConn {
         }
     }
 
-    /// Ends the connection: fails pending requests, closes stdin and stops the
-    /// whole process group (SIGTERM, then SIGKILL after `grace`).
+    /// Ends the connection: fails pending requests, closes stdin (at once,
+    /// even while a write to a backend that does not read is stuck) and stops
+    /// the whole process group (SIGTERM, then SIGKILL after `grace`).
     pub async fn stop(&self, reason: &'static str, grace: Duration) -> StopOutcome {
         self.close(ConnFailure::Stopped(reason));
-        self.stdin.lock().await.take();
+        self.stdin().close();
         let outcome = process::stop_group(self.pid, self.exited.clone(), grace).await;
         tracing::info!(server = %self.server, session = %self.session_label(), pid = self.pid,
             reason, ?outcome, "backend stopped");
         outcome
     }
 
-    async fn write_line(&self, line: &[u8]) -> Result<(), ConnFailure> {
-        let mut stdin = self.stdin.lock().await;
-        let Some(pipe) = stdin.as_mut() else {
-            return Err(self.failure_or(ConnFailure::WriteFailed("stdin is closed".into())));
-        };
-        let result = async {
-            pipe.write_all(line).await?;
-            pipe.flush().await
-        }
-        .await;
-        drop(stdin);
-        match result {
+    /// Bytes queued for the backend's stdin and not yet written (a backend
+    /// that stops reading holds them, up to `max_message_bytes`).
+    pub fn stdin_waiting(&self) -> usize {
+        self.stdin().waiting()
+    }
+
+    fn stdin(&self) -> &Stdin {
+        self.stdin.get().expect("set when the connection starts")
+    }
+
+    /// Queues a line for the backend's stdin; refuses it when the connection
+    /// is closed or the backend has stopped reading.
+    fn queue(&self, line: Line) -> Result<(), ConnFailure> {
+        match self.stdin().queue(line) {
             Ok(()) => Ok(()),
-            Err(e) => {
-                // A broken pipe usually means the process is exiting: give the exit
-                // watcher a moment, so the error carries the exit status and stderr.
-                let _ = tokio::time::timeout(2 * DRAIN_AFTER_EXIT, self.closed()).await;
-                Err(self.failure_or(ConnFailure::WriteFailed(e.to_string())))
+            Err(NotQueued::Closed) => {
+                Err(self.failure_or(ConnFailure::WriteFailed("stdin is closed".into())))
+            }
+            Err(NotQueued::Full { waiting }) => {
+                self.record_failure("stdin full");
+                Err(ConnFailure::StdinFull { waiting })
             }
         }
     }
 
-    async fn cancel_timed_out(&self, id: u64, timeout: Duration) {
+    /// Called by the stdin writer just before it writes request `id`: true
+    /// (and the request marked as being written) if its caller still waits.
+    pub(super) fn begin_writing(&self, id: u64) -> bool {
+        match self.lock_requests().pending.get_mut(&id) {
+            Some(pending) => {
+                pending.line = LineState::Writing;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Called by the stdin writer once request `id`'s line is all written.
+    pub(super) fn written(&self, id: u64) {
+        if let Some(pending) = self.lock_requests().pending.get_mut(&id) {
+            pending.line = LineState::Written;
+        }
+    }
+
+    /// Called by the stdin writer when a write failed: the connection ends.
+    /// A broken pipe usually means the process is exiting: the exit watcher
+    /// gets a moment first, so that the error carries the exit status and
+    /// stderr.
+    pub(super) async fn stdin_failed(&self, error: &std::io::Error) {
+        self.record_failure("write failed");
+        let _ = tokio::time::timeout(2 * DRAIN_AFTER_EXIT, self.closed()).await;
+        self.close(ConnFailure::WriteFailed(error.to_string()));
+    }
+
+    fn cancel_timed_out(&self, id: u64, timeout: Duration) {
         let mut note = build::cancelled(
             &id.to_string(),
             &format!("timed out after {timeout:?} at the gateway"),
         )
         .to_vec();
         note.push(b'\n');
-        let _ = self.write_line(&note).await;
+        let _ = self.queue(Line::Other(note));
     }
 
     fn lock_requests(&self) -> std::sync::MutexGuard<'_, Requests> {
@@ -518,6 +643,10 @@ impl BackendConn {
         };
         self.record_success();
         match peek.kind {
+            Kind::Response if peek.id == Some("null") => {
+                let range = peek.id_range.expect("an id has a range");
+                self.take_orphan(Bytes::copy_from_slice(trimmed), range);
+            }
             Kind::Response => {
                 let (Some(id), Some(range)) = (peek.id, peek.id_range) else {
                     return;
@@ -538,6 +667,7 @@ impl BackendConn {
                         session = %self.session_label(), id,
                         "answer to no pending request (timed out or cancelled); dropped"),
                 }
+                self.settle_orphans();
             }
             Kind::Request | Kind::Notification => {
                 let kind = peek.kind;
@@ -565,6 +695,55 @@ impl BackendConn {
         }
     }
 
+    /// Takes an error answer with `"id": null` (see [`Orphan`]): it goes to
+    /// the one request it can belong to, at once or once the others are
+    /// answered. It is not a transport failure: the backend said what went
+    /// wrong.
+    fn take_orphan(&self, line: Bytes, id_range: Range<usize>) {
+        let settled = {
+            let mut requests = self.lock_requests();
+            let mut candidates: Vec<u64> = requests
+                .pending
+                .iter()
+                .filter(|(_, p)| p.line == LineState::Written)
+                .map(|(id, _)| *id)
+                .collect();
+            if candidates.is_empty() {
+                None
+            } else {
+                candidates.sort_unstable();
+                requests.orphans.push(Orphan {
+                    line,
+                    id_range,
+                    candidates,
+                });
+                Some(requests.settle())
+            }
+        };
+        match settled {
+            None => tracing::warn!(server = %self.server, session = %self.session_label(),
+                "the backend answered an error with id null while no request was in flight; dropped"),
+            Some(settled) => {
+                tracing::info!(server = %self.server, session = %self.session_label(),
+                    "the backend answered an error with id null (it could not read a request); \
+                     it goes to the one request it can belong to");
+                deliver(settled);
+            }
+        }
+    }
+
+    /// Gives orphan errors whose request is now certain to it.
+    fn settle_orphans(&self) {
+        let settled = {
+            let mut requests = self.lock_requests();
+            if requests.orphans.is_empty() {
+                return;
+            }
+            requests.settle()
+        };
+        deliver(settled);
+    }
+
     /// Fails the request an oversized answer was for, so its client gets a clear
     /// error at once instead of a timeout. The id is looked for at the start of
     /// the line and at its end (where SDKs that write `result` first put it); if
@@ -583,30 +762,37 @@ impl BackendConn {
         }
     }
 
-    /// Answers a backend's request that no client stream can carry. The write
-    /// happens in a task: the stdout reader must never wait on stdin.
+    /// Answers a backend's request that no client stream can carry (queued:
+    /// the stdout reader never waits on stdin).
     fn refuse_server_request(self: &Arc<Self>, id: String, why: &str) {
         let mut answer =
             jsonrpc::error_response(Some(&id), jsonrpc::INTERNAL_ERROR, why, None).to_vec();
         answer.push(b'\n');
-        let conn = Arc::clone(self);
-        tokio::spawn(async move {
-            if let Err(e) = conn.write_line(&answer).await {
-                tracing::debug!(server = %conn.server, error = %e,
-                    "could not refuse a backend request");
-            }
-        });
+        if let Err(e) = self.queue(Line::Other(answer)) {
+            tracing::debug!(server = %self.server, error = %e,
+                "could not refuse a backend request");
+        }
     }
 
+    /// Logs the backend's stderr line by line (at most
+    /// [`STDERR_LOG_LINES_PER_SECOND`]; past that, one line a second says how
+    /// many were left out) and keeps the last lines for error messages.
     async fn read_stderr<R: AsyncBufRead + Unpin>(self: Arc<Self>, mut reader: R) {
         let mut line = Vec::with_capacity(512);
         let mut oversize = Oversize::default();
+        let mut flood = Flood::default();
         loop {
             match read_bounded_line(&mut reader, &mut line, STDERR_LINE_MAX, &mut oversize).await {
                 Ok(LineRead::Line) => {
                     let text = String::from_utf8_lossy(trim_ascii_end(&line)).into_owned();
-                    tracing::info!(target: "mcpgate::backend", server = %self.server,
-                        session = %self.session_label(), pid = self.pid, "{text}");
+                    match flood.admit(std::time::Instant::now()) {
+                        Admit::Log { left_out } => {
+                            self.log_left_out(left_out);
+                            tracing::info!(target: "mcpgate::backend", server = %self.server,
+                                session = %self.session_label(), pid = self.pid, "{text}");
+                        }
+                        Admit::LeaveOut => {}
+                    }
                     let mut tail = lock(&self.stderr_tail);
                     if tail.len() == STDERR_TAIL_LINES {
                         tail.pop_front();
@@ -616,6 +802,15 @@ impl BackendConn {
                 Ok(LineRead::TooLong(_)) => {}
                 Ok(LineRead::Eof) | Err(_) => break,
             }
+        }
+        self.log_left_out(flood.left_out());
+    }
+
+    fn log_left_out(&self, left_out: u64) {
+        if left_out > 0 {
+            tracing::warn!(target: "mcpgate::backend", server = %self.server,
+                session = %self.session_label(), pid = self.pid, left_out,
+                "stderr flood: {left_out} lines were left out of the log (the last {STDERR_TAIL_LINES} are kept for errors)");
         }
     }
 
@@ -669,6 +864,49 @@ impl BackendConn {
     }
 }
 
+/// Stderr lines of one backend logged per second at most.
+const STDERR_LOG_LINES_PER_SECOND: u32 = 100;
+
+/// Counts a backend's stderr lines per second, to keep a flood out of the log.
+#[derive(Default)]
+struct Flood {
+    second_began: Option<std::time::Instant>,
+    logged: u32,
+    left_out: u64,
+}
+
+enum Admit {
+    /// Log the line; first say that `left_out` lines were left out.
+    Log {
+        left_out: u64,
+    },
+    LeaveOut,
+}
+
+impl Flood {
+    fn admit(&mut self, now: std::time::Instant) -> Admit {
+        let began = *self.second_began.get_or_insert(now);
+        let mut left_out = 0;
+        if now.duration_since(began) >= Duration::from_secs(1) {
+            self.second_began = Some(now);
+            self.logged = 0;
+            left_out = std::mem::take(&mut self.left_out);
+        }
+        if self.logged < STDERR_LOG_LINES_PER_SECOND {
+            self.logged += 1;
+            Admit::Log { left_out }
+        } else {
+            self.left_out += 1;
+            Admit::LeaveOut
+        }
+    }
+
+    /// Lines left out and not yet said.
+    fn left_out(&mut self) -> u64 {
+        std::mem::take(&mut self.left_out)
+    }
+}
+
 /// Removes a request's pending entry when its caller is done with it.
 struct ForgetOnDrop<'a> {
     conn: &'a BackendConn,
@@ -677,7 +915,19 @@ struct ForgetOnDrop<'a> {
 
 impl Drop for ForgetOnDrop<'_> {
     fn drop(&mut self) {
-        self.conn.lock_requests().pending.remove(&self.id);
+        if self.conn.lock_requests().pending.remove(&self.id).is_some() {
+            self.conn.settle_orphans();
+        }
+    }
+}
+
+/// Sends settled orphan errors to their requests.
+fn deliver(settled: Vec<(Pending, Bytes)>) {
+    for (pending, bytes) in settled {
+        let _ = pending.reply.send(Ok(Answer {
+            bytes,
+            is_error: true,
+        }));
     }
 }
 
@@ -812,6 +1062,11 @@ mod tests {
             },
             ConnFailure::WriteFailed("broken pipe".into()),
             ConnFailure::Timeout(Duration::from_secs(1)),
+            ConnFailure::StdinNotRead {
+                after: Duration::from_secs(1),
+                waiting: 10,
+            },
+            ConnFailure::StdinFull { waiting: 10 },
             ConnFailure::Stopped("test"),
             ConnFailure::TooManyErrors(3),
             ConnFailure::MessageTooLarge { len: 2, max: 1 },
@@ -828,6 +1083,8 @@ mod tests {
                 "backend_stdout_closed",
                 "backend_write_failed",
                 "backend_timeout",
+                "backend_stdin_not_read",
+                "backend_stdin_full",
                 "backend_stopped",
                 "backend_too_many_errors",
                 "backend_message_too_large",
@@ -840,13 +1097,103 @@ mod tests {
     #[test]
     fn only_a_timeout_is_a_request_timeout() {
         for failure in every_failure() {
-            let expected = if matches!(failure, ConnFailure::Timeout(_)) {
+            let expected = if matches!(
+                failure,
+                ConnFailure::Timeout(_) | ConnFailure::StdinNotRead { .. }
+            ) {
                 jsonrpc::REQUEST_TIMEOUT
             } else {
                 jsonrpc::INTERNAL_ERROR
             };
             assert_eq!(failure.jsonrpc_code(), expected, "{failure:?}");
         }
+    }
+
+    /// Pending requests 1..=n, written, with client ids "c1".., and their
+    /// answer receivers.
+    fn written_requests(
+        n: u64,
+    ) -> (
+        Requests,
+        Vec<oneshot::Receiver<Result<Answer, ConnFailure>>>,
+    ) {
+        let mut requests = Requests::default();
+        let mut answers = Vec::new();
+        for id in 1..=n {
+            let (reply, answer) = oneshot::channel();
+            requests.pending.insert(
+                id,
+                Pending {
+                    owner: Arc::from("s"),
+                    client_id: format!("\"c{id}\"").into(),
+                    reply,
+                    line: LineState::Written,
+                },
+            );
+            answers.push(answer);
+        }
+        (requests, answers)
+    }
+
+    fn orphan(candidates: Vec<u64>) -> Orphan {
+        let line = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#,
+        );
+        let id_range = jsonrpc::peek(&line).unwrap().id_range.unwrap();
+        Orphan {
+            line,
+            id_range,
+            candidates,
+        }
+    }
+
+    #[test]
+    fn a_stderr_flood_is_logged_a_hundred_lines_a_second_and_the_rest_counted() {
+        let t0 = std::time::Instant::now();
+        let mut flood = Flood::default();
+        let logged = (0..250)
+            .filter(|_| matches!(flood.admit(t0), Admit::Log { .. }))
+            .count();
+        assert_eq!(logged, 100);
+        // The next second's first line is logged, after word of the 150.
+        match flood.admit(t0 + Duration::from_millis(1000)) {
+            Admit::Log { left_out } => assert_eq!(left_out, 150),
+            Admit::LeaveOut => panic!("a new second logs again"),
+        }
+        assert_eq!(flood.left_out(), 0);
+    }
+
+    #[test]
+    fn a_null_id_error_goes_to_the_request_left_once_the_others_are_answered() {
+        let (mut requests, _answers) = written_requests(2);
+        requests.orphans.push(orphan(vec![1, 2]));
+        assert!(requests.settle().is_empty(), "either could be its request");
+        // Request 1 gets its own answer: the error is 2's.
+        requests.pending.remove(&1);
+        let settled = requests.settle();
+        assert_eq!(settled.len(), 1);
+        let (pending, answer) = &settled[0];
+        assert_eq!(&*pending.client_id, "\"c2\"");
+        assert!(answer.starts_with(br#"{"jsonrpc":"2.0","id":"c2","error""#));
+        assert!(requests.orphans.is_empty() && requests.pending.is_empty());
+    }
+
+    #[test]
+    fn as_many_null_id_errors_as_candidates_take_them_all_and_none_is_kept_for_nothing() {
+        let (mut requests, _answers) = written_requests(3);
+        requests.orphans.push(orphan(vec![1, 2]));
+        requests.orphans.push(orphan(vec![1, 2]));
+        let settled: Vec<String> = requests
+            .settle()
+            .iter()
+            .map(|(p, _)| p.client_id.to_string())
+            .collect();
+        assert_eq!(settled, ["\"c1\"", "\"c2\""]);
+        assert_eq!(requests.pending.len(), 1, "request 3 was no candidate");
+        // An orphan whose candidates all got answers is dropped.
+        requests.orphans.push(orphan(vec![7]));
+        assert!(requests.settle().is_empty());
+        assert!(requests.orphans.is_empty());
     }
 
     async fn lines(input: &[u8], max: usize) -> Vec<Result<Vec<u8>, usize>> {

@@ -15,6 +15,7 @@ mod pool;
 mod process;
 mod spares;
 pub mod stats;
+mod stdin;
 pub mod supervisor;
 
 pub use conn::{Answer, BackendConn, ConnFailure, ConnLabel, ServerMessageSink};

@@ -49,9 +49,9 @@ pub enum LaunchError {
         stderr_tail: Vec<String>,
     },
     #[error(
-        "the backend crashed {crashes} times within {}; it is not restarted for another {}s (crash-loop breaker)",
+        "the backend crashed {crashes} times within {}; it is not restarted for another {} (crash-loop breaker)",
         format_duration(*window),
-        retry_after.as_secs().max(1)
+        tenths_rounded_up(*retry_after)
     )]
     CrashLoop {
         crashes: usize,
@@ -63,6 +63,13 @@ pub enum LaunchError {
     Refused(Bytes),
     #[error("the session ended while its backend was starting")]
     Evicted,
+}
+
+/// A wait in seconds with one decimal, rounded up ("0.1s" for 30 ms, "9.9s"
+/// for 9.85 s): a client told to come back then is never early.
+fn tenths_rounded_up(wait: Duration) -> String {
+    let tenths = wait.as_millis().div_ceil(100);
+    format!("{}.{}s", tenths / 10, tenths % 10)
 }
 
 impl LaunchError {
@@ -548,6 +555,19 @@ mod tests {
         );
         let distinct: std::collections::HashSet<&str> = labels.iter().copied().collect();
         assert_eq!(distinct.len(), labels.len(), "{labels:?}");
+    }
+
+    #[test]
+    fn the_breakers_wait_is_said_to_a_tenth_of_a_second_rounded_up() {
+        assert_eq!(tenths_rounded_up(Duration::from_millis(30)), "0.1s");
+        assert_eq!(tenths_rounded_up(Duration::from_millis(9850)), "9.9s");
+        assert_eq!(tenths_rounded_up(Duration::from_secs(30)), "30.0s");
+        let error = LaunchError::CrashLoop {
+            crashes: 3,
+            window: Duration::from_secs(60),
+            retry_after: Duration::from_millis(30),
+        };
+        assert!(error.to_string().contains("for another 0.1s"), "{error}");
     }
 
     #[test]

@@ -18,5 +18,6 @@ mod security;
 mod shared_mode;
 mod spares;
 mod stateless;
+mod stuck_backends;
 mod unified;
 mod unprompted;
