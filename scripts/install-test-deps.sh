@@ -5,6 +5,9 @@
 #   .testdeps/py-mcp2/   Python venv with the MCP Python SDK 2.x  (pip 'mcp==2.*')
 #   .testdeps/py-k8s/    Python venv with kubernetes-validate 1.x, which checks
 #                        deploy/kubernetes/ against the bundled Kubernetes schemas
+#   .testdeps/py-time/   Python venv with the reference server mcp-server-time 2026.x
+#                        (pip 'mcp-server-time==2026.*'), a backend of the benchmark's
+#                        new-session scenario
 #   .testdeps/npm/       npm prefix with the reference MCP servers (everything, memory,
 #                        filesystem), the official
 #                        conformance suite (@modelcontextprotocol/conformance 0.1.x, run by
@@ -42,7 +45,7 @@ FORCE=0
 for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
-    -h|--help) sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-test-deps: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -51,6 +54,8 @@ done
 PY_MCP1_SPEC='mcp==1.*'
 PY_MCP2_SPEC='mcp==2.*'
 PY_K8S_SPEC='kubernetes-validate==1.*'
+# Versioned by date (YYYY.M.D), like the npm reference servers: the "major" is a year.
+PY_TIME_SPEC='mcp-server-time==2026.*'
 # The reference servers are versioned by date (YYYY.M.D), so their "major" is a year.
 NPM_DEPS=(
   '@modelcontextprotocol/server-everything=2026'
@@ -140,6 +145,8 @@ install_py py-mcp2 "$PY_MCP2_SPEC"
 # The Kubernetes manifests' schema check (tests/cases/scale_out.rs): the schemas
 # of every Kubernetes release ship inside the package, so it runs offline.
 install_py py-k8s "$PY_K8S_SPEC" kubernetes-validate kubernetes_validate
+# A Python backend for the benchmark's new-session scenario (bench/src/fresh.rs).
+install_py py-time "$PY_TIME_SPEC" mcp-server-time mcp_server_time
 
 # ---- npm -------------------------------------------------------------------
 command -v npm >/dev/null 2>&1 || die "npm not found"

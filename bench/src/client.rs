@@ -142,23 +142,31 @@ impl Conn {
         session: Option<&HeaderValue>,
         body: Bytes,
     ) -> Result<Reply, String> {
-        self.exchange(Method::POST, session, Some(body)).await
+        self.exchange(Method::POST, None, session, Some(body)).await
     }
 
     /// DELETEs the session.
     pub async fn delete(&mut self, session: &HeaderValue) -> Result<Reply, String> {
-        self.exchange(Method::DELETE, Some(session), None).await
+        self.exchange(Method::DELETE, None, Some(session), None)
+            .await
     }
 
+    /// GETs `path` (such as `/readyz`) on the same server, outside the endpoint.
+    pub async fn get(&mut self, path: &str) -> Result<Reply, String> {
+        self.exchange(Method::GET, Some(path), None, None).await
+    }
+
+    /// One exchange on the endpoint's path, or on `path` when given.
     async fn exchange(
         &mut self,
         method: Method,
+        path: Option<&str>,
         session: Option<&HeaderValue>,
         body: Option<Bytes>,
     ) -> Result<Reply, String> {
         let mut request = Request::builder()
             .method(method)
-            .uri(self.endpoint.path.as_str())
+            .uri(path.unwrap_or(self.endpoint.path.as_str()))
             .header(HOST, self.endpoint.host.clone())
             .header(ACCEPT, self.endpoint.accept.clone())
             .header("mcp-protocol-version", HeaderValue::from_static(PROTOCOL));

@@ -13,6 +13,12 @@
 //! verdict on the design targets on stderr, and exits non-zero if any request
 //! failed or anything it started did not stop cleanly.
 //!
+//! Two more scenarios run only when named with `--only`: `new-session` and
+//! `new-session-burst` ([`fresh`]) measure how long a new session takes on
+//! real backends, spawned directly or through the gateway with and without
+//! warm spares (targets `direct-spawn`, `gateway-cold`,
+//! `gateway-warm-started`, `gateway-warm-initialized`).
+//!
 //! Run it with `cargo run --release -p mcpgate-bench -- [--quick]`: it first
 //! builds the gateway and the test server with `cargo build --release --bins
 //! -p mcpgate` (skip with `--no-build`). See docs/PERFORMANCE.md.
@@ -20,13 +26,14 @@
 //! Layout: [`client`] (raw hyper client), [`stdio`] (the floor), [`ceiling`]
 //! (the ceiling's server, a mode of this binary), [`run`] (one scenario on one
 //! target), [`procs`] (processes, `/proc`), [`report`] (the JSON line),
-//! [`rpc`] (messages and answer checks).
+//! [`rpc`] (messages and answer checks), [`fresh`] (the new-session scenarios).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(rust_2018_idioms)]
 
 mod ceiling;
 mod client;
+mod fresh;
 mod procs;
 mod report;
 mod rpc;
@@ -39,6 +46,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::fresh::{Backend, SessionLine, SessionTarget, SessionsMeasured};
 use crate::report::{Line, Measured, Target};
 use crate::rpc::Call;
 use crate::run::{Scenario, Setup};
@@ -51,11 +59,18 @@ struct Options {
     #[arg(long)]
     quick: bool,
     /// Run only these scenarios (comma-separated names; see --list).
+    /// new-session and new-session-burst run only when named here.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Run only these targets: gateway, stdio-floor, http-ceiling.
+    /// Run only these targets: gateway, stdio-floor, http-ceiling; for the
+    /// new-session scenarios direct-spawn, gateway-cold, gateway-warm-started,
+    /// gateway-warm-initialized.
     #[arg(long, value_delimiter = ',')]
     targets: Vec<String>,
+    /// New-session scenarios: only these backends (test-server-1s,
+    /// server-everything, mcp-server-time).
+    #[arg(long, value_delimiter = ',')]
+    backends: Vec<String>,
     /// Measured requests per scenario, instead of the scenario's own count.
     #[arg(long)]
     requests: Option<usize>,
@@ -192,9 +207,11 @@ fn release_binaries(options: &Options) -> Result<(PathBuf, PathBuf), String> {
     Ok((gateway, test_server))
 }
 
-/// The gateway's config: the test server as the one backend, quick stops,
-/// room for 2,000 sessions, generous timeouts.
-fn gateway_config(test_server: &Path) -> String {
+/// The gateway's config: `command args...` as the one backend, quick stops,
+/// room for 2,000 sessions, generous timeouts; `gateway` and `server` are
+/// more lines for the `[gateway]` and the server's table.
+fn gateway_config(command: &Path, args: &[String], gateway: &str, server: &str) -> String {
+    let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
     format!(
         r#"[gateway]
 listen = "127.0.0.1:0"
@@ -204,13 +221,14 @@ startup_timeout = "120s"
 tool_timeout = "120s"
 shutdown_timeout = "30s"
 session_idle_timeout = "1h"
-
+{gateway}
 [servers.{}]
 command = {:?}
-args = []
-"#,
+args = [{}]
+{server}"#,
         run::SERVER_ID,
-        test_server.to_string_lossy()
+        command.to_string_lossy(),
+        args.join(", ")
     )
 }
 
@@ -242,15 +260,42 @@ fn split_command(command: Option<&str>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits (as the options say) for the rest of the machine to go quiet.
+fn wait_for_quiet(options: &Options) {
+    let quiet_wait = options
+        .quiet_wait
+        .unwrap_or(if options.quick { 2 } else { 20 });
+    if quiet_wait > 0 {
+        let share = procs::wait_for_quiet(0.15, std::time::Duration::from_secs(quiet_wait));
+        if share >= 0.15 {
+            eprintln!(
+                "  the machine is busy (others use {:.0}% of a CPU); measuring anyway",
+                share * 100.0
+            );
+        }
+    }
+}
+
 fn bench(options: &Options) -> Result<bool, String> {
     let all = scenarios(options.quick);
+    // New sessions one after another, per backend and target.
+    let new_sessions = if options.quick { 3 } else { 10 };
     if options.list {
         for s in &all {
             println!(
-                "{:<14} sessions={:<5} in_flight={:<5} requests={}",
+                "{:<17} sessions={:<5} in_flight={:<5} requests={}",
                 s.name, s.sessions, s.in_flight, s.requests
             );
         }
+        println!(
+            "{:<17} sessions={new_sessions:<5} in_flight=1     new sessions one by one on each backend (only with --only)",
+            fresh::NEW_SESSION
+        );
+        println!(
+            "{:<17} sessions={n:<5} in_flight={n:<5} new sessions at once on test-server-1s (only with --only)",
+            fresh::BURST,
+            n = fresh::BURST_SESSIONS
+        );
         return Ok(true);
     }
     if cfg!(debug_assertions) {
@@ -259,19 +304,51 @@ fn bench(options: &Options) -> Result<bool, String> {
         );
     }
     for name in &options.only {
-        if !all.iter().any(|s| s.name == name) {
+        if !all.iter().any(|s| s.name == name) && !fresh::SCENARIOS.contains(&name.as_str()) {
             return Err(format!("unknown scenario {name:?}; see --list"));
         }
     }
-    let targets: Vec<Target> = if options.targets.is_empty() {
-        Target::ALL.to_vec()
-    } else {
-        options
-            .targets
-            .iter()
-            .map(|t| Target::parse(t).ok_or_else(|| format!("unknown target {t:?}")))
-            .collect::<Result<_, _>>()?
-    };
+    let (mut targets, mut session_targets) = (Vec::new(), Vec::new());
+    for name in &options.targets {
+        if let Some(t) = Target::parse(name) {
+            targets.push(t);
+        } else if let Some(t) = SessionTarget::parse(name) {
+            session_targets.push(t);
+        } else {
+            let known: Vec<&str> = Target::ALL
+                .iter()
+                .map(|t| t.as_str())
+                .chain(SessionTarget::ALL.iter().map(|t| t.as_str()))
+                .collect();
+            return Err(format!(
+                "unknown target {name:?}; known: {}",
+                known.join(", ")
+            ));
+        }
+    }
+    if options.targets.is_empty() {
+        targets = Target::ALL.to_vec();
+        session_targets = SessionTarget::ALL.to_vec();
+    }
+    for name in &options.backends {
+        if !fresh::BACKENDS.contains(&name.as_str()) {
+            return Err(format!(
+                "unknown backend {name:?}; known: {}",
+                fresh::BACKENDS.join(", ")
+            ));
+        }
+    }
+    let chosen_new: Vec<&'static str> = fresh::SCENARIOS
+        .into_iter()
+        .filter(|s| options.only.iter().any(|o| o == s))
+        .collect();
+    if options.only.is_empty() {
+        eprintln!(
+            "(new-session and new-session-burst run only when named: --only {},{})",
+            fresh::NEW_SESSION,
+            fresh::BURST
+        );
+    }
     let chosen: Vec<Scenario> = all
         .into_iter()
         .filter(|s| options.only.is_empty() || options.only.iter().any(|o| o == s.name))
@@ -285,6 +362,14 @@ fn bench(options: &Options) -> Result<bool, String> {
             s
         })
         .collect();
+    if !chosen.is_empty() && targets.is_empty() {
+        eprintln!("(no load target among --targets: the load scenarios measure nothing)");
+    }
+    if !chosen_new.is_empty() && session_targets.is_empty() {
+        eprintln!(
+            "(no new-session target among --targets: the new-session scenarios measure nothing)"
+        );
+    }
 
     let (soft, hard) = procs::raise_open_file_limit();
     eprintln!("open-file limit: {soft} (hard {hard})");
@@ -295,7 +380,8 @@ fn bench(options: &Options) -> Result<bool, String> {
         .tempdir()
         .map_err(|e| format!("temp dir: {e}"))?;
     let config = dir.path().join("mcpgate.toml");
-    std::fs::write(&config, gateway_config(&test_server)).map_err(|e| e.to_string())?;
+    std::fs::write(&config, gateway_config(&test_server, &[], "", ""))
+        .map_err(|e| e.to_string())?;
     let setup = Setup {
         gateway,
         test_server,
@@ -329,18 +415,7 @@ fn bench(options: &Options) -> Result<bool, String> {
                 scenario.name,
                 target.as_str()
             );
-            let quiet_wait = options
-                .quiet_wait
-                .unwrap_or(if options.quick { 2 } else { 20 });
-            if quiet_wait > 0 {
-                let share = procs::wait_for_quiet(0.15, std::time::Duration::from_secs(quiet_wait));
-                if share >= 0.15 {
-                    eprintln!(
-                        "  the machine is busy (others use {:.0}% of a CPU); measuring anyway",
-                        share * 100.0
-                    );
-                }
-            }
+            wait_for_quiet(options);
             let m = runtime.block_on(run::measure(&setup, &scenario, target));
             if m.errors > 0 || m.setup_errors > 0 {
                 clean = false;
@@ -369,8 +444,62 @@ fn bench(options: &Options) -> Result<bool, String> {
         }
         results.push((scenario, measured));
     }
+
+    let testdeps = std::env::var_os("MCPGATE_TESTDEPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".testdeps"));
+    let backends: Vec<Backend> = Backend::all(&setup.test_server, &testdeps)
+        .into_iter()
+        .filter(|b| options.backends.is_empty() || options.backends.iter().any(|n| n == b.name))
+        .collect();
+    for scenario in chosen_new {
+        for backend in backends.iter().filter(|b| b.applies_to(scenario)) {
+            let missing = backend.missing();
+            if let Some(why) = &missing {
+                eprintln!("{scenario} on {}: {why}", backend.name);
+            }
+            for &target in session_targets.iter().filter(|t| t.applies_to(scenario)) {
+                let m = match &missing {
+                    Some(why) => SessionsMeasured::skipped(scenario, new_sessions, why.clone()),
+                    None => {
+                        eprintln!(
+                            "[{:>6.1}s] {scenario} of {} on {} ...",
+                            started.elapsed().as_secs_f64(),
+                            backend.name,
+                            target.as_str()
+                        );
+                        wait_for_quiet(options);
+                        runtime.block_on(fresh::measure(
+                            &setup,
+                            scenario,
+                            backend,
+                            target,
+                            new_sessions,
+                        ))
+                    }
+                };
+                if !m.is_skipped() && (m.errors > 0 || m.setup_errors > 0) {
+                    clean = false;
+                    eprintln!(
+                        "  {} errors, {} setup errors; first: {}",
+                        m.errors,
+                        m.setup_errors,
+                        m.first_error.as_deref().unwrap_or("?")
+                    );
+                }
+                let line = SessionLine::new(scenario, backend.name, target, &m);
+                println!(
+                    "{}",
+                    serde_json::to_string(&line).map_err(|e| e.to_string())?
+                );
+            }
+        }
+    }
+
     eprintln!("[{:>6.1}s] done", started.elapsed().as_secs_f64());
-    verdict::print(&results);
+    if !results.is_empty() {
+        verdict::print(&results);
+    }
     if options.gateway_wrapper.is_some() || options.ceiling_wrapper.is_some() {
         eprintln!("(a server ran under a wrapper: its timings are not comparable)");
     }

@@ -54,6 +54,24 @@ pub fn self_cpu_us() -> u64 {
     us(usage.ru_utime) + us(usage.ru_stime)
 }
 
+/// CPU time this process and its reaped children have used (user + system),
+/// in microseconds: for the backends the benchmark spawns and waits for itself.
+#[allow(unsafe_code)]
+pub fn self_and_children_cpu_us() -> u64 {
+    let mut total = 0;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: getrusage only writes the struct we pass; zeroed is a valid rusage.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+            continue;
+        }
+        let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+        total += us(usage.ru_utime) + us(usage.ru_stime);
+    }
+    total
+}
+
 /// Clock ticks per second of `/proc/<pid>/stat` times.
 #[allow(unsafe_code)]
 fn clock_ticks() -> u64 {
@@ -92,6 +110,31 @@ pub fn cpu_us(pid: u32) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) * 1_000_000 / clock_ticks())
+}
+
+/// CPU time of the children `pid` has waited for (and of theirs, reaped in
+/// turn), in microseconds (`cutime` + `cstime`, clock ticks).
+fn reaped_children_cpu_us(pid: u32) -> Option<u64> {
+    let fields = stat_fields(pid)?;
+    // cutime and cstime are fields 16 and 17 (1-based), i.e. 13 and 14 here.
+    let cutime: u64 = fields.get(13)?.parse().ok()?;
+    let cstime: u64 = fields.get(14)?.parse().ok()?;
+    Some((cutime + cstime) * 1_000_000 / clock_ticks())
+}
+
+/// CPU time of `root` and everything under it, including processes that
+/// already exited and were waited for, in microseconds. The difference of
+/// two readings is what the tree used between them, even when processes
+/// came and went in between (an exited process's time moves into its
+/// parent's reaped-children time); only orphans handed to init are lost.
+pub fn tree_cpu_us(root: u32) -> Option<u64> {
+    let own = cpu_us(root)? + reaped_children_cpu_us(root)?;
+    Some(
+        own + descendants_of(root)
+            .into_iter()
+            .filter_map(|pid| Some(cpu_us(pid)? + reaped_children_cpu_us(pid)?))
+            .sum::<u64>(),
+    )
 }
 
 /// CPU time used by the whole machine (every CPU, every process, and time
@@ -200,6 +243,17 @@ pub fn signal(pid: u32, signal: i32) {
         unsafe {
             libc::kill(pid, signal);
         }
+    }
+}
+
+/// Sends `signal` to the process group `group`, one this benchmark started
+/// (its leader's pid); true if the group had a process to signal.
+#[allow(unsafe_code)]
+pub fn signal_group(group: u32, signal: i32) -> bool {
+    match i32::try_from(group) {
+        // SAFETY: kill(2) only sends a signal (0: only checks the group exists).
+        Ok(group) if group > 1 => unsafe { libc::kill(-group, signal) == 0 },
+        _ => false,
     }
 }
 

@@ -137,7 +137,7 @@ fn ms(d: Option<Duration>) -> Option<f64> {
     d.map(|d| round(d.as_secs_f64() * 1e3, 3))
 }
 
-fn round(x: f64, digits: i32) -> f64 {
+pub fn round(x: f64, digits: i32) -> f64 {
     let scale = 10f64.powi(digits);
     (x * scale).round() / scale
 }

@@ -43,6 +43,48 @@ pub fn tools_call(id: u64, call: Call) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A `tools/call` request with integer id `id` of any tool: `arguments` is
+/// the JSON object of its arguments.
+pub fn tools_call_of(id: u64, tool: &str, arguments: &str) -> Vec<u8> {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":{tool:?},"arguments":{arguments}}}}}"#
+    )
+    .into_bytes()
+}
+
+/// The id of a JSON-RPC answer (a message with an `id` and no `method`);
+/// `None` for requests, notifications and anything else. Parses the whole
+/// message: servers put the id anywhere (the TypeScript SDK puts it last).
+pub fn answer_id(message: &[u8]) -> Option<u64> {
+    let value: Value = serde_json::from_slice(message).ok()?;
+    if value.get("method").is_some() {
+        return None;
+    }
+    value.get("id")?.as_u64()
+}
+
+/// The full check of any answer: JSON, id `id`, a `result` object, and for a
+/// tool's answer no `isError: true`.
+pub fn check_answer(message: &[u8], id: u64) -> Result<(), String> {
+    let shown = || String::from_utf8_lossy(&message[..message.len().min(300)]).into_owned();
+    let value: Value = serde_json::from_slice(message)
+        .map_err(|e| format!("answer to request {id} is not JSON ({e}): {}", shown()))?;
+    if value.get("id").and_then(Value::as_u64) != Some(id) {
+        return Err(format!(
+            "expected the answer to request {id}, got {}",
+            shown()
+        ));
+    }
+    let result = value
+        .get("result")
+        .filter(|r| r.is_object())
+        .ok_or_else(|| format!("answer to request {id} has no result: {}", shown()))?;
+    if result.get("isError") == Some(&Value::Bool(true)) {
+        return Err(format!("the tool failed: {}", shown()));
+    }
+    Ok(())
+}
+
 /// True when the message is a JSON-RPC answer with a `result` (a cheap look).
 pub fn has_result(message: &[u8]) -> bool {
     let head = &message[..message.len().min(256)];
@@ -125,5 +167,31 @@ mod tests {
         }
         let v: Value = serde_json::from_slice(&initialize(0)).unwrap();
         assert_eq!(v["method"], "initialize");
+        let v: Value = serde_json::from_slice(&tools_call_of(
+            3,
+            "get_current_time",
+            r#"{"timezone":"UTC"}"#,
+        ))
+        .unwrap();
+        assert_eq!(v["params"]["name"], "get_current_time");
+        assert_eq!(v["params"]["arguments"]["timezone"], "UTC");
+    }
+
+    #[test]
+    fn answers_are_told_from_requests_wherever_their_id_is() {
+        let last = br#"{"result":{"content":[]},"jsonrpc":"2.0","id":1}"#;
+        assert_eq!(answer_id(last), Some(1));
+        assert!(check_answer(last, 1).is_ok());
+        assert!(check_answer(last, 2).is_err());
+        let request = br#"{"jsonrpc":"2.0","id":1,"method":"roots/list"}"#;
+        assert_eq!(answer_id(request), None);
+        assert_eq!(
+            answer_id(br#"{"jsonrpc":"2.0","method":"notifications/x"}"#),
+            None
+        );
+        let failed = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#;
+        assert!(check_answer(failed, 1).is_err());
+        let error = br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no"}}"#;
+        assert!(check_answer(error, 1).is_err());
     }
 }

@@ -375,9 +375,21 @@ fn other_load(
     m: &Measured,
     wall: Duration,
 ) -> Option<f64> {
-    let busy = machine1?.checked_sub(machine0?)?;
     let ours =
         m.client_cpu_us.unwrap_or(0) + m.target_cpu_us.unwrap_or(0) + m.backend_cpu_us.unwrap_or(0);
+    others_pct(machine0, machine1, ours, wall)
+}
+
+/// The share of all CPUs, in percent, that the machine used beyond `ours`
+/// (microseconds of CPU of the measured processes) between two readings of
+/// [`procs::machine_busy_us`] `wall` apart; none for runs too short to tell.
+pub fn others_pct(
+    machine0: Option<u64>,
+    machine1: Option<u64>,
+    ours: u64,
+    wall: Duration,
+) -> Option<f64> {
+    let busy = machine1?.checked_sub(machine0?)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let capacity = wall.as_micros() as f64 * cpus as f64;
     // `/proc/stat` counts in clock ticks (often 10 ms): too coarse for short runs.
