@@ -119,7 +119,6 @@ impl Stdin {
         {
             writer.abort();
         }
-        self.waiting.store(0, Ordering::SeqCst);
     }
 }
 
