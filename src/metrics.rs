@@ -47,6 +47,8 @@ struct Metrics {
     /// up once.
     bytes_in: Counter,
     bytes_out: Counter,
+    connections: Gauge,
+    buffered_body_bytes: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -69,6 +71,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let m = Metrics {
         bytes_in,
         bytes_out,
+        connections: Gauge::default(),
+        buffered_body_bytes: Gauge::default(),
         sessions: Family::default(),
         processes: Family::default(),
         spawns: Family::default(),
@@ -159,6 +163,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "bytes",
         "JSON-RPC bytes from clients (in) and to clients (out)",
         bytes,
+    );
+    registry.register(
+        "http_connections",
+        "Client connections open (TLS handshakes included); at most max_connections",
+        m.connections.clone(),
+    );
+    registry.register(
+        "buffered_body_bytes",
+        "Request-body bytes held at once; at most max_buffered_body_bytes",
+        m.buffered_body_bytes.clone(),
     );
     Metrics { registry, ..m }
 });
@@ -269,6 +283,8 @@ pub(crate) struct Gauges {
     pub(crate) sessions: Vec<(String, i64)>,
     pub(crate) processes: Vec<(String, i64)>,
     pub(crate) spares: Vec<(String, i64, i64)>,
+    pub(crate) connections: i64,
+    pub(crate) buffered_body_bytes: i64,
 }
 
 /// The Prometheus text exposition, with the gauges set from `gauges`.
@@ -277,7 +293,11 @@ pub(crate) fn render(gauges: &Gauges) -> String {
         sessions,
         processes,
         spares,
+        connections,
+        buffered_body_bytes,
     } = gauges;
+    METRICS.connections.set(*connections);
+    METRICS.buffered_body_bytes.set(*buffered_body_bytes);
     METRICS.sessions.clear();
     for (endpoint, n) in sessions {
         METRICS
@@ -325,7 +345,11 @@ mod tests {
             sessions: vec![("s".to_owned(), 1)],
             processes: vec![("s".to_owned(), 2)],
             spares: vec![("s".to_owned(), 1, 2)],
+            connections: 3,
+            buffered_body_bytes: 4096,
         });
+        assert!(text.contains("mcpgate_http_connections 3"), "{text}");
+        assert!(text.contains("mcpgate_buffered_body_bytes 4096"), "{text}");
         assert!(
             text.contains("mcpgate_spares_ready{server=\"s\"} 1"),
             "{text}"

@@ -143,7 +143,10 @@ impl Session {
             endpoint,
             caller,
             idle_timeout,
-            init_message,
+            // A copy of its own: the request's buffer (counted against the
+            // gateway's buffered-body budget while anything holds it) is
+            // freed when the request is done with it, not when the session ends.
+            init_message: Bytes::copy_from_slice(&init_message),
             protocol_version,
             outbox,
             created: Instant::now(),

@@ -122,6 +122,15 @@ pub struct GatewayConfig {
     pub max_header_bytes: u64,
     /// How long a client may take to send a request's head.
     pub header_read_timeout: Duration,
+    /// How long a request body may go without a byte arriving (408 beyond).
+    pub body_read_timeout: Duration,
+    /// How long a whole request body may take to arrive (408 beyond).
+    pub body_read_total_timeout: Duration,
+    /// Client connections open at once (TLS handshakes included); more get 503.
+    pub max_connections: usize,
+    /// Request-body bytes held at once over all requests; a body that would
+    /// take the total past it gets 503.
+    pub max_buffered_body_bytes: u64,
     /// Requests of one session being handled at once; more get 429.
     pub max_in_flight_per_session: usize,
     /// Serve HTTPS with this certificate chain and key (PEM files).
@@ -423,6 +432,10 @@ struct RawGateway {
     audit_payloads: bool,
     max_header_bytes: Option<ByteSize>,
     header_read_timeout: Option<ConfigDuration>,
+    body_read_timeout: Option<ConfigDuration>,
+    body_read_total_timeout: Option<ConfigDuration>,
+    max_connections: Option<usize>,
+    max_buffered_body_bytes: Option<ByteSize>,
     max_in_flight_per_session: Option<usize>,
     tls_cert: Option<Spanned<String>>,
     tls_key: Option<Spanned<String>>,
@@ -495,6 +508,10 @@ impl Default for GatewayConfig {
             audit_payloads: false,
             max_header_bytes: 16 << 10,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            body_read_total_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_buffered_body_bytes: 256 << 20,
             max_in_flight_per_session: 64,
             tls: None,
             warm_spares: 0,
@@ -673,6 +690,15 @@ impl Config {
                 .max_header_bytes
                 .map_or(defaults.max_header_bytes, |b| b.0),
             header_read_timeout: dur(g.header_read_timeout, defaults.header_read_timeout),
+            body_read_timeout: dur(g.body_read_timeout, defaults.body_read_timeout),
+            body_read_total_timeout: dur(
+                g.body_read_total_timeout,
+                defaults.body_read_total_timeout,
+            ),
+            max_connections: g.max_connections.unwrap_or(defaults.max_connections),
+            max_buffered_body_bytes: g
+                .max_buffered_body_bytes
+                .map_or(defaults.max_buffered_body_bytes, |b| b.0),
             max_in_flight_per_session: g
                 .max_in_flight_per_session
                 .unwrap_or(defaults.max_in_flight_per_session),
@@ -746,6 +772,11 @@ impl Config {
             ("gateway.session_idle_timeout", gateway.session_idle_timeout),
             ("gateway.crash_loop_window", gateway.crash_loop_window),
             ("gateway.header_read_timeout", gateway.header_read_timeout),
+            ("gateway.body_read_timeout", gateway.body_read_timeout),
+            (
+                "gateway.body_read_total_timeout",
+                gateway.body_read_total_timeout,
+            ),
             ("gateway.sse_keepalive", gateway.sse_keepalive),
             (
                 "gateway.input_required_timeout",
@@ -767,6 +798,7 @@ impl Config {
                 gateway.max_consecutive_errors as usize,
             ),
             ("gateway.max_sessions", gateway.max_sessions),
+            ("gateway.max_connections", gateway.max_connections),
             (
                 "gateway.max_in_flight_per_session",
                 gateway.max_in_flight_per_session,
@@ -782,6 +814,7 @@ impl Config {
         }
         for (key, value) in [
             ("gateway.max_sessions", gateway.max_sessions),
+            ("gateway.max_connections", gateway.max_connections),
             (
                 "gateway.max_in_flight_per_session",
                 gateway.max_in_flight_per_session,
@@ -813,6 +846,26 @@ impl Config {
                 None,
                 Some("gateway.max_body_bytes / gateway.max_message_bytes".into()),
                 "sizes must be greater than zero".into(),
+            ));
+        }
+        if gateway.max_buffered_body_bytes < gateway.max_body_bytes {
+            return Err(at(
+                None,
+                Some("gateway.max_buffered_body_bytes".into()),
+                format!(
+                    "must be at least max_body_bytes ({}): a body of that size could never be taken",
+                    format_size(gateway.max_body_bytes)
+                ),
+            ));
+        }
+        if gateway.body_read_total_timeout < gateway.body_read_timeout {
+            return Err(at(
+                None,
+                Some("gateway.body_read_total_timeout".into()),
+                format!(
+                    "must be at least body_read_timeout ({})",
+                    format_duration(gateway.body_read_timeout)
+                ),
             ));
         }
 
@@ -1075,6 +1128,16 @@ impl Config {
             Value::String(format_size(g.max_header_bytes)),
         );
         gateway.insert("header_read_timeout".into(), dur(g.header_read_timeout));
+        gateway.insert("body_read_timeout".into(), dur(g.body_read_timeout));
+        gateway.insert(
+            "body_read_total_timeout".into(),
+            dur(g.body_read_total_timeout),
+        );
+        gateway.insert("max_connections".into(), count(g.max_connections));
+        gateway.insert(
+            "max_buffered_body_bytes".into(),
+            Value::String(format_size(g.max_buffered_body_bytes)),
+        );
         if let Some(tls) = &g.tls {
             gateway.insert(
                 "tls_cert".into(),
@@ -1442,6 +1505,49 @@ mod tests {
             "{zero_age}"
         );
         assert!(parse("[servers.a]\ncommand = \"x\"\nwarm = \"hot\"\n").is_err());
+    }
+
+    #[test]
+    fn client_limits_are_read_checked_and_printed() {
+        let c = parse(
+            "[gateway]\nbody_read_timeout = \"2s\"\nbody_read_total_timeout = \"30s\"\n\
+             max_connections = 8\nmax_buffered_body_bytes = \"64MiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.gateway.body_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.gateway.body_read_total_timeout, Duration::from_secs(30));
+        assert_eq!(c.gateway.max_connections, 8);
+        assert_eq!(c.gateway.max_buffered_body_bytes, 64 << 20);
+        let printed = c.to_redacted_toml();
+        for line in [
+            "body_read_timeout = \"2s\"",
+            "body_read_total_timeout = \"30s\"",
+            "max_connections = 8",
+            "max_buffered_body_bytes = \"64MiB\"",
+        ] {
+            assert!(printed.contains(line), "{line} in {printed}");
+        }
+        assert_eq!(parse(&printed).unwrap().gateway, c.gateway);
+        for (bad, says) in [
+            ("body_read_timeout = 0", "greater than zero"),
+            ("body_read_total_timeout = 0", "greater than zero"),
+            ("max_connections = 0", "at least 1"),
+            ("max_connections = 1000001", "at most 1000000"),
+            ("max_buffered_body_bytes = 0", "at least max_body_bytes"),
+            (
+                "max_body_bytes = \"8MiB\"\nmax_buffered_body_bytes = \"4MiB\"",
+                "at least max_body_bytes (8MiB)",
+            ),
+            (
+                "body_read_timeout = \"20s\"\nbody_read_total_timeout = \"10s\"",
+                "at least body_read_timeout (20s)",
+            ),
+        ] {
+            let e = parse(&format!("[gateway]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

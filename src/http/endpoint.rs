@@ -16,18 +16,19 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::App;
 use super::reply::{self, HttpError, SESSION_HEADER};
 use super::rules::{self, AnswerAs};
 use super::stateless::{self, Era};
+use super::{App, limits};
 use crate::config::ServerConfig;
 use crate::core::{Outcome, Step};
 use crate::jsonrpc::{self, Kind};
 use crate::protocol::{Version, method};
 use crate::session::Session;
 
-/// How long the rest of an oversized body is read before the 413 is sent anyway.
-const DRAIN_OVERSIZED_BODY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the rest of a refused body (oversized, or over the budget of
+/// bodies held) is read before the refusal is sent anyway.
+const DRAIN_REFUSED_BODY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Which endpoint a request came to.
 #[derive(Clone, Copy)]
@@ -156,13 +157,38 @@ fn session(
 
 /// Reads the body, refusing more than `limit` bytes with 413. The rest of an
 /// oversized body is read and thrown away (up to another `limit` bytes, for
-/// at most a few seconds) so that the client, still sending, gets to read the
-/// 413 instead of a reset connection.
-async fn read_body(body: Body, limit: u64) -> Result<Bytes, HttpError> {
+/// at most a few seconds: [`drain`]) so that the client, still sending, gets
+/// to read the 413 instead of a reset connection.
+///
+/// The body must keep coming: a wait of more than `body_read_timeout` for its
+/// next bytes, or more than `body_read_total_timeout` for all of it (a
+/// `Content-Length` larger than what is sent included), is a 408, after which
+/// the connection is closed. Its bytes are counted against
+/// `max_buffered_body_bytes` as they are read (all of a declared length up
+/// front) until the last reference to them is dropped; a body that would take
+/// the count past it is a 503 (its bytes drained, not held, as for a 413).
+async fn read_body(
+    app: &App,
+    body: Body,
+    limit: u64,
+    declared: Option<u64>,
+) -> Result<Bytes, HttpError> {
+    let gateway = app.core.gateway();
+    let deadline =
+        limits::BodyDeadline::new(gateway.body_read_timeout, gateway.body_read_total_timeout);
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut body = body.into_data_stream();
+    let declared = declared.map_or(0, |d| usize::try_from(d).unwrap_or(usize::MAX));
+    let Ok(mut reservation) = app.bodies.reserve(declared.min(limit) as u64) else {
+        drain(&mut body, declared.min(limit)).await;
+        return Err(bodies_full(gateway.max_buffered_body_bytes));
+    };
     let mut collected = bytes::BytesMut::new();
-    while let Some(chunk) = body.next().await {
+    loop {
+        let Some(next) = deadline.next(body.next()).await else {
+            return Err(body_too_slow(gateway, deadline.total_is_up()));
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| {
             HttpError::new(
                 StatusCode::BAD_REQUEST,
@@ -171,21 +197,37 @@ async fn read_body(body: Body, limit: u64) -> Result<Bytes, HttpError> {
             )
         })?;
         if collected.len() + chunk.len() > limit {
-            let mut discarded = collected.len() + chunk.len() - limit;
-            let drain = async {
-                while let Some(Ok(chunk)) = body.next().await {
-                    discarded += chunk.len();
-                    if discarded > limit {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(DRAIN_OVERSIZED_BODY_FOR, drain).await;
+            drop((reservation, collected));
+            drain(&mut body, limit).await;
             return Err(too_large(limit as u64));
+        }
+        if reservation
+            .grow_to((collected.len() + chunk.len()) as u64)
+            .is_err()
+        {
+            drop((reservation, collected));
+            drain(&mut body, limit).await;
+            return Err(bodies_full(gateway.max_buffered_body_bytes));
         }
         collected.extend_from_slice(&chunk);
     }
-    Ok(collected.freeze())
+    Ok(reservation.hold(collected))
+}
+
+/// Reads up to `at_most` more bytes of a refused body, for at most
+/// [`DRAIN_REFUSED_BODY_FOR`], and throws them away, so that a client still
+/// sending gets to read its answer instead of a reset connection.
+async fn drain(body: &mut axum::body::BodyDataStream, at_most: usize) {
+    let mut discarded = 0;
+    let drain = async {
+        while let Some(Ok(chunk)) = body.next().await {
+            discarded += chunk.len();
+            if discarded > at_most {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_REFUSED_BODY_FOR, drain).await;
 }
 
 /// Reads a POST's body before anything else is checked: a connection whose
@@ -209,9 +251,41 @@ async fn read_post_body(app: &App, headers: &HeaderMap, body: Body) -> Result<By
     {
         return Err(too_large(limit));
     }
-    let bytes = read_body(body, limit).await?;
+    let bytes = read_body(app, body, limit, declared).await?;
     crate::metrics::bytes_in(bytes.len());
     Ok(bytes)
+}
+
+/// A body that stopped coming: 408 (the response closes the connection).
+fn body_too_slow(gateway: &crate::config::GatewayConfig, total: bool) -> HttpError {
+    let why = if total {
+        format!(
+            "the body did not arrive within body_read_total_timeout ({})",
+            crate::config::format_duration(gateway.body_read_total_timeout)
+        )
+    } else {
+        format!(
+            "no bytes of the body arrived for body_read_timeout ({})",
+            crate::config::format_duration(gateway.body_read_timeout)
+        )
+    };
+    HttpError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        jsonrpc::SERVER_ERROR,
+        format!("Request Timeout: {why}"),
+    )
+}
+
+/// The gateway holds `max_buffered_body_bytes` of request bodies already: 503.
+fn bodies_full(cap: u64) -> HttpError {
+    HttpError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        jsonrpc::SERVER_ERROR,
+        format!(
+            "Service Unavailable: the gateway holds max_buffered_body_bytes ({}) of request bodies; retry later",
+            crate::config::format_size(cap)
+        ),
+    )
 }
 
 fn too_large(limit: u64) -> HttpError {

@@ -3,9 +3,12 @@
 //! Owns the axum router, the listener, and graceful shutdown (stop accepting,
 //! end SSE streams, let in-flight requests finish until `shutdown_timeout`).
 //! `rules` checks headers, `reply` shapes responses, `endpoint` handles
-//! `/mcp/{serverID}` and `/mcp`. It never spawns processes or reads backend output.
+//! `/mcp/{serverID}` and `/mcp`, `limits` bounds what clients may hold
+//! (connections, buffered bodies). It never spawns processes or reads backend
+//! output.
 
 mod endpoint;
+mod limits;
 mod ops;
 mod reply;
 mod rules;
@@ -22,12 +25,33 @@ use crate::bridge::Bridge;
 use crate::core::Core;
 use crate::endpoints::Endpoints;
 
-/// What every handler can reach: the core, and the endpoints on it.
+/// What every handler can reach: the core, the endpoints on it, the cap on
+/// connections and the budget of request-body bytes held at once.
 pub(crate) struct App {
-    pub(crate) core: Arc<Core>,
-    pub(crate) endpoints: Arc<Endpoints>,
-    pub(crate) bridge: Arc<Bridge>,
+    core: Arc<Core>,
+    endpoints: Arc<Endpoints>,
+    bridge: Arc<Bridge>,
+    connections: limits::ConnectionCap,
+    bodies: Arc<limits::BodyBudget>,
 }
+
+impl App {
+    pub(crate) fn new(core: Arc<Core>, endpoints: Arc<Endpoints>, bridge: Arc<Bridge>) -> App {
+        let bodies = limits::BodyBudget::new(core.gateway().max_buffered_body_bytes);
+        let connections = limits::ConnectionCap::new(core.gateway().max_connections);
+        App {
+            core,
+            endpoints,
+            bridge,
+            connections,
+            bodies,
+        }
+    }
+}
+
+/// How often "accept failed" (or a connection refused over `max_connections`)
+/// is logged at most while it keeps happening.
+const LOG_FLOODS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The gateway's routes.
 fn router(app: Arc<App>) -> Router {
@@ -67,6 +91,11 @@ fn router(app: Arc<App>) -> Router {
 /// request-head limits hold: at most `max_header_bytes` of request line and
 /// headers (431 beyond), sent within `header_read_timeout` of the connection
 /// becoming idle (a slow client cannot hold a connection without sending).
+/// At most `max_connections` are served at once (each holds a permit until
+/// its task ends, TLS handshake included); one more is answered 503 on the
+/// raw socket and closed (`limits::ConnectionCap`). A failing `accept` (out
+/// of file descriptors) is retried after a pause and logged at most once per
+/// [`LOG_FLOODS_EVERY`], with the count of failures not logged.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -75,7 +104,7 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let gateway = app.core.gateway().clone();
     let core = Arc::clone(&app.core);
-    let service = hyper_util::service::TowerToHyperService::new(router(app));
+    let service = hyper_util::service::TowerToHyperService::new(router(Arc::clone(&app)));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
@@ -83,6 +112,9 @@ pub(crate) async fn serve(
         .max_buf_size(usize::try_from(gateway.max_header_bytes).unwrap_or(usize::MAX))
         .keep_alive(true);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let cap = &app.connections;
+    let mut accept_failures = limits::LogThrottle::new(LOG_FLOODS_EVERY);
+    let mut over_cap = limits::LogThrottle::new(LOG_FLOODS_EVERY);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -90,12 +122,24 @@ pub(crate) async fn serve(
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait, do not spin.
-                    tracing::warn!(error = %e, "accept failed");
+                    if let Some(unlogged) = accept_failures.admit() {
+                        tracing::warn!(error = %e, unlogged,
+                            "accept failed (failures since the last such line: {unlogged} more)");
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
+        };
+        let Some(permit) = cap.admit() else {
+            if let Some(unlogged) = over_cap.admit() {
+                tracing::warn!(%peer, max_connections = cap.max(), unlogged,
+                    "connection refused: max_connections are open \
+                     (refused since the last such line: {unlogged} more)");
+            }
+            cap.refuse(stream, tls.is_some());
+            continue;
         };
         let _ = stream.set_nodelay(true);
         match &tls {
@@ -107,6 +151,7 @@ pub(crate) async fn serve(
                     if let Err(e) = connection.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
+                    drop(permit);
                 });
             }
             Some(acceptor) => {
@@ -117,6 +162,7 @@ pub(crate) async fn serve(
                 let watcher = graceful.watcher();
                 let handshake_timeout = gateway.header_read_timeout;
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let stream = match tokio::time::timeout(
                         handshake_timeout,
                         acceptor.accept(stream),

@@ -191,6 +191,8 @@ pub(super) async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> 
         sessions: sessions.into_iter().collect(),
         processes,
         spares,
+        connections: i64::try_from(app.connections.open()).unwrap_or(i64::MAX),
+        buffered_body_bytes: i64::try_from(app.bodies.held()).unwrap_or(i64::MAX),
     });
     let mut response = text.into_response();
     response.headers_mut().insert(

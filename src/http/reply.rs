@@ -66,12 +66,18 @@ impl IntoResponse for HttpError {
                 HeaderValue::from_static("Bearer realm=\"mcpgate\""),
             );
         }
+        // A body that stopped coming: the rest of it is not waited for.
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        // Only `max_sessions` being reached answers 503.
+        // 503: `max_sessions` reached, or `max_buffered_body_bytes` held.
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

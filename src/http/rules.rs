@@ -124,11 +124,21 @@ pub(super) fn protocol_version(headers: &HeaderMap) -> Result<Option<&'static st
     }
 }
 
-/// The `Mcp-Session-Id` header, if any. A malformed one can name no session: 404.
+/// The `Mcp-Session-Id` header, if any. A malformed one can name no session:
+/// 404. Two different ones name no one session: 400 (the same value twice is
+/// that value).
 pub(super) fn session_id(headers: &HeaderMap) -> Result<Option<&str>, HttpError> {
-    let Some(value) = headers.get(SESSION_HEADER) else {
+    let mut values = headers.get_all(SESSION_HEADER).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.any(|other| other != value) {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::SERVER_ERROR,
+            "Bad Request: two different Mcp-Session-Id headers; send one",
+        ));
+    }
     match value.to_str() {
         Ok(id) if is_plausible_session_id(id) => Ok(Some(id)),
         _ => Err(unknown_session()),
@@ -393,5 +403,12 @@ mod tests {
         );
         let bad = headers(&[("mcp-session-id", "has space")]);
         assert_eq!(session_id(&bad).unwrap_err().status, StatusCode::NOT_FOUND);
+        let two = headers(&[("mcp-session-id", "abc"), ("mcp-session-id", "abd")]);
+        assert_eq!(
+            session_id(&two).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        let twice = headers(&[("mcp-session-id", "abc"), ("mcp-session-id", "abc")]);
+        assert_eq!(session_id(&twice).unwrap(), Some("abc"));
     }
 }

@@ -5,6 +5,7 @@ mod cli;
 mod clients;
 mod conformance;
 mod fidelity;
+mod hostile_clients;
 mod interop;
 mod lifecycle;
 mod modern_backends;
