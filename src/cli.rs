@@ -16,7 +16,9 @@ pub use clap_complete::Shell;
 #[derive(Debug, Parser)]
 #[command(name = "mcpgate", version, about, long_about = None)]
 pub struct Cli {
-    /// The TOML config file. Without it, ./mcpgate.toml and then /etc/mcpgate/mcpgate.toml are tried.
+    /// The config file: TOML, or a JSON server list (`mcpServers`, VS Code's `servers`, the
+    /// agentic-workflows gateway JSON); `-` reads it from standard input. Without it,
+    /// ./mcpgate.toml and then /etc/mcpgate/mcpgate.toml are tried.
     #[arg(long, short, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -43,6 +45,16 @@ pub enum Command {
     Completions {
         #[arg(value_enum)]
         shell: Shell,
+    },
+    /// Print the servers of a JSON config (Claude Desktop's, Claude Code's
+    /// `.mcp.json`, Cursor's, Windsurf's, VS Code's `mcp.json`, the agentic
+    /// workflows gateway's) as mcpgate TOML, with comments on what was left out.
+    ///
+    /// For example: `mcpgate import ~/.config/Claude/claude_desktop_config.json >> mcpgate.toml`.
+    Import {
+        /// The JSON file (`-`: standard input).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
     /// Print the man page (roff).
     ///

@@ -191,7 +191,11 @@ pub async fn run(
     );
 
     warn_of_missing_commands(&config);
-    let (source, watch) = (config.source.clone(), config.gateway.watch_config);
+    let watch = config.gateway.watch_config;
+    // The file, and the JSON server lists it names: a change of any is a reload.
+    let watched: Vec<std::path::PathBuf> = std::iter::once(config.source.clone())
+        .chain(config.gateway.servers_from.iter().cloned())
+        .collect();
     let core = Arc::new(Core::new(config.gateway, config.servers, audit));
     core.keep_spares().await;
     let routed = Arc::new(Routed::new(Arc::clone(&core)));
@@ -200,7 +204,7 @@ pub async fn run(
     let bridge = Arc::new(Bridge::new(Arc::clone(&core), Arc::clone(&endpoints)));
     let sweeper = tokio::spawn(sweep_forever(Arc::clone(&core), Arc::clone(&bridge)));
     let reloader = reloads
-        .map(|reloads| tokio::spawn(reload_forever(Arc::clone(&core), source, watch, reloads)));
+        .map(|reloads| tokio::spawn(reload_forever(Arc::clone(&core), watched, watch, reloads)));
     let app = Arc::new(http::App::new(Arc::clone(&core), endpoints, bridge));
     notifier.ready(&status);
     let stopping = Arc::clone(&notifier);
@@ -237,17 +241,24 @@ async fn sweep_forever(core: Arc<Core>, bridge: Arc<Bridge>) {
     }
 }
 
-/// Reloads the configuration whenever asked (or, with `watch`, when the file
-/// `source` changes), until the task is dropped. A file that does not load,
-/// or changes `[gateway]`, is refused with a log line; the running
+/// Reloads the configuration whenever asked (or, with `watch`, when one of
+/// the `watched` files changes: the config, and the JSON files it takes
+/// servers from), until the task is dropped. A file that does not load, or
+/// changes `[gateway]`, is refused with a log line; the running
 /// configuration stays.
 async fn reload_forever(
     core: Arc<Core>,
-    source: std::path::PathBuf,
+    watched: Vec<std::path::PathBuf>,
     watch: bool,
     mut reloads: Reloads,
 ) {
-    let modified = || std::fs::metadata(&source).and_then(|m| m.modified()).ok();
+    let source = watched[0].clone();
+    let modified = || -> Vec<Option<std::time::SystemTime>> {
+        watched
+            .iter()
+            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+            .collect()
+    };
     let mut seen = modified();
     let mut tick = tokio::time::interval(WATCH_EVERY);
     loop {
@@ -274,6 +285,9 @@ async fn reload_forever(
             }
         };
         warn_of_missing_commands(&new);
+        for note in &new.notes {
+            tracing::warn!("{note}");
+        }
         match reload::apply(&core, new).await {
             Ok(done) => tracing::info!(added = ?done.changes.added,
                 removed = ?done.changes.removed, changed = ?done.changes.changed,

@@ -57,14 +57,27 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             return mcpgate::cli::write_man(&mut std::io::stdout().lock())
                 .context("cannot write the man page");
         }
+        Some(Command::Import { file }) => {
+            let text = mcpgate::config::read_config_text(&file)?;
+            let toml = mcpgate::config::import_as_toml(&file, &text)?;
+            print!("{toml}");
+            return Ok(());
+        }
         _ => {}
     }
     let path = Config::locate(cli.config.as_deref())?;
     let listen = cli.listen;
+    // Standard input is read once: a reload parses the same text again.
+    let from_stdin = (path == std::path::Path::new(mcpgate::config::STDIN_PATH))
+        .then(|| mcpgate::config::read_config_text(&path))
+        .transpose()?;
     let load = {
         let path = path.clone();
         move || -> Result<Config, ConfigError> {
-            let mut config = Config::load(&path)?;
+            let mut config = match &from_stdin {
+                Some(text) => Config::load_text(&path, text)?,
+                None => Config::load(&path)?,
+            };
             if let Some(listen) = listen {
                 config.gateway.listen = listen;
             }
@@ -94,6 +107,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 .collect();
             anyhow::bail!("{} is not valid: {}", path.display(), lines.join("; "));
         }
+        for note in &config.notes {
+            eprintln!("mcpgate: warning: {note}");
+        }
         println!("{}", config.to_redacted_toml().trim_end());
         eprintln!("mcpgate: {} is valid", path.display());
         return Ok(());
@@ -102,6 +118,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(config = %path.display(), "config loaded");
     for risk in config.risks() {
         tracing::warn!("risky setting: {risk}");
+    }
+    for note in &config.notes {
+        tracing::warn!("{note}");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

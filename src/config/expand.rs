@@ -1,7 +1,9 @@
 //! `${VAR}` expansion in the configuration fields that allow it.
 //!
 //! Owns the expansion grammar: `${NAME}` is replaced by the variable's value,
-//! `$$` is a literal `$`, and an undefined variable is an error naming it. It
+//! `${NAME:-default}` by `default` when the variable is undefined or empty (as
+//! in the shell, and in Claude Code's `.mcp.json`), `$$` is a literal `$`, and
+//! an undefined variable without a default is an error naming it. It
 //! never decides which fields are expanded (the config loader does) and never
 //! logs values, which may be secrets.
 
@@ -48,16 +50,22 @@ pub fn expand(text: &str, vars: &dyn VarSource) -> Result<String, ExpandError> {
             rest = tail;
         } else if let Some(tail) = after.strip_prefix('{') {
             let end = tail.find('}').ok_or(ExpandError::Unterminated)?;
-            let name = &tail[..end];
+            let (name, default) = match tail[..end].split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (&tail[..end], None),
+            };
             let valid = !name.is_empty()
                 && !name.starts_with(|c: char| c.is_ascii_digit())
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 return Err(ExpandError::BadName(name.to_owned()));
             }
-            let value = vars
-                .var(name)
-                .ok_or_else(|| ExpandError::Undefined(name.to_owned()))?;
+            let value = match (vars.var(name), default) {
+                (Some(value), Some(default)) if value.is_empty() => default.to_owned(),
+                (Some(value), _) => value,
+                (None, Some(default)) => default.to_owned(),
+                (None, None) => return Err(ExpandError::Undefined(name.to_owned())),
+            };
             out.push_str(&value);
             rest = &tail[end + 1..];
         } else {
@@ -89,6 +97,16 @@ mod tests {
             "as3cretb/home/me"
         );
         assert_eq!(expand("no vars", &vars()).unwrap(), "no vars");
+    }
+
+    #[test]
+    fn a_default_stands_in_for_an_undefined_or_empty_variable() {
+        let mut vars = vars();
+        vars.insert("EMPTY".into(), String::new());
+        assert_eq!(expand("${MISSING:-/tmp}", &vars).unwrap(), "/tmp");
+        assert_eq!(expand("${EMPTY:-x}", &vars).unwrap(), "x");
+        assert_eq!(expand("${HOME:-x}", &vars).unwrap(), "/home/me");
+        assert_eq!(expand("${MISSING:-}", &vars).unwrap(), "");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! redacted. It never spawns, listens or logs secret values.
 
 mod expand;
+mod json;
 mod units;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use expand::{ExpandError, ProcessEnv, VarSource, expand};
+pub use json::{Dialect, JsonConfigError, Translated, translate};
 pub use units::{
     ByteSize, ConfigDuration, DurationError, SizeError, format_duration, format_size,
     parse_duration,
@@ -51,6 +53,9 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// Servers in the order the file lists them.
     pub servers: Vec<Arc<ServerConfig>>,
+    /// What a JSON server list had that mcpgate left out, one sentence each
+    /// (logged as warnings at start and at each reload).
+    pub notes: Vec<String>,
 }
 
 /// `[gateway]`: settings of the gateway as a whole.
@@ -141,6 +146,9 @@ pub struct GatewayConfig {
     pub max_spares: usize,
     /// A spare older than this is stopped and replaced (default of the servers).
     pub spare_max_age: Duration,
+    /// JSON files (`mcpServers` and the like) whose servers are served
+    /// beside the TOML's own, as resolved against the TOML file's directory.
+    pub servers_from: Vec<PathBuf>,
 }
 
 /// The PEM files of the gateway's own TLS certificate.
@@ -442,6 +450,8 @@ struct RawGateway {
     warm_spares: Option<usize>,
     max_spares: Option<usize>,
     spare_max_age: Option<ConfigDuration>,
+    #[serde(default)]
+    servers_from: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -517,6 +527,7 @@ impl Default for GatewayConfig {
             warm_spares: 0,
             max_spares: 16,
             spare_max_age: Duration::from_secs(60 * 60),
+            servers_from: Vec::new(),
         }
     }
 }
@@ -549,16 +560,83 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, BadListenAddress> {
         .ok_or_else(bad)
 }
 
+/// `name` (from the config file `file`) as a path: relative ones are taken
+/// from the file's directory.
+fn resolve_beside(file: &Path, name: &str) -> PathBuf {
+    let path = Path::new(name);
+    match file.parent() {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_owned(),
+    }
+}
+
+/// True when a config is JSON: its name ends in `.json`, or its first
+/// character opens an object.
+fn is_json(path: &Path, text: &str) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        || text.trim_start().starts_with('{')
+}
+
+/// The path that means "read the config from standard input".
+pub const STDIN_PATH: &str = "-";
+
 impl Config {
-    /// Reads, parses and checks a config file, expanding variables from the process environment.
+    /// Reads, parses and checks a config file (`-`: standard input), TOML or
+    /// JSON, expanding variables from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_owned(),
-            position: None,
-            key: None,
-            message: format!("cannot read the config file: {e}"),
+        let text = read_config_text(path)?;
+        Config::load_text(path, &text)
+    }
+
+    /// Parses and checks the config text read from `path`: a JSON server
+    /// list (see [`translate`]) with every gateway setting at its default,
+    /// or TOML whose `servers_from` JSON files add their servers.
+    pub fn load_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let unplaced = |mut e: ConfigError| {
+            // The place is in the TOML made from JSON, not in any file.
+            e.position = None;
+            e
+        };
+        if is_json(path, text) {
+            let translated = translate(text).map_err(|e| ConfigError {
+                file: path.to_owned(),
+                position: None,
+                key: None,
+                message: e.to_string(),
+            })?;
+            if translated.servers.is_empty() {
+                return Err(ConfigError {
+                    file: path.to_owned(),
+                    position: None,
+                    key: None,
+                    message: format!(
+                        "no server in it can be served by mcpgate: {}",
+                        translated.notes.join("; ")
+                    ),
+                });
+            }
+            let toml = format!(
+                "[gateway]\n{}\n{}",
+                translated.gateway.join("\n"),
+                translated.servers
+            );
+            let mut config = Config::parse(path, &toml, &ProcessEnv).map_err(unplaced)?;
+            config.notes = translated.notes;
+            return Ok(config);
+        }
+        let lines = text.lines().count();
+        let (from_json, notes) = servers_from(path, text)?;
+        let whole = format!("{text}\n{from_json}");
+        let mut config = Config::parse(path, &whole, &ProcessEnv).map_err(|e| {
+            if e.position.is_some_and(|(line, _)| line > lines) {
+                unplaced(e)
+            } else {
+                e
+            }
         })?;
-        Config::parse(path, &text, &ProcessEnv)
+        config.notes = notes;
+        Ok(config)
     }
 
     /// Finds the config: the given path, else the first of [`DEFAULT_CONFIG_PATHS`] that exists.
@@ -706,6 +784,15 @@ impl Config {
             warm_spares: g.warm_spares.unwrap_or(defaults.warm_spares),
             max_spares: g.max_spares.unwrap_or(defaults.max_spares),
             spare_max_age: dur(g.spare_max_age, defaults.spare_max_age),
+            servers_from: g
+                .servers_from
+                .iter()
+                .map(|f| {
+                    expand(f, vars)
+                        .map(|f| resolve_beside(file, &f))
+                        .map_err(|e| at(None, Some("gateway.servers_from".into()), e.to_string()))
+                })
+                .collect::<Result<_, _>>()?,
         };
         let mut gateway = gateway;
         for (name, key) in &g.api_keys {
@@ -963,6 +1050,7 @@ impl Config {
             source: file.to_owned(),
             gateway,
             servers,
+            notes: Vec::new(),
         })
     }
 
@@ -1156,6 +1244,14 @@ impl Config {
             "sse_replay_events".into(),
             Value::Integer(i64::try_from(g.sse_replay_events).unwrap_or(i64::MAX)),
         );
+        if !g.servers_from.is_empty() {
+            let files: Vec<String> = g
+                .servers_from
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            gateway.insert("servers_from".into(), strings(&files));
+        }
         gateway.insert("warm_spares".into(), count(g.warm_spares));
         gateway.insert("max_spares".into(), count(g.max_spares));
         gateway.insert("spare_max_age".into(), dur(g.spare_max_age));
@@ -1254,6 +1350,87 @@ fn warm_settings(
         None => Warmth::default(),
     };
     Ok((warm_spares, warm))
+}
+
+/// Reads a config file, or standard input for [`STDIN_PATH`].
+pub fn read_config_text(path: &Path) -> Result<String, ConfigError> {
+    let read = if path == Path::new(STDIN_PATH) {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    };
+    read.map_err(|e| ConfigError {
+        file: path.to_owned(),
+        position: None,
+        key: None,
+        message: format!("cannot read the config file: {e}"),
+    })
+}
+
+/// A JSON config (`text`, read from `path`) as mcpgate TOML, for `mcpgate
+/// import`: a header saying where it came from, what was left out as
+/// comments, the `[gateway]` settings it had, and the server tables.
+pub fn import_as_toml(path: &Path, text: &str) -> Result<String, ConfigError> {
+    let translated = translate(text).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        position: None,
+        key: None,
+        message: e.to_string(),
+    })?;
+    let mut out = format!(
+        "# The servers of {} (format: {}), as mcpgate TOML.\n\
+         # Check the result with `mcpgate check --config FILE`.\n",
+        path.display(),
+        translated.dialect.describe()
+    );
+    for note in &translated.notes {
+        out.push_str(&format!("# {note}\n"));
+    }
+    if !translated.gateway.is_empty() {
+        out.push_str(&format!("\n[gateway]\n{}\n", translated.gateway.join("\n")));
+    }
+    out.push_str(&translated.servers);
+    Ok(out)
+}
+
+/// The `[servers.<id>]` tables of the JSON files a TOML config names in
+/// `[gateway] servers_from`, and the notes of what they left out. Their own
+/// `gateway` objects are not read: the TOML holds the gateway's settings.
+fn servers_from(path: &Path, text: &str) -> Result<(String, Vec<String>), ConfigError> {
+    let files: Vec<String> = toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.get("gateway")?.get("servers_from").cloned())
+        .and_then(|v| v.try_into().ok())
+        .unwrap_or_default();
+    let (mut tables, mut notes) = (String::new(), Vec::new());
+    for name in files {
+        let failed = |message: String| ConfigError {
+            file: path.to_owned(),
+            position: None,
+            key: Some("gateway.servers_from".into()),
+            message,
+        };
+        let name = expand(&name, &ProcessEnv).map_err(|e| failed(e.to_string()))?;
+        let file = resolve_beside(path, &name);
+        let json = std::fs::read_to_string(&file)
+            .map_err(|e| failed(format!("cannot read {}: {e}", file.display())))?;
+        let translated =
+            translate(&json).map_err(|e| failed(format!("{}: {e}", file.display())))?;
+        tables.push_str(&translated.servers);
+        notes.extend(
+            translated
+                .notes
+                .into_iter()
+                .map(|note| format!("{}: {note}", file.display())),
+        );
+        if !translated.gateway.is_empty() {
+            notes.push(format!(
+                "{}: its `gateway` object is not read (the TOML holds the gateway's settings)",
+                file.display()
+            ));
+        }
+    }
+    Ok((tables, notes))
 }
 
 /// Server ids appear in URL paths and tool-name prefixes: keep them plain.

@@ -7,6 +7,7 @@ mod conformance;
 mod fidelity;
 mod hostile_clients;
 mod interop;
+mod json_configs;
 mod lifecycle;
 mod modern_backends;
 mod operations;

@@ -75,17 +75,38 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with `env` added to the gateway's environment.
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_with_files(("mcpgate.toml", config), &[], env, false).await
+    }
+
+    /// Starts `mcpgate` with the config file `main` (a name and its text,
+    /// TOML or JSON) written to a temp dir beside the `others`, with `env`
+    /// added; with `stdin`, the config text is given on standard input
+    /// (`--config -`) instead of as a file.
+    pub async fn start_with_files(
+        main: (&str, &str),
+        others: &[(&str, &str)],
+        env: &[(&str, &str)],
+        stdin: bool,
+    ) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config_path = dir.path().join("mcpgate.toml");
-        std::fs::write(&config_path, config).expect("write config");
+        let config_path = dir.path().join(main.0);
+        std::fs::write(&config_path, main.1).expect("write config");
+        for (name, text) in others {
+            std::fs::write(dir.path().join(name), text).expect("write a config file");
+        }
         let tag = format!(
             "t{}-{}",
             std::process::id(),
             NEXT_TAG.fetch_add(1, Ordering::Relaxed)
         );
+        let config_arg = if stdin {
+            PathBuf::from("-")
+        } else {
+            config_path.clone()
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_mcpgate"))
             .arg("--config")
-            .arg(&config_path)
+            .arg(&config_arg)
             .args(["--listen", "127.0.0.1:0"])
             .env("MCPGATE_TEST_TAG", &tag)
             .envs(env.iter().copied())
@@ -94,11 +115,18 @@ impl Gateway {
                 "RUST_LOG",
                 std::env::var("MCPGATE_TEST_LOG").unwrap_or_else(|_| "info,mcpgate=debug".into()),
             )
-            .stdin(Stdio::null())
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start mcpgate");
+        if let Some(mut input) = child.stdin.take() {
+            use std::io::Write as _;
+            input
+                .write_all(main.1.as_bytes())
+                .expect("write the config to stdin");
+            // Dropped: the gateway reads to the end of it.
+        }
         let pid = child.id();
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
