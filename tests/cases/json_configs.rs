@@ -177,3 +177,30 @@ async fn servers_from_serves_a_json_lists_servers_beside_the_tomls_and_a_reload_
     assert!(gw.backend_pid("k", &session).await > 0);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_watch_config_a_change_of_a_servers_from_file_reloads() {
+    let toml_config = format!(
+        "{FAST_GATEWAY}watch_config = true\nservers_from = [\"claude.json\"]\n{}",
+        test_server("t", &[])
+    );
+    let one = json!({"mcpServers": {"j": test_server_entry()}}).to_string();
+    let gw = Gateway::start_with_files(
+        ("mcpgate.toml", &toml_config),
+        &[("claude.json", &one)],
+        &[],
+        false,
+    )
+    .await;
+    let two = json!({"mcpServers": {"j": test_server_entry(), "k": test_server_entry()}});
+    std::fs::write(
+        gw.config_path.with_file_name("claude.json"),
+        two.to_string(),
+    )
+    .unwrap();
+    gw.wait_for_log(&["the config file changed", "reloading"])
+        .await;
+    gw.wait_for_log(&["configuration reloaded", "added=[\"k\"]"])
+        .await;
+    gw.stop().await;
+}
