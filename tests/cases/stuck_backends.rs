@@ -13,6 +13,17 @@ fn big_echo(id: &str, size: usize) -> String {
     .to_string()
 }
 
+/// Pipes the gateway has open (each backend's stdin, stdout and stderr).
+fn open_pipes(gw: &Gateway) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", gw.pid))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|target| target.to_string_lossy().starts_with("pipe:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Posts `body` to a session and returns the JSON-RPC answer, failing the
 /// test if none comes within the harness's deadline.
 async fn answer(gw: &Gateway, server: &str, session: &str, body: &str) -> Value {
@@ -36,6 +47,7 @@ async fn a_backend_that_stops_reading_its_stdin_times_out_its_requests_and_delet
     ))
     .await;
     let healthy = gw.open_session("t").await;
+    let pipes_before = open_pipes(&gw);
     let stuck = gw.open_session("t").await;
     let stuck_pid = gw.backend_pid("t", &stuck).await;
     let stopped = gw
@@ -73,6 +85,11 @@ async fn a_backend_that_stops_reading_its_stdin_times_out_its_requests_and_delet
         .expect("DELETE answered");
     assert_eq!(status, 200);
     wait_until("the stuck backend is stopped", || !process_alive(stuck_pid)).await;
+    // Its pipes are closed with it, the one stuck mid-write included.
+    wait_until("the stuck backend's pipes are closed", || {
+        open_pipes(&gw) <= pipes_before
+    })
+    .await;
     gw.stop().await;
 }
 
