@@ -705,7 +705,10 @@ impl BackendConn {
             let mut candidates: Vec<u64> = requests
                 .pending
                 .iter()
-                .filter(|(_, p)| p.line == LineState::Written)
+                // A line the backend has begun to read may be the one it
+                // could not parse (its writer may not have heard yet that
+                // the write ended).
+                .filter(|(_, p)| p.line != LineState::Queued)
                 .map(|(id, _)| *id)
                 .collect();
             if candidates.is_empty() {

@@ -501,12 +501,12 @@ impl Spares {
         let child = match process::spawn(&server) {
             Ok(child) => child,
             Err(error) => {
-                keeper.spawning.fetch_sub(1, Ordering::SeqCst);
-                self.give_back_place();
                 self.failed(
                     &keeper,
                     &format!("could not start `{}`: {error}", server.command),
                 );
+                keeper.spawning.fetch_sub(1, Ordering::SeqCst);
+                self.give_back_place();
                 return;
             }
         };
@@ -568,12 +568,14 @@ impl Spares {
                 }
             }
             Err(why) => {
-                // A spare a session took meanwhile is the session's now.
+                // A spare a session took meanwhile is the session's now. The
+                // failure is counted before the place is given back, so the
+                // keeper's next start already waits for the backoff.
                 if keeper.remove(&spare) {
+                    self.failed(&keeper, &why);
                     self.give_back_place();
                     conn.stop("spare failed to start", self.inner.stop_grace)
                         .await;
-                    self.failed(&keeper, &why);
                 }
             }
         }
@@ -638,7 +640,6 @@ impl Spares {
             if !keeper.remove(&spare) {
                 return;
             }
-            spares.give_back_place();
             let server = &keeper.server.id;
             crate::metrics::exited(server, true);
             let last = spare.conn.stderr_tail().pop().unwrap_or_default();
@@ -646,11 +647,13 @@ impl Spares {
                 "a warm spare exited on its own (pid {}); stderr: {last}",
                 spare.conn.pid()
             );
+            // Counted before the place is given back (see `start_one`).
+            spares.failed(&keeper, &why);
+            spares.give_back_place();
             spare
                 .conn
                 .stop("spare exited", spares.inner.stop_grace)
                 .await;
-            spares.failed(&keeper, &why);
         });
     }
 
