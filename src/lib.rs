@@ -201,11 +201,7 @@ pub async fn run(
     let sweeper = tokio::spawn(sweep_forever(Arc::clone(&core), Arc::clone(&bridge)));
     let reloader = reloads
         .map(|reloads| tokio::spawn(reload_forever(Arc::clone(&core), source, watch, reloads)));
-    let app = Arc::new(http::App {
-        core: Arc::clone(&core),
-        endpoints,
-        bridge,
-    });
+    let app = Arc::new(http::App::new(Arc::clone(&core), endpoints, bridge));
     notifier.ready(&status);
     let stopping = Arc::clone(&notifier);
     let shutdown = async move {

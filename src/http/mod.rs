@@ -6,6 +6,7 @@
 //! `/mcp/{serverID}` and `/mcp`. It never spawns processes or reads backend output.
 
 mod endpoint;
+mod oauth;
 mod ops;
 mod reply;
 mod rules;
@@ -24,9 +25,29 @@ use crate::endpoints::Endpoints;
 
 /// What every handler can reach: the core, and the endpoints on it.
 pub(crate) struct App {
-    pub(crate) core: Arc<Core>,
-    pub(crate) endpoints: Arc<Endpoints>,
-    pub(crate) bridge: Arc<Bridge>,
+    core: Arc<Core>,
+    endpoints: Arc<Endpoints>,
+    bridge: Arc<Bridge>,
+    /// The access token checks, with `[gateway.oauth]`.
+    oauth: Option<Arc<oauth::Verifier>>,
+}
+
+impl App {
+    /// The handlers' state; with `[gateway.oauth]`, the issuer's keys are
+    /// fetched at once (in the background).
+    pub(crate) fn new(core: Arc<Core>, endpoints: Arc<Endpoints>, bridge: Arc<Bridge>) -> App {
+        let oauth = core.gateway().oauth.clone().map(|config| {
+            let verifier = Arc::new(oauth::Verifier::new(config));
+            verifier.prefetch();
+            verifier
+        });
+        App {
+            core,
+            endpoints,
+            bridge,
+            oauth,
+        }
+    }
 }
 
 /// The gateway's routes.
@@ -45,6 +66,15 @@ fn router(app: Arc<App>) -> Router {
                 .post(endpoint::unified_post)
                 .delete(endpoint::unified_delete)
                 .fallback(endpoint::method_not_allowed),
+        )
+        .route(oauth::METADATA_PATH, get(oauth::unified_metadata))
+        .route(
+            &format!("{}/mcp", oauth::METADATA_PATH),
+            get(oauth::unified_metadata),
+        )
+        .route(
+            &format!("{}/mcp/{{server_id}}", oauth::METADATA_PATH),
+            get(oauth::routed_metadata),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ops::readyz))
