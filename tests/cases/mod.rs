@@ -8,6 +8,7 @@ mod fidelity;
 mod interop;
 mod lifecycle;
 mod modern_backends;
+mod oauth;
 mod operations;
 mod operations_cli;
 mod pool;
