@@ -4,8 +4,9 @@
 //! Owns minting `Mcp-Session-Id` values (128 random bits), the table of live
 //! sessions, each session's `initialize` message (replayed to a fresh backend
 //! process), its negotiated protocol version, its last activity, its outbox
-//! (see `outbox`), and the record of the pool keys it holds (so that ending
-//! it stops exactly those). It never starts or stops processes (the core asks
+//! (see `outbox`), the caller it belongs to and which servers that caller
+//! may reach ([`Access`]), and the record of the pool keys it holds (so that
+//! ending it stops exactly those). It never starts or stops processes (the core asks
 //! the pool) and never formats HTTP. It knows no endpoint's internals: the
 //! unified endpoint keeps its per-session state behind [`EndpointState`].
 

@@ -287,14 +287,14 @@ async fn check_caller(
         });
     }
     let path = target.path();
+    let needed = verifier.needed(target.server());
     let Some(token) = rules::bearer_token(headers) else {
-        return Err(verifier.unauthorized(&path, None));
+        return Err(verifier.unauthorized(&path, &needed, None));
     };
     let verified = verifier
         .verify(token)
         .await
-        .map_err(|e| verifier.unauthorized(&path, Some(&e)))?;
-    let needed = verifier.needed(target.server());
+        .map_err(|e| verifier.unauthorized(&path, &needed, Some(&e)))?;
     if !oauth::has_all(&verified.scopes, &needed) {
         return Err(verifier.insufficient_scope(&path, &needed));
     }

@@ -3,7 +3,8 @@
 //! Owns the axum router, the listener, and graceful shutdown (stop accepting,
 //! end SSE streams, let in-flight requests finish until `shutdown_timeout`).
 //! `rules` checks headers, `reply` shapes responses, `endpoint` handles
-//! `/mcp/{serverID}` and `/mcp`. It never spawns processes or reads backend output.
+//! `/mcp/{serverID}` and `/mcp`, `oauth` checks access tokens and serves the
+//! protected resource metadata. It never spawns processes or reads backend output.
 
 mod endpoint;
 mod oauth;

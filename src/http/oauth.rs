@@ -379,10 +379,16 @@ impl Verifier {
     }
 
     /// 401 for a request without a usable token (`error` set when one was
-    /// sent), with the challenge that leads a client to the metadata.
-    pub(super) fn unauthorized(&self, path: &str, error: Option<&TokenError>) -> HttpError {
+    /// sent), with the challenge that leads a client to the metadata and
+    /// names the scopes to ask for (`needed`).
+    pub(super) fn unauthorized(
+        &self,
+        path: &str,
+        needed: &[String],
+        error: Option<&TokenError>,
+    ) -> HttpError {
         let mut challenge = format!("Bearer resource_metadata=\"{}\"", self.metadata_url(path));
-        let scopes = self.config.scopes.join(" ");
+        let scopes = needed.join(" ");
         if !scopes.is_empty() {
             challenge.push_str(&format!(", scope=\"{scopes}\""));
         }

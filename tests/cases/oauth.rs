@@ -600,7 +600,14 @@ async fn a_server_needing_a_scope_is_refused_and_left_out_of_the_unified_lists()
     let plain = issuer.token("alice", &resource(port), "mcp").await;
     let with_files = issuer.token("bob", &resource(port), "mcp files:read").await;
 
-    // Routed: 403 naming every scope the server needs.
+    // Routed: a 401 asks for every scope the server needs, a 403 names them.
+    let response = gw.post("files", None, &initialize_body("1"), &[]).await;
+    assert_eq!(response.status(), 401);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.contains("scope=\"mcp files:read\""),
+        "{challenge}"
+    );
     let response = gw
         .post(
             "files",
@@ -724,6 +731,58 @@ async fn the_typescript_sdk_logs_in_through_the_gateway_and_calls_a_tool() {
         std::fs::read_to_string(audit.path()).is_ok_and(|log| log.contains(&expected))
     })
     .await;
+    gw.stop().await;
+    issuer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_callers_get_a_process_per_user_whatever_their_token() {
+    let issuer = Issuer::start().await;
+    let port = free_port();
+    let servers = format!(
+        "{}{}oauth_scopes = [\"files:read\"]\n",
+        test_server("echo", &[]),
+        test_server("files", &[])
+    );
+    let gw = Gateway::start_on(
+        &config(&issuer, port, "", &servers),
+        &format!("127.0.0.1:{port}"),
+    )
+    .await;
+    let stateless_pid = |server: &'static str, token: String| {
+        let gw = &gw;
+        async move {
+            let (status, answer) = super::stateless::call(1, "pid", json!({}))
+                .to(server)
+                .send_with(gw, |h, _| h.push(("authorization", bearer(&token))))
+                .await;
+            (
+                status,
+                answer["result"]["structuredContent"]["pid"].as_u64(),
+            )
+        }
+    };
+    let alice = issuer.token("alice", &resource(port), "mcp").await;
+    let (status, alice_pid) = stateless_pid("echo", alice.clone()).await;
+    assert_eq!(status, 200);
+    let (_, bob_pid) =
+        stateless_pid("echo", issuer.token("bob", &resource(port), "mcp").await).await;
+    let refreshed = issuer.token("alice", &resource(port), "mcp").await;
+    let (_, again) = stateless_pid("echo", refreshed).await;
+    assert!(alice_pid.is_some() && bob_pid.is_some());
+    assert_eq!(
+        alice_pid, again,
+        "alice's refreshed token reaches her process"
+    );
+    assert_ne!(alice_pid, bob_pid, "bob has a process of his own");
+    // A server needing a scope the token lacks: 403, nothing started.
+    let (status, _) = stateless_pid("files", alice).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        children_of(gw.pid).len(),
+        2,
+        "one process per user, none for files"
+    );
     gw.stop().await;
     issuer.stop().await;
 }
