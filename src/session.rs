@@ -254,10 +254,11 @@ impl Session {
 
     /// Records the access of the caller's latest request.
     pub(crate) fn set_access(&self, access: Access) {
-        let mut current = self.access.write().unwrap_or_else(PoisonError::into_inner);
-        if *current != access {
-            *current = access;
+        // Nearly always unchanged: concurrent requests only read.
+        if *self.access.read().unwrap_or_else(PoisonError::into_inner) == access {
+            return;
         }
+        *self.access.write().unwrap_or_else(PoisonError::into_inner) = access;
     }
 
     /// The era of the client behind the session (its outbox was made for

@@ -671,6 +671,22 @@ async fn a_server_needing_a_scope_is_refused_and_left_out_of_the_unified_lists()
     issuer.stop().await;
 }
 
+/// Runs tests/oauth/ts_oauth_client.mjs (the TypeScript SDK's OAuth flow,
+/// the login played by HTTP requests) against `url`; returns its JSON line.
+async fn ts_oauth_client(url: &str, tool_prefix: &str) -> Value {
+    let mut command = tokio::process::Command::new(test_dep(NODE22));
+    command
+        .arg(repo_path("tests/oauth/ts_oauth_client.mjs"))
+        .arg(url)
+        .env(
+            "TS_SDK_DIR",
+            test_dep("npm/node_modules/@modelcontextprotocol/sdk"),
+        )
+        .env("TS_CLIENT_TOOL_PREFIX", tool_prefix)
+        .env("TS_CLIENT_TIMEOUT", "15");
+    last_json_line(&run_client(command, "typescript oauth client").await)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_typescript_sdk_logs_in_through_the_gateway_and_calls_a_tool() {
     let issuer = Issuer::start().await;
@@ -684,16 +700,7 @@ async fn the_typescript_sdk_logs_in_through_the_gateway_and_calls_a_tool() {
         &format!("127.0.0.1:{port}"),
     )
     .await;
-    let mut command = tokio::process::Command::new(test_dep(NODE22));
-    command
-        .arg(repo_path("tests/oauth/ts_oauth_client.mjs"))
-        .arg(gw.url("echo"))
-        .env(
-            "TS_SDK_DIR",
-            test_dep("npm/node_modules/@modelcontextprotocol/sdk"),
-        )
-        .env("TS_CLIENT_TIMEOUT", "15");
-    let out = last_json_line(&run_client(command, "typescript oauth client").await);
+    let out = ts_oauth_client(&gw.url("echo"), "").await;
     let requests: Vec<&str> = out["requests"]
         .as_array()
         .unwrap()
@@ -725,6 +732,22 @@ async fn the_typescript_sdk_logs_in_through_the_gateway_and_calls_a_tool() {
         out["tools"].as_array().unwrap().contains(&json!("echo")),
         "{out}"
     );
+    // The unified endpoint: its own metadata, and the tool by its prefixed name.
+    let unified = ts_oauth_client(&gw.url(""), "echo___").await;
+    let requests = unified["requests"].to_string();
+    assert!(
+        requests.contains("GET /.well-known/oauth-protected-resource/mcp 200"),
+        "{requests}"
+    );
+    assert_eq!(unified["echo"], "through oauth", "{unified}");
+    assert!(
+        unified["tools"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("echo___echo")),
+        "{unified}"
+    );
+
     // The user who logged in (oidc-provider's `sub`) is the caller.
     let expected = format!("\"caller\":\"carol@{}\"", issuer.url);
     wait_until("the audit log names carol", || {

@@ -4,7 +4,8 @@
 // client registration, authorization code with PKCE and a resource
 // indicator, the token, and then MCP with that token.
 //
-// Usage: node ts_oauth_client.mjs URL   (TS_SDK_DIR: the SDK's package directory)
+// Usage: node ts_oauth_client.mjs URL   (TS_SDK_DIR: the SDK's package directory;
+//        TS_CLIENT_TOOL_PREFIX: put before the tool name `echo`, for /mcp)
 //
 // The user's part of the login is played here: the authorization URL the
 // SDK hands to `redirectToAuthorization` is followed with plain HTTP
@@ -146,7 +147,11 @@ try {
   const connected = transport();
   await client.connect(connected);
   const tools = (await client.listTools()).tools.map((t) => t.name);
-  const echo = await client.callTool({ name: "echo", arguments: { message: "through oauth" } });
+  const prefix = process.env.TS_CLIENT_TOOL_PREFIX ?? "";
+  const echo = await client.callTool({
+    name: `${prefix}echo`,
+    arguments: { message: "through oauth" },
+  });
   await connected.terminateSession();
   await client.close();
   clearTimeout(timer);
