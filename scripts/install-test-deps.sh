@@ -21,6 +21,9 @@
 #   .testdeps/npm-inspector/
 #                        npm prefix with the MCP Inspector 2.x, for its CLI (run with the
 #                        Node 22 above by the tests)
+#   .testdeps/npm-oidc/  npm prefix with oidc-provider 9.x (and jose 6.x, which it uses
+#                        too), the authorization server tests/oauth/issuer.mjs runs
+#                        for the OAuth tests (with the Node 22 above)
 #   .testdeps/npm-conformance-2026/
 #                        npm prefix with the conformance suite 0.2.0-alpha.12, exactly,
 #                        whose scenarios cover the 2026-07-28 revision (run with the
@@ -45,7 +48,7 @@ FORCE=0
 for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
-    -h|--help) sed -n '2,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,40p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-test-deps: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -73,6 +76,13 @@ NPM_DEPS=(
 # (and the scenario counts its test expects) stays as it is.
 NPM_CONFORMANCE_2026_DEPS=(
   '@modelcontextprotocol/conformance=0.2.0-alpha.12'
+)
+# A real OpenID Connect / OAuth 2.1 authorization server for the OAuth tests
+# (tests/oauth/issuer.mjs), and the JOSE library it is built on, with which the
+# script signs the tokens it crafts.
+NPM_OIDC_DEPS=(
+  'oidc-provider=9'
+  'jose=6'
 )
 # The MCP Inspector, for its CLI (a large package: a prefix of its own, so the
 # others above do not reinstall with it).
@@ -272,6 +282,22 @@ npm_prefix_install "$INSPECTOR_DIR" \
 INSPECTOR_VER="$(pkg_version "$INSPECTOR_PKG" "$INSPECTOR_DIR")"
 log "npm: $INSPECTOR_PKG $INSPECTOR_VER ($prefix_state) -> $INSPECTOR_CLI"
 SUMMARY+=("inspector $INSPECTOR_VER")
+
+# ---- npm: oidc-provider (the OAuth tests' authorization server) --------------
+OIDC_DIR="$DEPS/npm-oidc"
+
+oidc_ok() {
+  [[ -f "$OIDC_DIR/node_modules/oidc-provider/package.json" ]] &&
+  [[ -f "$OIDC_DIR/node_modules/jose/package.json" ]] &&
+  "$NODE22" --input-type=module -e "await import('$OIDC_DIR/node_modules/oidc-provider/lib/index.js')" >/dev/null 2>&1
+}
+
+npm_prefix_install "$OIDC_DIR" \
+  "$(gen_package_json mcpgate-testdeps-oidc "${NPM_OIDC_DEPS[@]}")" \
+  oidc_ok "oidc-provider"
+OIDC_VER="$(pkg_version oidc-provider "$OIDC_DIR")"
+log "npm: oidc-provider $OIDC_VER ($prefix_state) -> $OIDC_DIR/node_modules/oidc-provider"
+SUMMARY+=("oidc-provider $OIDC_VER")
 
 # ---- Debian packages, installed system-wide only when missing ---------------
 SUDO=""

@@ -5,9 +5,9 @@
 //! `method`, `tool`, `duration_ms`, `outcome`, `error_code`, and `params` only
 //! with `audit_payloads = true`) and the writing: records go through a bounded
 //! queue to one writer task, so a slow disk never holds a request up (a full
-//! queue drops the record and says so in the log). It never writes an API key
-//! or any other secret of the config (callers appear by their key's *name*),
-//! and never a payload unless asked for.
+//! queue drops the record and says so in the log). It never writes an API key,
+//! an access token or any other secret (callers appear by their key's *name*,
+//! or as the OAuth user `<sub>@<issuer>`), and never a payload unless asked for.
 
 use std::io::Write;
 use std::path::Path;

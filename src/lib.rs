@@ -7,7 +7,8 @@
 //! From the top of the stack to the bottom (docs/ARCHITECTURE.md has the
 //! layers as a table, and the `tidy` test holds the imports to it):
 //! - [`http`]: the only module that knows HTTP: router, Streamable HTTP rules,
-//!   SSE, the operator's endpoints, TLS, graceful shutdown.
+//!   SSE, the operator's endpoints, TLS, OAuth access tokens (the gateway as
+//!   a resource server), graceful shutdown.
 //! - `bridge`: stateless (2026-07-28) callers on both endpoints: their hidden
 //!   sessions, calls, multi round-trip requests and `subscriptions/listen`.
 //! - `routed`: the `/mcp/<serverID>` endpoint: one backend per session.

@@ -22,7 +22,7 @@ use crate::core::{Core, Outcome, with_id};
 use crate::jsonrpc::{self, Peek};
 use crate::launcher::ServerMessageSink;
 use crate::protocol::{Era, Version, method};
-use crate::session::{Endpoint, Outbox, Session, pool_key};
+use crate::session::{Caller, Endpoint, Outbox, Session, pool_key};
 
 /// The routed endpoint.
 pub(crate) struct Routed {
@@ -41,7 +41,7 @@ impl Routed {
     pub(crate) async fn initialize(
         &self,
         server: &Arc<ServerConfig>,
-        caller: Option<Arc<str>>,
+        caller: Caller,
         message: Bytes,
         peek: &Peek<'_>,
         client: Era,

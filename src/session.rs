@@ -4,8 +4,9 @@
 //! Owns minting `Mcp-Session-Id` values (128 random bits), the table of live
 //! sessions, each session's `initialize` message (replayed to a fresh backend
 //! process), its negotiated protocol version, its last activity, its outbox
-//! (see `outbox`), and the record of the pool keys it holds (so that ending
-//! it stops exactly those). It never starts or stops processes (the core asks
+//! (see `outbox`), the caller it belongs to and which servers that caller
+//! may reach ([`Access`]), and the record of the pool keys it holds (so that
+//! ending it stops exactly those). It never starts or stops processes (the core asks
 //! the pool) and never formats HTTP. It knows no endpoint's internals: the
 //! unified endpoint keeps its per-session state behind [`EndpointState`].
 
@@ -84,6 +85,34 @@ pub(crate) enum Endpoint {
     Unified(Arc<dyn EndpointState>),
 }
 
+/// Which servers a caller may reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Every server (API-key callers, and every caller without OAuth).
+    #[default]
+    Every,
+    /// The servers whose `oauth_scopes` are all among these (a token's scopes).
+    Scopes(Arc<[String]>),
+}
+
+impl Access {
+    /// True when the caller may reach `server`.
+    pub(crate) fn reaches(&self, server: &ServerConfig) -> bool {
+        match self {
+            Access::Every => true,
+            Access::Scopes(have) => server.oauth_scopes.iter().all(|s| have.contains(s)),
+        }
+    }
+}
+
+/// Who a request comes from: the name its sessions are bound to (an API
+/// key's name, or an OAuth identity), and which servers it may reach.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Caller {
+    pub name: Option<Arc<str>>,
+    pub access: Access,
+}
+
 /// The pool keys a session holds (a routed session's own key among them).
 #[derive(Default)]
 struct Held {
@@ -96,8 +125,12 @@ pub(crate) struct Session {
     pub endpoint: Endpoint,
     /// A session idle this long is ended.
     pub idle_timeout: Duration,
-    /// The API key name that created the session; only it may use the session.
+    /// The caller (API key name or OAuth identity) that created the session;
+    /// only it may use the session.
     pub caller: Option<Arc<str>>,
+    /// Which servers the caller may reach, as of its latest request (a
+    /// refreshed token may carry other scopes).
+    access: RwLock<Access>,
     /// The client's `initialize` request as it sent it, replayed to every new process.
     pub init_message: Bytes,
     /// The version the backend answered in its initialize result.
@@ -125,7 +158,7 @@ impl Session {
     pub(crate) fn new(
         id: Arc<str>,
         endpoint: Endpoint,
-        caller: Option<Arc<str>>,
+        caller: Caller,
         idle_timeout: Duration,
         init_message: Bytes,
         protocol_version: String,
@@ -141,7 +174,8 @@ impl Session {
             ended: AtomicBool::new(false),
             id,
             endpoint,
-            caller,
+            caller: caller.name,
+            access: RwLock::new(caller.access),
             idle_timeout,
             // A copy of its own: the request's buffer (counted against the
             // gateway's buffered-body budget while anything holds it) is
@@ -211,6 +245,23 @@ impl Session {
             keys.insert(0, own.clone());
         }
         keys
+    }
+
+    /// True when the session's caller may reach `server`.
+    pub(crate) fn reaches(&self, server: &ServerConfig) -> bool {
+        self.access
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reaches(server)
+    }
+
+    /// Records the access of the caller's latest request.
+    pub(crate) fn set_access(&self, access: Access) {
+        // Nearly always unchanged: concurrent requests only read.
+        if *self.access.read().unwrap_or_else(PoisonError::into_inner) == access {
+            return;
+        }
+        *self.access.write().unwrap_or_else(PoisonError::into_inner) = access;
     }
 
     /// The era of the client behind the session (its outbox was made for
@@ -378,7 +429,7 @@ mod tests {
         Session::new(
             Arc::from("abc"),
             endpoint,
-            None,
+            Caller::default(),
             Duration::from_secs(60),
             Bytes::new(),
             "2025-11-25".to_owned(),

@@ -199,7 +199,7 @@ mod tests {
         Arc::new(Session::new(
             Arc::from(id),
             Endpoint::Routed(server()),
-            None,
+            crate::session::Caller::default(),
             Duration::from_secs(60),
             Bytes::new(),
             "2025-06-18".into(),

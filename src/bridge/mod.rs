@@ -45,7 +45,7 @@ use crate::endpoints::Endpoints;
 use crate::jsonrpc;
 use crate::jsonrpc::build;
 use crate::protocol::{Era, Version, meta, method};
-use crate::session::Session;
+use crate::session::{Caller, Session};
 use calls::Parked;
 use request_state::{Binding, Signer};
 
@@ -232,11 +232,12 @@ impl Bridge {
     pub(crate) async fn stateless(
         self: &Arc<Self>,
         server: Option<&Arc<ServerConfig>>,
-        api_caller: Option<Arc<str>>,
+        api_caller: Caller,
         message: Bytes,
         call: StatelessCall,
     ) -> Outcome {
-        let caller = caller_of(api_caller.as_ref(), &call);
+        let caller = caller_of(api_caller.name.as_ref(), &call);
+        let access = api_caller.access.clone();
         let (session, init) = match self
             .caller_session(server, &caller, api_caller, &call)
             .await
@@ -244,6 +245,8 @@ impl Bridge {
             Ok(opened) => opened,
             Err(outcome) => return outcome,
         };
+        // The caller's latest token says which servers it reaches now.
+        session.set_access(access);
         if session.in_flight() >= self.core.gateway().max_in_flight_per_session {
             return Outcome::TooMany;
         }
@@ -308,7 +311,7 @@ impl Bridge {
         &self,
         server: Option<&Arc<ServerConfig>>,
         caller: &str,
-        api_caller: Option<Arc<str>>,
+        api_caller: Caller,
         call: &StatelessCall,
     ) -> Result<(Arc<Session>, Bytes), Outcome> {
         let route = server.map_or_else(String::new, |s| s.id.clone());

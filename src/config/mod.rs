@@ -149,6 +149,35 @@ pub struct GatewayConfig {
     /// JSON files (`mcpServers` and the like) whose servers are served
     /// beside the TOML's own, as resolved against the TOML file's directory.
     pub servers_from: Vec<PathBuf>,
+    /// `[gateway.oauth]`: accept access tokens of an authorization server.
+    pub oauth: Option<OAuthConfig>,
+}
+
+/// `[gateway.oauth]`: the gateway as an OAuth 2.1 resource server. A request
+/// without a valid API key must carry an access token (a JWT) of `issuer`
+/// for `resource`; its `caller_claim` names the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OAuthConfig {
+    /// The authorization server: the token's `iss`, exactly.
+    pub issuer: String,
+    /// This gateway's resource identifier (RFC 8707), named in its protected
+    /// resource metadata.
+    pub resource: String,
+    /// The `aud` values accepted: `resource` and any others configured.
+    pub audiences: Vec<String>,
+    /// Where the signing keys are; `None`: from the issuer's metadata.
+    pub jwks_url: Option<String>,
+    /// Scopes every request needs.
+    pub scopes: Vec<String>,
+    /// The claim that names the caller.
+    pub caller_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Longest wait for the issuer's metadata or keys.
+    pub fetch_timeout: Duration,
+    /// The keys are fetched again at most once per this (an unknown `kid`
+    /// asks for a fetch).
+    pub jwks_refresh_interval: Duration,
 }
 
 /// The PEM files of the gateway's own TLS certificate.
@@ -203,6 +232,9 @@ pub struct ServerConfig {
     pub warm: Warmth,
     /// A spare older than this is stopped and replaced.
     pub spare_max_age: Duration,
+    /// OAuth scopes a caller's token needs to reach this server (besides
+    /// `[gateway.oauth] scopes`); API-key callers reach it regardless.
+    pub oauth_scopes: Vec<String>,
 }
 
 /// The `warm` key: how far a warm spare is started before a session takes it.
@@ -452,6 +484,23 @@ struct RawGateway {
     spare_max_age: Option<ConfigDuration>,
     #[serde(default)]
     servers_from: Vec<String>,
+    oauth: Option<Spanned<RawOAuth>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOAuth {
+    issuer: Spanned<String>,
+    resource: Spanned<String>,
+    #[serde(default)]
+    audiences: Vec<Spanned<String>>,
+    jwks_url: Option<Spanned<String>>,
+    #[serde(default)]
+    scopes: Vec<Spanned<String>>,
+    caller_claim: Option<Spanned<String>>,
+    leeway: Option<ConfigDuration>,
+    fetch_timeout: Option<ConfigDuration>,
+    jwks_refresh_interval: Option<ConfigDuration>,
 }
 
 #[derive(Deserialize)]
@@ -480,6 +529,8 @@ struct RawServer {
     warm_spares: Option<Spanned<usize>>,
     warm: Option<Spanned<Warmth>>,
     spare_max_age: Option<ConfigDuration>,
+    #[serde(default)]
+    oauth_scopes: Vec<Spanned<String>>,
 }
 
 /// The "not ready" answer Serena gives right after its handshake.
@@ -528,6 +579,7 @@ impl Default for GatewayConfig {
             max_spares: 16,
             spare_max_age: Duration::from_secs(60 * 60),
             servers_from: Vec::new(),
+            oauth: None,
         }
     }
 }
@@ -793,8 +845,12 @@ impl Config {
                         .map_err(|e| at(None, Some("gateway.servers_from".into()), e.to_string()))
                 })
                 .collect::<Result<_, _>>()?,
+            oauth: None,
         };
         let mut gateway = gateway;
+        if let Some(oauth) = &g.oauth {
+            gateway.oauth = Some(oauth_config(oauth.get_ref(), &expand_at, &at)?);
+        }
         for (name, key) in &g.api_keys {
             let value = expand_at(key, format!("gateway.api_keys.{name}"))?;
             if value.len() < MIN_API_KEY_LEN {
@@ -809,6 +865,15 @@ impl Config {
                     Some(key.span()),
                     Some(format!("gateway.api_keys.{name}")),
                     "two names share one key; give each caller its own".into(),
+                ));
+            }
+            if gateway.oauth.is_some() && name.contains('@') {
+                return Err(at(
+                    Some(key.span()),
+                    Some(format!("gateway.api_keys.{name}")),
+                    "with [gateway.oauth], a key's name must not contain `@` \
+                     (OAuth callers are named <claim>@<issuer>)"
+                        .into(),
                 ));
             }
             gateway.api_keys.push((name.clone(), value));
@@ -1013,7 +1078,16 @@ impl Config {
                     "must be greater than zero".into(),
                 ));
             }
+            let oauth_scopes = scope_list(&s.oauth_scopes, &key("oauth_scopes"), &at)?;
+            if !oauth_scopes.is_empty() && gateway.oauth.is_none() {
+                return Err(at(
+                    s.oauth_scopes.first().map(Spanned::span),
+                    Some(key("oauth_scopes")),
+                    "oauth_scopes needs [gateway.oauth]".into(),
+                ));
+            }
             servers.push(Arc::new(ServerConfig {
+                oauth_scopes,
                 id: id.clone(),
                 command,
                 args,
@@ -1063,7 +1137,7 @@ impl Config {
         let g = &self.gateway;
         let exposed = !g.listen.ip().is_loopback();
         let mut risks = Vec::new();
-        if exposed && g.api_keys.is_empty() {
+        if exposed && g.api_keys.is_empty() && g.oauth.is_none() {
             risks.push(format!(
                 "{} is not a loopback address and there are no api_keys \
                  (allow_unauthenticated = true): anyone who can reach it can run the configured commands",
@@ -1077,7 +1151,7 @@ impl Config {
                 g.listen
             ));
         }
-        if exposed && g.api_keys.is_empty() && g.caller_header.is_some() {
+        if exposed && g.api_keys.is_empty() && g.oauth.is_none() && g.caller_header.is_some() {
             risks.push(
                 "stateless callers are named by caller_header, which any client can set: \
                  without api_keys they can reach each other's processes"
@@ -1114,7 +1188,11 @@ impl Config {
     /// has no single place in the file: it is the combination that is wrong.
     pub fn check_exposure(&self) -> Result<(), ConfigError> {
         let g = &self.gateway;
-        if g.listen.ip().is_loopback() || !g.api_keys.is_empty() || g.allow_unauthenticated {
+        if g.listen.ip().is_loopback()
+            || !g.api_keys.is_empty()
+            || g.oauth.is_some()
+            || g.allow_unauthenticated
+        {
             return Ok(());
         }
         Err(ConfigError {
@@ -1123,7 +1201,8 @@ impl Config {
             key: None,
             message: format!(
                 "refusing to listen on {} without api_keys: anyone who can reach it could run \
-                 the configured commands. Add [gateway] api_keys, listen on loopback, or set \
+                 the configured commands. Add [gateway] api_keys or [gateway.oauth], listen on \
+                 loopback, or set \
                  allow_unauthenticated = true if something in front of mcpgate authenticates \
                  callers",
                 g.listen
@@ -1255,6 +1334,21 @@ impl Config {
         gateway.insert("warm_spares".into(), count(g.warm_spares));
         gateway.insert("max_spares".into(), count(g.max_spares));
         gateway.insert("spare_max_age".into(), dur(g.spare_max_age));
+        if let Some(o) = &g.oauth {
+            let mut oauth = Table::new();
+            oauth.insert("issuer".into(), Value::String(o.issuer.clone()));
+            oauth.insert("resource".into(), Value::String(o.resource.clone()));
+            oauth.insert("audiences".into(), strings(&o.audiences));
+            if let Some(url) = &o.jwks_url {
+                oauth.insert("jwks_url".into(), Value::String(url.clone()));
+            }
+            oauth.insert("scopes".into(), strings(&o.scopes));
+            oauth.insert("caller_claim".into(), Value::String(o.caller_claim.clone()));
+            oauth.insert("leeway".into(), dur(o.leeway));
+            oauth.insert("fetch_timeout".into(), dur(o.fetch_timeout));
+            oauth.insert("jwks_refresh_interval".into(), dur(o.jwks_refresh_interval));
+            gateway.insert("oauth".into(), Value::Table(oauth));
+        }
 
         let mut servers = Table::new();
         for s in &self.servers {
@@ -1296,6 +1390,9 @@ impl Config {
             t.insert("warm_spares".into(), count(s.warm_spares));
             t.insert("warm".into(), Value::String(s.warm.as_str().into()));
             t.insert("spare_max_age".into(), dur(s.spare_max_age));
+            if !s.oauth_scopes.is_empty() {
+                t.insert("oauth_scopes".into(), strings(&s.oauth_scopes));
+            }
             servers.insert(s.id.clone(), Value::Table(t));
         }
         let mut root = Table::new();
@@ -1309,6 +1406,136 @@ impl Config {
 /// the gateway's count. A shared server has one process for every session,
 /// so spares of it are refused, as is `warm = "initialized"` for a backend
 /// whose handshake is not `initialize` (`era` other than `legacy`).
+type At<'a> = &'a dyn Fn(Option<Range<usize>>, Option<String>, String) -> ConfigError;
+type ExpandAt<'a> = &'a dyn Fn(&Spanned<String>, String) -> Result<String, ConfigError>;
+
+/// OAuth scopes as written: each a non-empty run of visible ASCII without
+/// `"` or `\` (RFC 6749's scope-token), no duplicates.
+fn scope_list(raw: &[Spanned<String>], key: &str, at: At<'_>) -> Result<Vec<String>, ConfigError> {
+    let mut scopes: Vec<String> = Vec::with_capacity(raw.len());
+    for scope in raw {
+        let value = scope.get_ref();
+        let ok = !value.is_empty()
+            && value
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\');
+        if !ok {
+            return Err(at(
+                Some(scope.span()),
+                Some(key.to_owned()),
+                format!(
+                    "`{value}` is not a scope (visible ASCII, no spaces, quotes or backslashes)"
+                ),
+            ));
+        }
+        if !scopes.contains(value) {
+            scopes.push(value.clone());
+        }
+    }
+    Ok(scopes)
+}
+
+/// An absolute `http`/`https` URL without a fragment, as OAuth names things.
+fn is_http_url(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    (scheme == "https" || scheme == "http")
+        && !host.is_empty()
+        && !text.contains('#')
+        && !text.contains(char::is_whitespace)
+}
+
+/// `[gateway.oauth]`, checked.
+fn oauth_config(
+    o: &RawOAuth,
+    expand_at: ExpandAt<'_>,
+    at: At<'_>,
+) -> Result<OAuthConfig, ConfigError> {
+    let url = |value: &Spanned<String>, key: &str| {
+        let text = expand_at(value, format!("gateway.oauth.{key}"))?;
+        if is_http_url(&text) {
+            Ok(text)
+        } else {
+            Err(at(
+                Some(value.span()),
+                Some(format!("gateway.oauth.{key}")),
+                format!("`{text}` is not an absolute http(s) URL without a fragment"),
+            ))
+        }
+    };
+    let issuer = url(&o.issuer, "issuer")?;
+    let resource = url(&o.resource, "resource")?;
+    let mut audiences = vec![resource.clone()];
+    for audience in &o.audiences {
+        let value = expand_at(audience, "gateway.oauth.audiences".into())?;
+        if value.is_empty() {
+            return Err(at(
+                Some(audience.span()),
+                Some("gateway.oauth.audiences".into()),
+                "an audience must not be empty".into(),
+            ));
+        }
+        if !audiences.contains(&value) {
+            audiences.push(value);
+        }
+    }
+    let jwks_url = o
+        .jwks_url
+        .as_ref()
+        .map(|u| url(u, "jwks_url"))
+        .transpose()?;
+    let scopes = scope_list(&o.scopes, "gateway.oauth.scopes", at)?;
+    let caller_claim = match &o.caller_claim {
+        None => "sub".to_owned(),
+        Some(claim) if claim.get_ref().is_empty() => {
+            return Err(at(
+                Some(claim.span()),
+                Some("gateway.oauth.caller_claim".into()),
+                "must not be empty".into(),
+            ));
+        }
+        Some(claim) => claim.get_ref().clone(),
+    };
+    let dur =
+        |d: Option<ConfigDuration>, default: u64| d.map_or(Duration::from_secs(default), |d| d.0);
+    let config = OAuthConfig {
+        issuer,
+        resource,
+        audiences,
+        jwks_url,
+        scopes,
+        caller_claim,
+        leeway: dur(o.leeway, 60),
+        fetch_timeout: dur(o.fetch_timeout, 5),
+        jwks_refresh_interval: dur(o.jwks_refresh_interval, 10),
+    };
+    for (key, value) in [
+        ("gateway.oauth.fetch_timeout", config.fetch_timeout),
+        (
+            "gateway.oauth.jwks_refresh_interval",
+            config.jwks_refresh_interval,
+        ),
+    ] {
+        if value.is_zero() {
+            return Err(at(
+                None,
+                Some(key.into()),
+                "must be greater than zero".into(),
+            ));
+        }
+    }
+    if config.leeway > Duration::from_secs(600) {
+        return Err(at(
+            None,
+            Some("gateway.oauth.leeway".into()),
+            "must be at most 10m".into(),
+        ));
+    }
+    Ok(config)
+}
+
 fn warm_settings(
     s: &RawServer,
     gateway: &GatewayConfig,
@@ -1792,14 +2019,78 @@ mod tests {
     }
 
     #[test]
+    fn oauth_settings_are_checked_and_printed() {
+        let c = parse(
+            "[gateway]\nlisten = \"0.0.0.0:3000\"\n[gateway.oauth]\n\
+             issuer = \"https://login.example/realms/a\"\n\
+             resource = \"https://mcp.example/mcp\"\n\
+             audiences = [\"mcpgate\"]\nscopes = [\"mcp\", \"mcp\"]\n\
+             [servers.files]\ncommand = \"x\"\noauth_scopes = [\"files:read\"]\n",
+        )
+        .unwrap();
+        let o = c.gateway.oauth.as_ref().unwrap();
+        assert_eq!(o.audiences, ["https://mcp.example/mcp", "mcpgate"]);
+        assert_eq!(o.scopes, ["mcp"]);
+        assert_eq!(o.caller_claim, "sub");
+        assert_eq!(o.leeway, Duration::from_secs(60));
+        assert_eq!(o.jwks_url, None);
+        assert_eq!(c.servers[0].oauth_scopes, ["files:read"]);
+        // OAuth is authentication: a public address is allowed.
+        assert!(c.check_exposure().is_ok());
+        let printed = c.to_redacted_toml();
+        assert!(printed.contains("[gateway.oauth]"), "{printed}");
+        assert!(printed.contains("caller_claim = \"sub\""), "{printed}");
+        assert!(
+            printed.contains("jwks_refresh_interval = \"10s\""),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("oauth_scopes = [\"files:read\"]"),
+            "{printed}"
+        );
+        let again = parse(&printed).unwrap();
+        assert_eq!(again.gateway.oauth, c.gateway.oauth);
+
+        let key_of = |text: &str| parse(text).unwrap_err().key.unwrap_or_default();
+        let base = "[gateway.oauth]\nissuer = \"https://i.example\"\nresource = \"https://r.example/mcp\"\n";
+        assert_eq!(
+            key_of("[gateway.oauth]\nissuer = \"i.example\"\nresource = \"https://r/mcp\"\n"),
+            "gateway.oauth.issuer"
+        );
+        assert_eq!(
+            key_of(&format!("{base}scopes = [\"has space\"]\n")),
+            "gateway.oauth.scopes"
+        );
+        assert_eq!(
+            key_of(&format!("{base}jwks_url = \"ftp://k\"\n")),
+            "gateway.oauth.jwks_url"
+        );
+        assert_eq!(
+            key_of(&format!("{base}jwks_refresh_interval = \"0s\"\n")),
+            "gateway.oauth.jwks_refresh_interval"
+        );
+        assert_eq!(key_of(&format!("{base}unknown = 1\n")), "unknown");
+        assert_eq!(
+            key_of("[servers.s]\ncommand = \"x\"\noauth_scopes = [\"a\"]\n"),
+            "servers.s.oauth_scopes"
+        );
+        assert_eq!(
+            key_of(&format!(
+                "[gateway]\napi_keys = {{ \"a@b\" = \"0123456789abcdef0\" }}\n{base}"
+            )),
+            "gateway.api_keys.a@b"
+        );
+    }
+
+    #[test]
     fn exposure_without_keys_is_refused_unless_allowed() {
         let open = parse("[gateway]\nlisten = \"0.0.0.0:3000\"\n").unwrap();
         assert_eq!(
             open.check_exposure().unwrap_err().to_string(),
             "test.toml: refusing to listen on 0.0.0.0:3000 without api_keys: anyone who can reach \
-             it could run the configured commands. Add [gateway] api_keys, listen on loopback, or \
-             set allow_unauthenticated = true if something in front of mcpgate authenticates \
-             callers"
+             it could run the configured commands. Add [gateway] api_keys or [gateway.oauth], \
+             listen on loopback, or set allow_unauthenticated = true if something in front of \
+             mcpgate authenticates callers"
         );
         let allowed =
             parse("[gateway]\nlisten = \"0.0.0.0:3000\"\nallow_unauthenticated = true\n").unwrap();

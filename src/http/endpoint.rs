@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::oauth;
 use super::reply::{self, HttpError, SESSION_HEADER};
 use super::rules::{self, AnswerAs};
 use super::stateless::{self, Era};
@@ -24,7 +25,7 @@ use crate::config::ServerConfig;
 use crate::core::{Outcome, Step};
 use crate::jsonrpc::{self, Kind};
 use crate::protocol::{Version, method};
-use crate::session::Session;
+use crate::session::{Access, Caller, Session};
 
 /// How long the rest of a refused body (oversized, or over the budget of
 /// bodies held) is read before the refusal is sent anyway.
@@ -38,6 +39,21 @@ enum Target<'a> {
 }
 
 impl Target<'_> {
+    /// The request path of the endpoint.
+    fn path(&self) -> String {
+        match self {
+            Target::Routed(server) => format!("/mcp/{}", server.id),
+            Target::Unified => "/mcp".to_owned(),
+        }
+    }
+
+    fn server(&self) -> Option<&ServerConfig> {
+        match self {
+            Target::Routed(server) => Some(server),
+            Target::Unified => None,
+        }
+    }
+
     /// True when `session` was created on this endpoint.
     fn owns(&self, session: &Session) -> bool {
         match (self, session.server()) {
@@ -78,9 +94,11 @@ pub(super) async fn get(
     headers: HeaderMap,
 ) -> Response {
     let server_id = server_id(path);
-    server(&app, &server_id)
-        .and_then(|server| open_stream(&app, Target::Routed(&server), &headers))
-        .unwrap_or_else(|e| refused(&server_id, e))
+    let result = match server(&app, &server_id) {
+        Ok(server) => open_stream(&app, Target::Routed(&server), &headers).await,
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(|e| refused(&server_id, e))
 }
 
 pub(super) async fn delete(
@@ -109,7 +127,9 @@ pub(super) async fn unified_post(
 }
 
 pub(super) async fn unified_get(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    open_stream(&app, Target::Unified, &headers).unwrap_or_else(|e| refused("(unified)", e))
+    open_stream(&app, Target::Unified, &headers)
+        .await
+        .unwrap_or_else(|e| refused("(unified)", e))
 }
 
 pub(super) async fn unified_delete(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
@@ -140,19 +160,23 @@ fn server(app: &App, server_id: &str) -> Result<Arc<ServerConfig>, HttpError> {
     })
 }
 
-/// The live session a request names, on this endpoint, created with the same
-/// API key: presented with another key, a session is as unknown as any (404).
+/// The live session a request names, on this endpoint, created by the same
+/// caller (API key, or OAuth identity): presented by another, a session is
+/// as unknown as any (404). The caller's latest access is recorded on it.
 fn session(
     app: &App,
     target: Target<'_>,
-    caller: &Option<Arc<str>>,
+    caller: &Caller,
     headers: &HeaderMap,
 ) -> Result<Arc<Session>, HttpError> {
     let id = rules::require_session_id(headers)?;
-    app.core
+    let session = app
+        .core
         .session(id)
-        .filter(|s| target.owns(s) && s.caller == *caller)
-        .ok_or_else(rules::unknown_session)
+        .filter(|s| target.owns(s) && s.caller == caller.name)
+        .ok_or_else(rules::unknown_session)?;
+    session.set_access(caller.access.clone());
+    Ok(session)
 }
 
 /// Reads the body, refusing more than `limit` bytes with 413. The rest of an
@@ -307,15 +331,51 @@ pub(super) async fn method_not_allowed() -> Response {
 }
 
 /// The checks every request to an MCP endpoint passes first (origin, host,
-/// API key); returns the caller's key name when the gateway has keys.
-fn check_caller(app: &App, headers: &HeaderMap) -> Result<Option<Arc<str>>, HttpError> {
+/// API key or access token); returns the caller: the key's name, or with
+/// `[gateway.oauth]` the token's identity and scopes (a valid API key is
+/// served as without OAuth). A routed endpoint whose server needs scopes
+/// the token lacks is refused here (403).
+async fn check_caller(
+    app: &App,
+    headers: &HeaderMap,
+    target: Target<'_>,
+) -> Result<Caller, HttpError> {
     let gateway = app.core.gateway();
     rules::check_origin_and_host(
         headers,
         gateway.listen.ip().is_loopback(),
         &gateway.allowed_origins,
     )?;
-    rules::authenticate(headers, &gateway.api_keys)
+    let Some(verifier) = &app.oauth else {
+        return Ok(Caller {
+            name: rules::authenticate(headers, &gateway.api_keys)?,
+            access: Access::Every,
+        });
+    };
+    if !gateway.api_keys.is_empty()
+        && let Ok(Some(name)) = rules::authenticate(headers, &gateway.api_keys)
+    {
+        return Ok(Caller {
+            name: Some(name),
+            access: Access::Every,
+        });
+    }
+    let path = target.path();
+    let needed = verifier.needed(target.server());
+    let Some(token) = rules::bearer_token(headers) else {
+        return Err(verifier.unauthorized(&path, &needed, None));
+    };
+    let verified = verifier
+        .verify(token)
+        .await
+        .map_err(|e| verifier.unauthorized(&path, &needed, Some(&e)))?;
+    if !oauth::has_all(&verified.scopes, &needed) {
+        return Err(verifier.insufficient_scope(&path, &needed));
+    }
+    Ok(Caller {
+        name: Some(verified.caller),
+        access: Access::Scopes(verified.scopes),
+    })
 }
 
 async fn post_message(
@@ -324,7 +384,7 @@ async fn post_message(
     headers: &HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, HttpError> {
-    let caller = check_caller(app, headers)?;
+    let caller = check_caller(app, headers, target).await?;
     rules::require_json_content(headers)?;
     let answer_as = rules::post_answer_as(headers)?;
     if stateless::era_of_post(headers, &bytes) == Era::Stateless {
@@ -430,7 +490,7 @@ fn too_many(who: &str, limit: usize) -> HttpError {
 async fn stateless_post(
     app: &Arc<App>,
     target: Target<'_>,
-    caller: Option<Arc<str>>,
+    caller: Caller,
     answer_as: AnswerAs,
     headers: &HeaderMap,
     bytes: Bytes,
@@ -741,8 +801,12 @@ async fn serve_batch(
     })
 }
 
-fn open_stream(app: &App, target: Target<'_>, headers: &HeaderMap) -> Result<Response, HttpError> {
-    let caller = check_caller(app, headers)?;
+async fn open_stream(
+    app: &App,
+    target: Target<'_>,
+    headers: &HeaderMap,
+) -> Result<Response, HttpError> {
+    let caller = check_caller(app, headers, target).await?;
     if stateless::era_of_headers(headers) == Era::Stateless {
         return Err(stateless::refuse_get_or_delete());
     }
@@ -802,7 +866,7 @@ async fn end_session(
     target: Target<'_>,
     headers: &HeaderMap,
 ) -> Result<Response, HttpError> {
-    let caller = check_caller(app, headers)?;
+    let caller = check_caller(app, headers, target).await?;
     if stateless::era_of_headers(headers) == Era::Stateless {
         return Err(stateless::refuse_get_or_delete());
     }

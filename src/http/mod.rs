@@ -4,11 +4,13 @@
 //! end SSE streams, let in-flight requests finish until `shutdown_timeout`).
 //! `rules` checks headers, `reply` shapes responses, `endpoint` handles
 //! `/mcp/{serverID}` and `/mcp`, `limits` bounds what clients may hold
-//! (connections, buffered bodies). It never spawns processes or reads backend
+//! (connections, buffered bodies), `oauth` checks access tokens and serves the
+//! protected resource metadata. It never spawns processes or reads backend
 //! output.
 
 mod endpoint;
 mod limits;
+mod oauth;
 mod ops;
 mod reply;
 mod rules;
@@ -33,18 +35,28 @@ pub(crate) struct App {
     bridge: Arc<Bridge>,
     connections: limits::ConnectionCap,
     bodies: Arc<limits::BodyBudget>,
+    /// The access token checks, with `[gateway.oauth]`.
+    oauth: Option<Arc<oauth::Verifier>>,
 }
 
 impl App {
+    /// The handlers' state; with `[gateway.oauth]`, the issuer's keys are
+    /// fetched at once (in the background).
     pub(crate) fn new(core: Arc<Core>, endpoints: Arc<Endpoints>, bridge: Arc<Bridge>) -> App {
         let bodies = limits::BodyBudget::new(core.gateway().max_buffered_body_bytes);
         let connections = limits::ConnectionCap::new(core.gateway().max_connections);
+        let oauth = core.gateway().oauth.clone().map(|config| {
+            let verifier = Arc::new(oauth::Verifier::new(config));
+            verifier.prefetch();
+            verifier
+        });
         App {
             core,
             endpoints,
             bridge,
             connections,
             bodies,
+            oauth,
         }
     }
 }
@@ -69,6 +81,15 @@ fn router(app: Arc<App>) -> Router {
                 .post(endpoint::unified_post)
                 .delete(endpoint::unified_delete)
                 .fallback(endpoint::method_not_allowed),
+        )
+        .route(oauth::METADATA_PATH, get(oauth::unified_metadata))
+        .route(
+            &format!("{}/mcp", oauth::METADATA_PATH),
+            get(oauth::unified_metadata),
+        )
+        .route(
+            &format!("{}/mcp/{{server_id}}", oauth::METADATA_PATH),
+            get(oauth::routed_metadata),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ops::readyz))

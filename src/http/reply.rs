@@ -27,6 +27,8 @@ pub(super) struct HttpError {
     pub id: Option<String>,
     /// The error's `data` member, when it has one.
     pub data: Option<serde_json::Value>,
+    /// The `WWW-Authenticate` challenge of a 401 or 403, when it is not the plain one.
+    pub challenge: Option<String>,
 }
 
 impl HttpError {
@@ -37,7 +39,13 @@ impl HttpError {
             message: message.into(),
             id: None,
             data: None,
+            challenge: None,
         }
+    }
+
+    pub(super) fn with_challenge(mut self, challenge: String) -> HttpError {
+        self.challenge = Some(challenge);
+        self
     }
 
     pub(super) fn with_data(mut self, data: serde_json::Value) -> HttpError {
@@ -60,7 +68,15 @@ impl IntoResponse for HttpError {
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if let Some(value) = self
+            .challenge
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok())
+        {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        } else if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"mcpgate\""),

@@ -248,6 +248,14 @@ pub(super) fn authenticate(
         .ok_or_else(|| unauthorized("the API key is not valid"))
 }
 
+/// The token of an `Authorization: Bearer <token>` header, if the request has one.
+pub(super) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_at_checked(7)?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer ") && !token.is_empty()).then_some(token)
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut difference = a.len() ^ b.len();

@@ -26,7 +26,7 @@ use crate::core::{Core, Outcome};
 use crate::jsonrpc::{self, Kind, Message, Peek, build};
 use crate::launcher::ServerMessageSink;
 use crate::protocol::{Era, Version, method};
-use crate::session::{Endpoint, EndpointState, Outbox, Session};
+use crate::session::{Caller, Endpoint, EndpointState, Outbox, Session};
 
 /// Most pages read from one backend when the gateway refreshes its URI map.
 const MAX_REFRESH_PAGES: usize = 20;
@@ -265,21 +265,36 @@ impl Unified {
         }
     }
 
-    fn server_by_id(&self, id: &str) -> Option<Arc<ServerConfig>> {
-        self.core.server(id)
+    /// The server with this id, if the session's caller may reach it.
+    fn server_by_id(&self, session: &Session, id: &str) -> Option<Arc<ServerConfig>> {
+        self.core.server(id).filter(|s| session.reaches(s))
     }
 
-    /// The servers whose latest handshake offered `capability`, in config
-    /// order; servers never started yet count when `unknown_counts`.
-    fn servers_offering(&self, capability: &str, unknown_counts: bool) -> Vec<Arc<ServerConfig>> {
+    /// The servers the session's caller may reach, in config order.
+    fn servers_of(&self, session: &Session) -> Vec<Arc<ServerConfig>> {
         self.core
             .servers()
             .iter()
+            .filter(|s| session.reaches(s))
+            .cloned()
+            .collect()
+    }
+
+    /// Of the servers the session's caller may reach, those whose latest
+    /// handshake offered `capability`, in config order; servers never started
+    /// yet count when `unknown_counts`.
+    fn servers_offering(
+        &self,
+        session: &Session,
+        capability: &str,
+        unknown_counts: bool,
+    ) -> Vec<Arc<ServerConfig>> {
+        self.servers_of(session)
+            .into_iter()
             .filter(|s| match self.backend_info.capabilities(&s.id) {
                 Some(caps) => caps.get(capability).is_some(),
                 None => unknown_counts,
             })
-            .cloned()
             .collect()
     }
 
@@ -290,7 +305,7 @@ impl Unified {
     /// one that fails is left out (and logged) and the others serve.
     pub(crate) async fn initialize(
         &self,
-        caller: Option<Arc<str>>,
+        caller: Caller,
         message: Bytes,
         peek: &Peek<'_>,
         client: Era,
@@ -316,7 +331,7 @@ impl Unified {
                 self.core.gateway().sse_replay_events,
             )),
         ));
-        let servers = self.core.servers();
+        let servers = self.servers_of(&session);
         let unknown: Vec<&Arc<ServerConfig>> = servers
             .iter()
             .filter(|s| self.backend_info.get(&s.id).is_none())
@@ -337,8 +352,7 @@ impl Unified {
             }
         }
         let capabilities = merge_capabilities(
-            self.core
-                .servers()
+            servers
                 .iter()
                 .filter_map(|s| self.backend_info.capabilities(&s.id)),
         );
@@ -431,7 +445,7 @@ impl Unified {
                 None => invalid_params(peek.id, "params.uri is missing"),
             },
             method::SET_LOG_LEVEL => {
-                let targets = self.servers_offering("logging", false);
+                let targets = self.servers_offering(session, "logging", false);
                 let sends = targets
                     .iter()
                     .map(|server| self.send_to(session, server, message, peek));
@@ -461,8 +475,8 @@ impl Unified {
         let Ok(name) = serde_json::from_str::<String>(raw_name.get()) else {
             return invalid_params(peek.id, "the name must be a string");
         };
-        let Some((server, backend_name)) =
-            names::split(&name, separator).and_then(|(s, n)| Some((self.server_by_id(s)?, n)))
+        let Some((server, backend_name)) = names::split(&name, separator)
+            .and_then(|(s, n)| Some((self.server_by_id(session, s)?, n)))
         else {
             return invalid_params(
                 peek.id,
@@ -515,7 +529,7 @@ impl Unified {
                 .find(|(template, _)| names::template_matches(template, uri))
                 .map(|(_, server)| server.clone())
         })?;
-        self.server_by_id(&id)
+        self.server_by_id(session, &id)
     }
 
     /// Sends a request to one server for the session, tracking it for cancellation.
@@ -534,6 +548,15 @@ impl Unified {
                 None,
             );
         };
+        if !session.reaches(server) {
+            return invalid_params(
+                peek.id,
+                &format!(
+                    "server `{}` is not reachable with this caller's scopes",
+                    server.id
+                ),
+            );
+        }
         let conn = match self.core.conn_for(session, server).await {
             Ok((conn, started)) => {
                 if let Some(answer) = started {
@@ -566,12 +589,12 @@ impl Unified {
             Some(cursor) => match lists::decode_cursor(&cursor) {
                 Some(pending) => pending
                     .into_iter()
-                    .filter_map(|(s, c)| Some((self.server_by_id(&s)?, Some(c))))
+                    .filter_map(|(s, c)| Some((self.server_by_id(session, &s)?, Some(c))))
                     .collect(),
                 None => return invalid_params(peek.id, "invalid cursor"),
             },
             None => self
-                .servers_offering(kind.capability(), true)
+                .servers_offering(session, kind.capability(), true)
                 .into_iter()
                 .map(|s| (s, None))
                 .collect(),
@@ -685,7 +708,7 @@ impl Unified {
 
     /// Reads every backend's resources and templates (bounded) to learn their URIs.
     async fn refresh_resources(&self, session: &Arc<Session>) {
-        let servers = self.servers_offering("resources", true);
+        let servers = self.servers_offering(session, "resources", true);
         let reads = servers.iter().flat_map(|server| {
             [ListKind::Resources, ListKind::ResourceTemplates].map(|kind| async move {
                 let mut cursor: Option<String> = None;
@@ -722,7 +745,7 @@ impl Unified {
                     return;
                 };
                 let restored = jsonrpc::splice(message, range, original.as_bytes());
-                if let Some(server) = self.server_by_id(&server_id) {
+                if let Some(server) = self.server_by_id(session, &server_id) {
                     self.forward_to_live(session, &server, &restored).await;
                 }
             }
@@ -731,12 +754,15 @@ impl Unified {
                     .params
                     .and_then(|p| jsonrpc::cancelled_request_id(message, p))
                     .and_then(|(id, _)| state.routes().in_flight.get(id).cloned());
-                if let Some(server) = server_id.as_deref().and_then(|s| self.server_by_id(s)) {
+                if let Some(server) = server_id
+                    .as_deref()
+                    .and_then(|s| self.server_by_id(session, s))
+                {
                     self.forward_to_live(session, &server, message).await;
                 }
             }
             _ => {
-                for server in self.core.servers().iter() {
+                for server in &self.servers_of(session) {
                     self.forward_to_live(session, server, message).await;
                 }
             }

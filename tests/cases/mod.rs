@@ -10,6 +10,7 @@ mod interop;
 mod json_configs;
 mod lifecycle;
 mod modern_backends;
+mod oauth;
 mod operations;
 mod operations_cli;
 mod pool;

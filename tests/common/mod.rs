@@ -78,6 +78,12 @@ impl Gateway {
         Gateway::start_with_files(("mcpgate.toml", config), &[], env, false).await
     }
 
+    /// Like [`Gateway::start`], on `listen` (from [`free_port`]): for a
+    /// config that must name the gateway's own URL.
+    pub async fn start_on(config: &str, listen: &str) -> Gateway {
+        Gateway::launch(("mcpgate.toml", config), &[], &[], false, listen).await
+    }
+
     /// Starts `mcpgate` with the config file `main` (a name and its text,
     /// TOML or JSON) written to a temp dir beside the `others`, with `env`
     /// added; with `stdin`, the config text is given on standard input
@@ -87,6 +93,16 @@ impl Gateway {
         others: &[(&str, &str)],
         env: &[(&str, &str)],
         stdin: bool,
+    ) -> Gateway {
+        Gateway::launch(main, others, env, stdin, "127.0.0.1:0").await
+    }
+
+    async fn launch(
+        main: (&str, &str),
+        others: &[(&str, &str)],
+        env: &[(&str, &str)],
+        stdin: bool,
+        listen: &str,
     ) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join(main.0);
@@ -107,7 +123,7 @@ impl Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mcpgate"))
             .arg("--config")
             .arg(&config_arg)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .env("MCPGATE_TEST_TAG", &tag)
             .envs(env.iter().copied())
             // MCPGATE_TEST_LOG overrides the gateway's log filter when debugging a test.
@@ -584,16 +600,25 @@ pub async fn inspector_cli(url: &str, args: &[&str]) -> Value {
 }
 
 /// The Node 22 the test dependencies install, under `.testdeps/`.
-const NODE22: &str = "npm/node_modules/node/bin/node";
+pub const NODE22: &str = "npm/node_modules/node/bin/node";
+
+/// A loopback port nothing listens on now, for a gateway whose config must
+/// name its own URL (its listener binds it again at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
 
 /// A path inside the repository.
-fn repo_path(relative: &str) -> PathBuf {
+pub fn repo_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
 /// A file the test dependencies install under `.testdeps/`; fails the test,
 /// saying how to install it, if it is missing.
-fn test_dep(relative: &str) -> PathBuf {
+pub fn test_dep(relative: &str) -> PathBuf {
     let path = repo_path(".testdeps").join(relative);
     assert!(
         path.exists(),
@@ -606,7 +631,7 @@ fn test_dep(relative: &str) -> PathBuf {
 /// Runs a client driver to its end (within [`DEADLINE`]; it is killed if the
 /// test gives up), fails the test with its output unless it succeeded, and
 /// returns what it printed on stdout. `what` names it in the failure.
-async fn run_client(mut command: tokio::process::Command, what: &str) -> String {
+pub async fn run_client(mut command: tokio::process::Command, what: &str) -> String {
     command.kill_on_drop(true);
     let output = tokio::time::timeout(DEADLINE, command.output())
         .await
@@ -623,7 +648,7 @@ async fn run_client(mut command: tokio::process::Command, what: &str) -> String 
 }
 
 /// The JSON of the last line a client driver printed.
-fn last_json_line(stdout: &str) -> Value {
+pub fn last_json_line(stdout: &str) -> Value {
     let last = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| panic!("bad client output {last:?}: {e}"))
 }
