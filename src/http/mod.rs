@@ -4,9 +4,11 @@
 //! end SSE streams, let in-flight requests finish until `shutdown_timeout`).
 //! `rules` checks headers, `reply` shapes responses, `endpoint` handles
 //! `/mcp/{serverID}` and `/mcp`, `limits` bounds what clients may hold
-//! (connections, buffered bodies). It never spawns processes or reads backend
+//! (connections, buffered bodies), `ops` serves the operator's JSON and
+//! `admin_page` the status page. It never spawns processes or reads backend
 //! output.
 
+mod admin_page;
 mod endpoint;
 mod limits;
 mod ops;
@@ -26,13 +28,15 @@ use crate::core::Core;
 use crate::endpoints::Endpoints;
 
 /// What every handler can reach: the core, the endpoints on it, the cap on
-/// connections and the budget of request-body bytes held at once.
+/// connections, the budget of request-body bytes held at once, and the status
+/// page's logins.
 pub(crate) struct App {
     core: Arc<Core>,
     endpoints: Arc<Endpoints>,
     bridge: Arc<Bridge>,
     connections: limits::ConnectionCap,
     bodies: Arc<limits::BodyBudget>,
+    logins: admin_page::logins::Logins,
 }
 
 impl App {
@@ -45,6 +49,7 @@ impl App {
             bridge,
             connections,
             bodies,
+            logins: admin_page::logins::Logins::default(),
         }
     }
 }
@@ -74,6 +79,12 @@ fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
+        .route("/admin", get(admin_page::to_page))
+        .route("/admin/", get(admin_page::page))
+        .route("/admin/page.css", get(admin_page::stylesheet))
+        .route("/admin/status.js", get(admin_page::script))
+        .route("/admin/login", axum::routing::post(admin_page::login))
+        .route("/admin/logout", axum::routing::post(admin_page::logout))
         .route("/admin/sessions", get(ops::admin_sessions))
         .route(
             "/admin/sessions/{id}",
