@@ -153,6 +153,7 @@ async fn the_status_page_login_cookie_is_http_only_strict_and_ends_sessions_only
     assert!(set_cookie.contains("; HttpOnly"), "{set_cookie}");
     assert!(set_cookie.contains("; SameSite=Strict"), "{set_cookie}");
     assert!(set_cookie.contains("; Path=/admin"), "{set_cookie}");
+    assert!(set_cookie.contains("; Max-Age=28800"), "{set_cookie}");
     assert!(!set_cookie.contains("Secure"), "plain HTTP: {set_cookie}");
     assert!(!set_cookie.contains(KEY), "{set_cookie}");
     let page = admin_get(&gw, "/admin/", Some(&cookie)).await;
