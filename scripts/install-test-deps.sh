@@ -18,6 +18,8 @@
 #                        test renders the page)
 #   nginx                (Debian's nginx-light, system-wide, only if missing: the
 #                        scale-out tests put a real nginx in front of two gateways)
+#   chromium             (Debian's, system-wide, only if missing: the status page's
+#                        test drives it headless)
 #   .testdeps/npm-inspector/
 #                        npm prefix with the MCP Inspector 2.x, for its CLI (run with the
 #                        Node 22 above by the tests)
@@ -346,6 +348,20 @@ else
   log "nginx: $(/usr/sbin/nginx -v 2>&1 | head -n 1) (installed)"
 fi
 SUMMARY+=("nginx")
+
+# ---- chromium (Debian's): the status page's test drives it headless ----------
+# (tests/common/browser.rs runs /usr/lib/chromium/chromium, the browser behind
+# Debian's /usr/bin/chromium wrapper, over --remote-debugging-pipe.)
+CHROMIUM_BIN=/usr/lib/chromium/chromium
+if [[ -x "$CHROMIUM_BIN" ]]; then
+  log "chromium: $("$CHROMIUM_BIN" --version 2>/dev/null | head -n 1) (present)"
+else
+  log "chromium: installing Debian's chromium ..."
+  apt_install chromium chromium
+  [[ -x "$CHROMIUM_BIN" ]] || die "chromium: installed but $CHROMIUM_BIN is missing"
+  log "chromium: $("$CHROMIUM_BIN" --version 2>/dev/null | head -n 1) (installed)"
+fi
+SUMMARY+=("chromium")
 
 # ---- one-line summary on stdout --------------------------------------------
 summary="$(printf '%s, ' "${SUMMARY[@]}")"

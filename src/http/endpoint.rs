@@ -191,7 +191,7 @@ fn session(
 /// `max_buffered_body_bytes` as they are read (all of a declared length up
 /// front) until the last reference to them is dropped; a body that would take
 /// the count past it is a 503 (its bytes drained, not held, as for a 413).
-async fn read_body(
+pub(super) async fn read_body(
     app: &App,
     body: Body,
     limit: u64,

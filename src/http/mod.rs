@@ -5,9 +5,11 @@
 //! `rules` checks headers, `reply` shapes responses, `endpoint` handles
 //! `/mcp/{serverID}` and `/mcp`, `limits` bounds what clients may hold
 //! (connections, buffered bodies), `oauth` checks access tokens and serves the
-//! protected resource metadata. It never spawns processes or reads backend
+//! protected resource metadata, `ops` serves the operator's JSON and
+//! `admin_page` the status page. It never spawns processes or reads backend
 //! output.
 
+mod admin_page;
 mod endpoint;
 mod limits;
 mod oauth;
@@ -28,7 +30,8 @@ use crate::core::Core;
 use crate::endpoints::Endpoints;
 
 /// What every handler can reach: the core, the endpoints on it, the cap on
-/// connections and the budget of request-body bytes held at once.
+/// connections, the budget of request-body bytes held at once, and the status
+/// page's logins.
 pub(crate) struct App {
     core: Arc<Core>,
     endpoints: Arc<Endpoints>,
@@ -37,6 +40,8 @@ pub(crate) struct App {
     bodies: Arc<limits::BodyBudget>,
     /// The access token checks, with `[gateway.oauth]`.
     oauth: Option<Arc<oauth::Verifier>>,
+    /// The status page's logins.
+    logins: admin_page::logins::Logins,
 }
 
 impl App {
@@ -57,6 +62,7 @@ impl App {
             connections,
             bodies,
             oauth,
+            logins: admin_page::logins::Logins::default(),
         }
     }
 }
@@ -95,6 +101,12 @@ fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
+        .route("/admin", get(admin_page::to_page))
+        .route("/admin/", get(admin_page::page))
+        .route("/admin/page.css", get(admin_page::stylesheet))
+        .route("/admin/status.js", get(admin_page::script))
+        .route("/admin/login", axum::routing::post(admin_page::login))
+        .route("/admin/logout", axum::routing::post(admin_page::logout))
         .route("/admin/sessions", get(ops::admin_sessions))
         .route(
             "/admin/sessions/{id}",

@@ -1,7 +1,9 @@
 //! The operator's endpoints: `/readyz`, `/health`, `/metrics`, and the admin
 //! API (`GET /admin/sessions`, `DELETE /admin/sessions/{id}`).
 //!
-//! Owns their JSON and text shapes and the admin key check. What it reports
+//! Owns their JSON and text shapes and the admin check: the admin key as a
+//! bearer token, or the status page's login cookie (`admin_page`), which may
+//! end a session only from the page's own origin. What it reports
 //! comes from the session store, the pool's per-server records and `/proc`;
 //! it never starts or stops a process itself (ending a session goes through
 //! the core, like a client's DELETE) and never shows a secret.
@@ -15,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::App;
+use super::admin_page;
 use super::reply::HttpError;
 use super::rules;
 use crate::jsonrpc;
@@ -50,7 +53,7 @@ fn processes_by_server(app: &App) -> BTreeMap<String, usize> {
 
 /// The same DNS-rebinding and cross-site protection as the MCP endpoints: a
 /// web page must not read server names or sessions through a browser.
-fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), HttpError> {
+pub(super) fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), HttpError> {
     let gateway = app.core.gateway();
     rules::check_origin_and_host(
         headers,
@@ -202,8 +205,19 @@ pub(super) async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> 
     response
 }
 
+/// How an admin request proved itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AdminAuth {
+    /// `Authorization: Bearer <admin_key>`.
+    Bearer,
+    /// The status page's login cookie (and no `Authorization` header).
+    Cookie,
+}
+
 /// The admin API needs `admin_key`; without one configured it does not exist.
-fn check_admin(app: &App, headers: &HeaderMap) -> Result<(), HttpError> {
+/// A request with an `Authorization` header is judged by it alone; one without
+/// may carry the status page's login cookie.
+fn check_admin(app: &App, headers: &HeaderMap) -> Result<AdminAuth, HttpError> {
     check_origin(app, headers)?;
     let Some(key) = &app.core.gateway().admin_key else {
         return Err(HttpError::new(
@@ -212,7 +226,10 @@ fn check_admin(app: &App, headers: &HeaderMap) -> Result<(), HttpError> {
             "Not Found: the admin API is off (set [gateway] admin_key)",
         ));
     };
-    rules::authenticate(headers, &[("admin".to_owned(), key.clone())]).map(|_| ())
+    if !headers.contains_key(header::AUTHORIZATION) && app.logins.holds_cookie_of(headers) {
+        return Ok(AdminAuth::Cookie);
+    }
+    rules::authenticate(headers, &[("admin".to_owned(), key.clone())]).map(|_| AdminAuth::Bearer)
 }
 
 /// `GET /admin/sessions`: every session, with its processes.
@@ -287,7 +304,13 @@ pub(super) async fn admin_end_session(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = check_admin(&app, &headers) {
+    // With the cookie, only the page itself may end a session (not another
+    // page of the same site, which `SameSite` alone would let through).
+    let checked = check_admin(&app, &headers).and_then(|auth| match auth {
+        AdminAuth::Cookie => admin_page::check_same_origin(&app, &headers, true),
+        AdminAuth::Bearer => Ok(()),
+    });
+    if let Err(e) = checked {
         return e.into_response();
     }
     if app.core.end_session(&id, "admin DELETE").await {

@@ -21,6 +21,7 @@ mod security;
 mod shared_mode;
 mod spares;
 mod stateless;
+mod status_page;
 mod stuck_backends;
 mod unified;
 mod unprompted;
