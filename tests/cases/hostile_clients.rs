@@ -42,15 +42,7 @@ async fn wait_for_sockets(gw: &Gateway, sockets: usize) {
 async fn wait_for_metric(gw: &Gateway, line: &str) {
     let start = Instant::now();
     loop {
-        let text = gw
-            .http
-            .get(format!("{}/metrics", gw.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = gw.get_text("/metrics").await;
         if text.lines().any(|l| l == line) {
             return;
         }

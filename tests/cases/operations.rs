@@ -133,15 +133,7 @@ async fn readyz_health_and_metrics_report_real_traffic() {
 
     // A session ended by its client: an eviction with that reason.
     assert_eq!(gw.delete("t", &session).await, 200);
-    let text = gw
-        .http
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.get_text("/metrics").await;
     assert_eq!(
         sample(
             &text,

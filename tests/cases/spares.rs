@@ -124,15 +124,7 @@ async fn a_new_session_takes_a_ready_spare_with_its_own_initialize_and_the_spare
     let record = readyz_of(&gw, "t").await;
     assert_eq!(record["spares"]["claims"], 1, "{record}");
     assert_eq!(record["spares"]["misses"], 0, "{record}");
-    let metrics = gw
-        .http
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.get_text("/metrics").await;
     assert!(
         metrics.contains("mcpgate_spare_claims_total{server=\"t\"} 1"),
         "{metrics}"

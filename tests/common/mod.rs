@@ -186,6 +186,18 @@ impl Gateway {
         }
     }
 
+    /// The text of `GET path` (the operator's endpoints), which must answer 200.
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("HTTP request");
+        assert_eq!(response.status(), 200, "{path}");
+        response.text().await.expect("a body")
+    }
+
     /// The routed endpoint of `server`; `""` names the unified endpoint `/mcp`.
     /// (Every helper that takes a server id takes `""` the same way.)
     pub fn url(&self, server: &str) -> String {
