@@ -25,19 +25,9 @@ fn spared(id: &str, args: &[&str], spares: usize, warm: &str) -> String {
     )
 }
 
-async fn get_json(gw: &Gateway, path: &str, auth: Option<&str>) -> Value {
-    let mut request = gw.http.get(format!("{}{path}", gw.base));
-    if let Some(auth) = auth {
-        request = request.header("authorization", auth);
-    }
-    let response = request.send().await.unwrap();
-    assert_eq!(response.status(), 200, "{path}");
-    response.json().await.unwrap()
-}
-
 /// The spares of `server` the admin table lists now.
 async fn spares_of(gw: &Gateway, server: &str) -> Vec<Value> {
-    let table = get_json(gw, "/admin/sessions", Some(ADMIN)).await;
+    let table = gw.admin_sessions(ADMIN).await;
     table["spares"]
         .as_array()
         .unwrap_or_else(|| panic!("{table}"))
@@ -49,7 +39,8 @@ async fn spares_of(gw: &Gateway, server: &str) -> Vec<Value> {
 
 /// `/readyz`'s record of `server`.
 async fn readyz_of(gw: &Gateway, server: &str) -> Value {
-    get_json(gw, "/readyz", None).await["servers"][server].clone()
+    let readyz: Value = serde_json::from_str(&gw.get_text("/readyz").await).unwrap();
+    readyz["servers"][server].clone()
 }
 
 /// Waits until `server` has `n` ready spares and none starting; returns
@@ -395,7 +386,7 @@ async fn the_first_spare_runs_the_command_at_start_before_any_client() {
     .await;
     ready_spares(&gw, "t", 1).await;
     assert!(fetched.exists(), "the spare ran the command");
-    let table = get_json(&gw, "/admin/sessions", Some(ADMIN)).await;
+    let table = gw.admin_sessions(ADMIN).await;
     assert_eq!(table["sessions"], json!([]), "no client came yet");
     gw.stop().await;
 }
@@ -415,7 +406,7 @@ async fn max_spares_caps_the_spares_of_every_server_together() {
     for round in 0..2 {
         let start = Instant::now();
         let spares = loop {
-            let table = get_json(&gw, "/admin/sessions", Some(ADMIN)).await;
+            let table = gw.admin_sessions(ADMIN).await;
             let spares = table["spares"].as_array().unwrap().clone();
             if spares.len() >= 2 && spares.iter().all(|s| s["ready"] == true) {
                 break spares;

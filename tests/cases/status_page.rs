@@ -263,16 +263,7 @@ async fn in_a_browser_the_status_page_logs_in_shows_sessions_safely_and_ends_one
     while !wanted {
         assert!(std::time::Instant::now() < deadline, "admin API: {table}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-        table = gw
-            .http
-            .get(format!("{}/admin/sessions", gw.base))
-            .header("authorization", &bearer)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        table = gw.admin_sessions(&bearer).await;
         let tail = table.to_string();
         wanted = tail.contains("window.pwned=1")
             && tail.contains("onerror")

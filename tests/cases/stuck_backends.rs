@@ -131,16 +131,7 @@ async fn a_backend_not_reading_holds_at_most_max_message_bytes_and_is_evicted_af
 
 /// The bytes waiting for backends' stdin, as the admin table shows them.
 async fn stdin_waiting(gw: &Gateway) -> u64 {
-    let table: Value = gw
-        .http
-        .get(format!("{}/admin/sessions", gw.base))
-        .header("authorization", "Bearer admin-key-0123456789")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let table = gw.admin_sessions("Bearer admin-key-0123456789").await;
     table["sessions"]
         .as_array()
         .unwrap()

@@ -198,6 +198,19 @@ impl Gateway {
         response.text().await.expect("a body")
     }
 
+    /// `GET /admin/sessions` with `Authorization: <auth>` (which must answer 200).
+    pub async fn admin_sessions(&self, auth: &str) -> serde_json::Value {
+        let response = self
+            .http
+            .get(format!("{}/admin/sessions", self.base))
+            .header("authorization", auth)
+            .send()
+            .await
+            .expect("HTTP request");
+        assert_eq!(response.status(), 200, "/admin/sessions");
+        response.json().await.expect("JSON")
+    }
+
     /// The routed endpoint of `server`; `""` names the unified endpoint `/mcp`.
     /// (Every helper that takes a server id takes `""` the same way.)
     pub fn url(&self, server: &str) -> String {
