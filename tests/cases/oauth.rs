@@ -142,6 +142,12 @@ fn config(issuer: &Issuer, port: u16, oauth_extra: &str, servers: &str) -> Strin
     )
 }
 
+/// Starts a gateway on `port` with `config_text` (made by [`config`], and
+/// naming that port).
+async fn gateway_on(port: u16, config_text: &str) -> Gateway {
+    Gateway::start_on(config_text, &format!("127.0.0.1:{port}")).await
+}
+
 fn resource(port: u16) -> String {
     format!("http://127.0.0.1:{port}/mcp")
 }
@@ -218,12 +224,12 @@ async fn each_user_gets_own_processes_and_sessions_and_keeps_them_across_token_r
     let issuer = Issuer::start().await;
     let port = free_port();
     let audit = tempfile::NamedTempFile::new().unwrap();
-    let gw = Gateway::start_on(
+    let gw = gateway_on(
+        port,
         &config(&issuer, port, "", &test_server("echo", &[])).replace(
             "api_keys =",
             &format!("audit_log = {:?}\napi_keys =", audit.path()),
         ),
-        &format!("127.0.0.1:{port}"),
     )
     .await;
     let alice = issuer.token("alice", &resource(port), "mcp").await;
@@ -297,11 +303,7 @@ async fn refused(gw: &Gateway, authorization: Option<&str>) -> (u16, String, Val
 async fn bad_tokens_get_401_and_a_missing_scope_403_with_their_challenges() {
     let issuer = Issuer::start().await;
     let port = free_port();
-    let gw = Gateway::start_on(
-        &config(&issuer, port, "", &test_server("echo", &[])),
-        &format!("127.0.0.1:{port}"),
-    )
-    .await;
+    let gw = gateway_on(port, &config(&issuer, port, "", &test_server("echo", &[]))).await;
     let metadata = format!(
         "resource_metadata=\"http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp/echo\""
     );
@@ -447,11 +449,7 @@ fn split3(token: &str) -> (&str, &str, &str) {
 async fn rotated_keys_are_fetched_for_rs256_es256_and_eddsa() {
     let issuer = Issuer::start().await;
     let port = free_port();
-    let gw = Gateway::start_on(
-        &config(&issuer, port, "", &test_server("echo", &[])),
-        &format!("127.0.0.1:{port}"),
-    )
-    .await;
+    let gw = gateway_on(port, &config(&issuer, port, "", &test_server("echo", &[]))).await;
     let first = issuer.token("alice", &resource(port), "mcp").await;
     let session = open(&gw, "echo", &first).await;
     for alg in ["ES256", "EdDSA", "RS256"] {
@@ -474,12 +472,12 @@ async fn unknown_key_ids_cause_no_refresh_storm() {
     let issuer = Issuer::start().await;
     let port = free_port();
     // Fetches at most once an hour: a bogus kid never waits for one.
-    let gw = Gateway::start_on(
+    let gw = gateway_on(
+        port,
         &config(&issuer, port, "", &test_server("echo", &[])).replace(
             "jwks_refresh_interval = \"200ms\"",
             "jwks_refresh_interval = \"1h\"",
         ),
-        &format!("127.0.0.1:{port}"),
     )
     .await;
     let good = issuer.token("alice", &resource(port), "mcp").await;
@@ -513,13 +511,13 @@ async fn unknown_key_ids_cause_no_refresh_storm() {
 async fn an_unreachable_issuer_fails_closed_with_401() {
     let port = free_port();
     let nowhere = free_port();
-    let gw = Gateway::start_on(
+    let gw = gateway_on(
+        port,
         &format!(
             "{FAST_GATEWAY}[gateway.oauth]\nissuer = \"http://127.0.0.1:{nowhere}\"\n\
              resource = \"http://127.0.0.1:{port}/mcp\"\nfetch_timeout = \"2s\"\n{}",
             test_server("echo", &[])
         ),
-        &format!("127.0.0.1:{port}"),
     )
     .await;
     gw.wait_for_log(&["cannot fetch the issuer's signing keys"])
@@ -551,11 +549,7 @@ async fn protected_resource_metadata_names_the_issuer_resource_and_scopes() {
         test_server("echo", &[]),
         test_server("files", &[])
     );
-    let gw = Gateway::start_on(
-        &config(&issuer, port, "", &servers),
-        &format!("127.0.0.1:{port}"),
-    )
-    .await;
+    let gw = gateway_on(port, &config(&issuer, port, "", &servers)).await;
     let get = |path: &str| {
         let url = format!("{}/.well-known/oauth-protected-resource{path}", gw.base);
         let http = gw.http.clone();
@@ -592,11 +586,7 @@ async fn a_server_needing_a_scope_is_refused_and_left_out_of_the_unified_lists()
         test_server("echo", &[]),
         test_server("files", &[])
     );
-    let gw = Gateway::start_on(
-        &config(&issuer, port, "", &servers),
-        &format!("127.0.0.1:{port}"),
-    )
-    .await;
+    let gw = gateway_on(port, &config(&issuer, port, "", &servers)).await;
     let plain = issuer.token("alice", &resource(port), "mcp").await;
     let with_files = issuer.token("bob", &resource(port), "mcp files:read").await;
 
@@ -692,12 +682,12 @@ async fn the_typescript_sdk_logs_in_through_the_gateway_and_calls_a_tool() {
     let issuer = Issuer::start().await;
     let port = free_port();
     let audit = tempfile::NamedTempFile::new().unwrap();
-    let gw = Gateway::start_on(
+    let gw = gateway_on(
+        port,
         &config(&issuer, port, "", &test_server("echo", &[])).replace(
             "api_keys =",
             &format!("audit_log = {:?}\napi_keys =", audit.path()),
         ),
-        &format!("127.0.0.1:{port}"),
     )
     .await;
     let out = ts_oauth_client(&gw.url("echo"), "").await;
@@ -767,11 +757,7 @@ async fn stateless_callers_get_a_process_per_user_whatever_their_token() {
         test_server("echo", &[]),
         test_server("files", &[])
     );
-    let gw = Gateway::start_on(
-        &config(&issuer, port, "", &servers),
-        &format!("127.0.0.1:{port}"),
-    )
-    .await;
+    let gw = gateway_on(port, &config(&issuer, port, "", &servers)).await;
     let stateless_pid = |server: &'static str, token: String| {
         let gw = &gw;
         async move {
