@@ -82,7 +82,8 @@ impl Measured {
         percentile(&self.latencies_ns, p).map(|ns| ns as f64 / 1e6)
     }
 
-    fn per_request(&self, us: Option<u64>) -> Option<f64> {
+    /// `us` of CPU time per measured request.
+    pub fn per_request(&self, us: Option<u64>) -> Option<f64> {
         let us = us?;
         (self.requests > 0).then(|| us as f64 / self.requests as f64)
     }
