@@ -6,11 +6,13 @@
 //! `/mcp/{serverID}` and `/mcp`, `limits` bounds what clients may hold
 //! (connections, buffered bodies), `oauth` checks access tokens and serves the
 //! protected resource metadata, `ops` serves the operator's JSON and
-//! `admin_page` the status page. It never spawns processes or reads backend
+//! `admin_page` the status page, `hot_path` takes MCP POSTs past the router.
+//! It never spawns processes or reads backend
 //! output.
 
 mod admin_page;
 mod endpoint;
+mod hot_path;
 mod limits;
 mod oauth;
 mod ops;
@@ -137,7 +139,7 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let gateway = app.core.gateway().clone();
     let core = Arc::clone(&app.core);
-    let service = hyper_util::service::TowerToHyperService::new(router(Arc::clone(&app)));
+    let service = hot_path::Dispatch::new(Arc::clone(&app), router(Arc::clone(&app)));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
