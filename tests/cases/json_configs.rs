@@ -204,3 +204,17 @@ async fn with_watch_config_a_change_of_a_servers_from_file_reloads() {
         .await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_config_reloads_on_sighup_like_a_toml_one() {
+    let one = json!({"mcpServers": {"t": test_server_entry()}}).to_string();
+    let gw = Gateway::start_with_files(("servers.json", &one), &[], &[], false).await;
+    let two = json!({"mcpServers": {"t": test_server_entry(), "u": test_server_entry()}});
+    std::fs::write(&gw.config_path, two.to_string()).unwrap();
+    gw.signal(libc::SIGHUP);
+    gw.wait_for_log(&["configuration reloaded", "added=[\"u\"]"])
+        .await;
+    let session = gw.open_session("u").await;
+    assert!(gw.backend_pid("u", &session).await > 0);
+    gw.stop().await;
+}
