@@ -123,6 +123,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         tracing::warn!("{note}");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.gateway.worker_threads)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

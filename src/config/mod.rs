@@ -33,6 +33,17 @@ pub use units::{
 /// Largest value of the counting settings (sessions, requests, events).
 pub const MAX_COUNT: usize = 1_000_000;
 
+/// Largest `worker_threads`.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
+/// The gateway's runtime threads unless configured: half the CPUs it may
+/// use, at least one. The backends, its children, need the other half: on 2
+/// CPUs one thread served a request with 15-27% less CPU than two
+/// (docs/PERFORMANCE.md).
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
 /// Largest `warm_spares` and `max_spares`.
 pub const MAX_SPARES: usize = 1000;
 
@@ -149,6 +160,8 @@ pub struct GatewayConfig {
     /// JSON files (`mcpServers` and the like) whose servers are served
     /// beside the TOML's own, as resolved against the TOML file's directory.
     pub servers_from: Vec<PathBuf>,
+    /// Threads of the gateway's async runtime.
+    pub worker_threads: usize,
     /// `[gateway.oauth]`: accept access tokens of an authorization server.
     pub oauth: Option<OAuthConfig>,
 }
@@ -484,6 +497,7 @@ struct RawGateway {
     spare_max_age: Option<ConfigDuration>,
     #[serde(default)]
     servers_from: Vec<String>,
+    worker_threads: Option<usize>,
     oauth: Option<Spanned<RawOAuth>>,
 }
 
@@ -579,6 +593,7 @@ impl Default for GatewayConfig {
             max_spares: 16,
             spare_max_age: Duration::from_secs(60 * 60),
             servers_from: Vec::new(),
+            worker_threads: default_worker_threads(),
             oauth: None,
         }
     }
@@ -845,6 +860,7 @@ impl Config {
                         .map_err(|e| at(None, Some("gateway.servers_from".into()), e.to_string()))
                 })
                 .collect::<Result<_, _>>()?,
+            worker_threads: g.worker_threads.unwrap_or_else(default_worker_threads),
             oauth: None,
         };
         let mut gateway = gateway;
@@ -980,6 +996,13 @@ impl Config {
                     format!("must be at most {MAX_COUNT}"),
                 ));
             }
+        }
+        if gateway.worker_threads == 0 || gateway.worker_threads > MAX_WORKER_THREADS {
+            return Err(at(
+                None,
+                Some("gateway.worker_threads".into()),
+                format!("must be 1 to {MAX_WORKER_THREADS}"),
+            ));
         }
         for (key, value) in [
             ("gateway.warm_spares", gateway.warm_spares),
@@ -1331,6 +1354,7 @@ impl Config {
                 .collect();
             gateway.insert("servers_from".into(), strings(&files));
         }
+        gateway.insert("worker_threads".into(), count(g.worker_threads));
         gateway.insert("warm_spares".into(), count(g.warm_spares));
         gateway.insert("max_spares".into(), count(g.max_spares));
         gateway.insert("spare_max_age".into(), dur(g.spare_max_age));
@@ -1885,6 +1909,21 @@ mod tests {
         assert_eq!(c.servers[0].spare_max_age, Duration::from_secs(3600));
         assert_eq!(c.servers[3].spare_max_age, Duration::from_secs(300));
         assert_eq!(c.gateway.max_spares, 16);
+    }
+
+    #[test]
+    fn worker_threads_default_to_half_the_cpus_and_are_checked() {
+        let c = parse("[servers.a]\ncommand = \"x\"\n").unwrap();
+        assert_eq!(c.gateway.worker_threads, default_worker_threads());
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(default_worker_threads(), (cpus / 2).max(1));
+        let c = parse("[gateway]\nworker_threads = 3\n[servers.a]\ncommand = \"x\"\n").unwrap();
+        assert_eq!(c.gateway.worker_threads, 3);
+        let zero = parse("[gateway]\nworker_threads = 0\n").unwrap_err();
+        assert!(
+            zero.to_string().contains("gateway.worker_threads"),
+            "{zero}"
+        );
     }
 
     #[test]
