@@ -206,11 +206,20 @@ pub(crate) mod method {
 
     /// Requests a server sends its client that a 2026-07-28 server returns as
     /// input requests instead, each with the client capability it needs.
-    pub(crate) const INPUT_REQUESTS: [(&str, &str); 3] = [
+    const INPUT_REQUESTS: [(&str, &str); 3] = [
         (ELICIT, "elicitation"),
         (CREATE_MESSAGE, "sampling"),
         (ROOTS_LIST, "roots"),
     ];
+
+    /// The client capability a server's request of `method` needs, if it is
+    /// one of [`INPUT_REQUESTS`].
+    pub(crate) fn capability_needed(method: &str) -> Option<&'static str> {
+        INPUT_REQUESTS
+            .iter()
+            .find(|(m, _)| *m == method)
+            .map(|(_, capability)| *capability)
+    }
 }
 
 /// The `_meta` keys of the 2026-07-28 request envelope and results.

@@ -328,10 +328,7 @@ impl Bridge {
             }
             let method = peek.method.as_deref().unwrap_or_default();
             let backend_id = peek.id.unwrap_or("null").to_owned();
-            let needs = crate::protocol::method::INPUT_REQUESTS
-                .iter()
-                .find(|(m, _)| *m == method)
-                .map(|(_, c)| *c);
+            let needs = method::capability_needed(method);
             if needs.is_some() && !method::CARRIES_INPUT_REQUESTS.contains(&call.method.as_str()) {
                 // A list (or discover) cannot answer with an InputRequiredResult:
                 // the backend hears at once that its request cannot reach the

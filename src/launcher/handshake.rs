@@ -146,20 +146,25 @@ async fn start_barrier(
     owner: &std::sync::Arc<str>,
     timeout: Duration,
 ) -> Result<(), Failed> {
-    let ping = build::request(build::raw("0"), method::PING, None::<()>);
-    match conn
-        .request(
-            owner,
-            &ping,
-            id_range(&ping),
-            START_BARRIER_TIMEOUT.min(timeout),
-        )
+    past_start(conn, owner, START_BARRIER_TIMEOUT.min(timeout))
         .await
-    {
-        // Any answer, an error included, or silence: the backend is past
-        // its start.
+        .map_err(Failed::Transport)
+}
+
+/// Sends the process a `ping` (which MCP allows at any time, before
+/// `initialize` too) and waits up to `wait` for it: any answer, an error
+/// included, says the process reads its stdin; silence may be a server that
+/// does not answer pings, and it has had its time. Only a process that is
+/// gone, or a write that failed, is an error.
+pub(crate) async fn past_start(
+    conn: &BackendConn,
+    owner: &std::sync::Arc<str>,
+    wait: Duration,
+) -> Result<(), ConnFailure> {
+    let ping = build::request(build::raw("0"), method::PING, None::<()>);
+    match conn.request(owner, &ping, id_range(&ping), wait).await {
         Ok(_) | Err(ConnFailure::Timeout(_)) => Ok(()),
-        Err(failure) => Err(Failed::Transport(failure)),
+        Err(failure) => Err(failure),
     }
 }
 

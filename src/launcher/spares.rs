@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::conn::{BackendConn, ConnFailure, ConnLabel, ServerMessageSink};
+use super::conn::{BackendConn, ConnLabel, ServerMessageSink};
 use super::handshake;
 use super::pool::Crashes;
 use super::process;
@@ -192,10 +192,7 @@ impl DeclaredOnly {
 
 impl ServerMessageSink for DeclaredOnly {
     fn deliver(&self, message: Message) -> bool {
-        let needs = method::INPUT_REQUESTS
-            .iter()
-            .find(|(m, _)| Some(*m) == message.method())
-            .map(|(_, cap)| *cap);
+        let needs = message.method().and_then(method::capability_needed);
         if message.kind() == Kind::Request
             && let Some(cap) = needs
             && !self.declared.iter().any(|d| d == cap)
@@ -590,23 +587,10 @@ impl Spares {
     ) -> Result<Option<Bytes>, String> {
         let owner: Arc<str> = Arc::from(SPARE_LABEL);
         match server.warm {
-            Warmth::Started => {
-                let ping = build::request(build::raw("0"), method::PING, None::<()>);
-                let range = jsonrpc::peek(&ping)
-                    .ok()
-                    .and_then(|p| p.id_range)
-                    .expect("a ping has an id");
-                match conn
-                    .request(&owner, &ping, range, server.startup_timeout)
-                    .await
-                {
-                    // Any answer (an error included) says the process reads
-                    // its stdin; silence may be a server that ignores pings
-                    // before `initialize`: it has had its startup time.
-                    Ok(_) | Err(ConnFailure::Timeout(_)) => Ok(None),
-                    Err(failure) => Err(failure.to_string()),
-                }
-            }
+            Warmth::Started => handshake::past_start(conn, &owner, server.startup_timeout)
+                .await
+                .map(|()| None)
+                .map_err(|failure| failure.to_string()),
             Warmth::Initialized => {
                 let initialize = build::initialize(
                     build::raw(build::RELAYED_CAPABILITIES),
