@@ -142,6 +142,16 @@ fn config(issuer: &Issuer, port: u16, oauth_extra: &str, servers: &str) -> Strin
     )
 }
 
+/// The servers `echo` (open to every token) and `files` (needing the scope
+/// `files:read`).
+fn echo_and_scoped_files() -> String {
+    format!(
+        "{}{}oauth_scopes = [\"files:read\"]\n",
+        test_server("echo", &[]),
+        test_server("files", &[])
+    )
+}
+
 /// Starts a gateway on `port` with `config_text` (made by [`config`], and
 /// naming that port).
 async fn gateway_on(port: u16, config_text: &str) -> Gateway {
@@ -544,11 +554,7 @@ async fn an_unreachable_issuer_fails_closed_with_401() {
 async fn protected_resource_metadata_names_the_issuer_resource_and_scopes() {
     let issuer = Issuer::start().await;
     let port = free_port();
-    let servers = format!(
-        "{}{}oauth_scopes = [\"files:read\"]\n",
-        test_server("echo", &[]),
-        test_server("files", &[])
-    );
+    let servers = echo_and_scoped_files();
     let gw = gateway_on(port, &config(&issuer, port, "", &servers)).await;
     let get = |path: &str| {
         let url = format!("{}/.well-known/oauth-protected-resource{path}", gw.base);
@@ -581,11 +587,7 @@ async fn protected_resource_metadata_names_the_issuer_resource_and_scopes() {
 async fn a_server_needing_a_scope_is_refused_and_left_out_of_the_unified_lists() {
     let issuer = Issuer::start().await;
     let port = free_port();
-    let servers = format!(
-        "{}{}oauth_scopes = [\"files:read\"]\n",
-        test_server("echo", &[]),
-        test_server("files", &[])
-    );
+    let servers = echo_and_scoped_files();
     let gw = gateway_on(port, &config(&issuer, port, "", &servers)).await;
     let plain = issuer.token("alice", &resource(port), "mcp").await;
     let with_files = issuer.token("bob", &resource(port), "mcp files:read").await;
@@ -752,11 +754,7 @@ async fn the_typescript_sdk_logs_in_through_the_gateway_and_calls_a_tool() {
 async fn stateless_callers_get_a_process_per_user_whatever_their_token() {
     let issuer = Issuer::start().await;
     let port = free_port();
-    let servers = format!(
-        "{}{}oauth_scopes = [\"files:read\"]\n",
-        test_server("echo", &[]),
-        test_server("files", &[])
-    );
+    let servers = echo_and_scoped_files();
     let gw = gateway_on(port, &config(&issuer, port, "", &servers)).await;
     let stateless_pid = |server: &'static str, token: String| {
         let gw = &gw;

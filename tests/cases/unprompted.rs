@@ -15,6 +15,32 @@ fn asks_roots_at_start(id: &str) -> String {
     test_server(id, &["--ask-roots-on-initialized"])
 }
 
+/// A gateway whose stateless callers are named by `x-caller`, with a backend
+/// that asks `roots/list` as it starts.
+async fn callers_gateway() -> Gateway {
+    Gateway::start(&format!(
+        "{FAST_GATEWAY}caller_header = \"x-caller\"\n{}",
+        asks_roots_at_start("t")
+    ))
+    .await
+}
+
+/// Waits until `callers` callers' backends were told at once that their
+/// client cannot be asked.
+async fn callers_backends_told_at_once(gw: &Gateway, callers: usize) {
+    wait_until("every caller's backend was told at once", || {
+        gw.log()
+            .iter()
+            .filter(|l| {
+                l.contains("roots/list at start was answered")
+                    && l.contains("stateless (2026-07-28) caller")
+            })
+            .count()
+            == callers
+    })
+    .await;
+}
+
 /// The client's answer to the backend's `request`, with one root.
 fn roots_answer(request: &Value, root: &str) -> String {
     json!({"jsonrpc": "2.0", "id": request["id"], "result": {"roots": [{"uri": root}]}}).to_string()
@@ -112,11 +138,7 @@ async fn a_backends_request_no_stream_comes_for_is_refused_saying_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stateless_callers_backend_is_told_at_once_and_its_calls_go_on() {
     const CALLERS: usize = 20;
-    let gw = Gateway::start(&format!(
-        "{FAST_GATEWAY}caller_header = \"x-caller\"\n{}",
-        asks_roots_at_start("t")
-    ))
-    .await;
+    let gw = callers_gateway().await;
     for n in 0..CALLERS {
         let caller = format!("caller-{n}");
         let mut list = Stateless::new(1, "tools/list", json!({}));
@@ -144,17 +166,7 @@ async fn a_stateless_callers_backend_is_told_at_once_and_its_calls_go_on() {
             "{caller}: {answer}"
         );
     }
-    wait_until("every caller's backend was told at once", || {
-        gw.log()
-            .iter()
-            .filter(|l| {
-                l.contains("roots/list at start was answered")
-                    && l.contains("stateless (2026-07-28) caller")
-            })
-            .count()
-            == CALLERS
-    })
-    .await;
+    callers_backends_told_at_once(&gw, CALLERS).await;
     gw.stop().await;
 }
 
@@ -166,11 +178,7 @@ async fn a_stateless_callers_backend_is_told_at_once_and_its_calls_go_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_python_2x_default_clients_in_a_row_each_list_and_call_as_fresh_callers() {
     const CLIENTS: u64 = 50;
-    let gw = Gateway::start(&format!(
-        "{FAST_GATEWAY}caller_header = \"x-caller\"\n{}",
-        asks_roots_at_start("t")
-    ))
-    .await;
+    let gw = callers_gateway().await;
     let runs = CLIENTS.to_string();
     let out = python_client_env(
         2,
@@ -182,17 +190,7 @@ async fn fifty_python_2x_default_clients_in_a_row_each_list_and_call_as_fresh_ca
     assert_eq!(out["listed"], CLIENTS, "{out}");
     assert_eq!(out["echoed"], CLIENTS, "{out}");
     assert_eq!(out["protocol_versions"], json!(["2026-07-28"]), "{out}");
-    wait_until("every caller's backend was told at once", || {
-        gw.log()
-            .iter()
-            .filter(|l| {
-                l.contains("roots/list at start was answered")
-                    && l.contains("stateless (2026-07-28) caller")
-            })
-            .count()
-            == CLIENTS as usize
-    })
-    .await;
+    callers_backends_told_at_once(&gw, CLIENTS as usize).await;
     gw.stop().await;
 }
 
