@@ -234,6 +234,23 @@ mod tests {
         )
     }
 
+    /// A route with two member sessions, `a` and `b`, each with its GET
+    /// stream open.
+    fn two_members() -> (
+        SharedRoute,
+        Arc<Session>,
+        Arc<Session>,
+        crate::outbox::StreamHandle,
+        crate::outbox::StreamHandle,
+    ) {
+        let route = SharedRoute::default();
+        let (a, b) = (session("a"), session("b"));
+        route.join(Arc::clone(&a));
+        route.join(Arc::clone(&b));
+        let (a_get, b_get) = (a.outbox.attach(), b.outbox.attach());
+        (route, a, b, a_get, b_get)
+    }
+
     const LIST_CHANGED: &str = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
 
     #[test]
@@ -281,12 +298,7 @@ mod tests {
 
     #[test]
     fn a_backend_request_goes_to_the_one_session_with_a_request_in_flight() {
-        let route = SharedRoute::default();
-        let (a, b) = (session("a"), session("b"));
-        route.join(Arc::clone(&a));
-        route.join(Arc::clone(&b));
-        let mut a_get = a.outbox.attach();
-        let mut b_get = b.outbox.attach();
+        let (route, _a, b, mut a_get, mut b_get) = two_members();
 
         let _busy = b.begin_request();
         assert!(route.deliver(message(&roots_request("7"))));
@@ -331,12 +343,7 @@ mod tests {
 
     #[test]
     fn the_backends_cancellation_of_its_request_follows_it_to_its_session_once() {
-        let route = SharedRoute::default();
-        let (a, b) = (session("a"), session("b"));
-        route.join(Arc::clone(&a));
-        route.join(Arc::clone(&b));
-        let mut a_get = a.outbox.attach();
-        let mut b_get = b.outbox.attach();
+        let (route, a, b, mut a_get, mut b_get) = two_members();
         let a_busy = a.begin_request();
         assert!(route.deliver(message(&roots_request(r#""r1""#))));
         assert_eq!(received(&mut a_get.events), [roots_request(r#""r1""#)]);
@@ -356,12 +363,7 @@ mod tests {
 
     #[test]
     fn other_notifications_reach_every_member() {
-        let route = SharedRoute::default();
-        let (a, b) = (session("a"), session("b"));
-        route.join(Arc::clone(&a));
-        route.join(Arc::clone(&b));
-        let mut a_get = a.outbox.attach();
-        let mut b_get = b.outbox.attach();
+        let (route, _a, _b, mut a_get, mut b_get) = two_members();
 
         assert!(route.deliver(message(LIST_CHANGED)));
         assert_eq!(received(&mut a_get.events), [LIST_CHANGED]);
