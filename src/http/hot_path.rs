@@ -23,13 +23,14 @@ use super::{App, endpoint};
 
 /// Which hot handler a request is for.
 #[derive(Debug, PartialEq, Eq)]
-enum Hot<'a> {
+enum Hot {
     Unified,
-    Routed(&'a str),
+    /// `/mcp/<serverID>`, with the id.
+    Routed(String),
 }
 
 /// The hot handler of a `POST` to `path`, if it has one.
-fn hot_route(path: &str) -> Option<Hot<'_>> {
+fn hot_route(path: &str) -> Option<Hot> {
     if path == "/mcp" {
         return Some(Hot::Unified);
     }
@@ -38,7 +39,7 @@ fn hot_route(path: &str) -> Option<Hot<'_>> {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    plain.then_some(Hot::Routed(id))
+    plain.then(|| Hot::Routed(id.to_owned()))
 }
 
 /// The gateway's HTTP service: the hot path, else the router.
@@ -65,24 +66,20 @@ impl hyper::service::Service<Request<Incoming>> for Dispatch {
     type Future = Answering;
 
     fn call(&self, request: Request<Incoming>) -> Answering {
-        if request.method() == Method::POST {
-            let hot = hot_route(request.uri().path()).map(|hot| match hot {
-                Hot::Unified => None,
-                Hot::Routed(id) => Some(id.to_owned()),
+        if request.method() == Method::POST
+            && let Some(hot) = hot_route(request.uri().path())
+        {
+            let app = Arc::clone(&self.app);
+            let (parts, body) = request.into_parts();
+            let body = Body::new(body);
+            return Box::pin(async move {
+                Ok(match hot {
+                    Hot::Unified => endpoint::unified_post(State(app), parts.headers, body).await,
+                    Hot::Routed(id) => {
+                        endpoint::post(State(app), Ok(Path(id)), parts.headers, body).await
+                    }
+                })
             });
-            if let Some(server) = hot {
-                let app = Arc::clone(&self.app);
-                let (parts, body) = request.into_parts();
-                let body = Body::new(body);
-                return Box::pin(async move {
-                    Ok(match server {
-                        None => endpoint::unified_post(State(app), parts.headers, body).await,
-                        Some(id) => {
-                            endpoint::post(State(app), Ok(Path(id)), parts.headers, body).await
-                        }
-                    })
-                });
-            }
         }
         let answer = hyper::service::Service::call(&self.router, request);
         Box::pin(answer)
@@ -98,9 +95,12 @@ mod tests {
         assert_eq!(hot_route("/mcp"), Some(Hot::Unified));
         assert_eq!(
             hot_route("/mcp/everything"),
-            Some(Hot::Routed("everything"))
+            Some(Hot::Routed("everything".into()))
         );
-        assert_eq!(hot_route("/mcp/a.b-c_1"), Some(Hot::Routed("a.b-c_1")));
+        assert_eq!(
+            hot_route("/mcp/a.b-c_1"),
+            Some(Hot::Routed("a.b-c_1".into()))
+        );
         for router_way in [
             "/mcp/",
             "/mcp/%FF%FE",
