@@ -77,15 +77,24 @@ pub(super) async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let server_id = server_id(path);
-    let result = match read_post_body(&app, &headers, body).await {
-        Ok(bytes) => match server(&app, &server_id) {
-            Ok(server) => post_message(&app, Target::Routed(&server), &headers, bytes).await,
+    routed_post(&app, &server_id(path), headers, body).await
+}
+
+/// A `POST` to `/mcp/<server_id>`, from the router or the hot path.
+pub(super) async fn routed_post(
+    app: &Arc<App>,
+    server_id: &str,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = match read_post_body(app, &headers, body).await {
+        Ok(bytes) => match server(app, server_id) {
+            Ok(server) => post_message(app, Target::Routed(&server), &headers, bytes).await,
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
     };
-    result.unwrap_or_else(|e| refused(&server_id, e))
+    result.unwrap_or_else(|e| refused(server_id, e))
 }
 
 pub(super) async fn get(

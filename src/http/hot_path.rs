@@ -9,13 +9,13 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{Method, Request};
 use axum::response::Response;
+use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::service::TowerToHyperService;
 
@@ -25,21 +25,24 @@ use super::{App, endpoint};
 #[derive(Debug, PartialEq, Eq)]
 enum Hot {
     Unified,
-    /// `/mcp/<serverID>`, with the id.
-    Routed(String),
+    /// `/mcp/<serverID>`: the id is the rest of the path.
+    Routed,
 }
+
+/// Where a routed path's server id starts.
+const ROUTED_PREFIX: &str = "/mcp/";
 
 /// The hot handler of a `POST` to `path`, if it has one.
 fn hot_route(path: &str) -> Option<Hot> {
     if path == "/mcp" {
         return Some(Hot::Unified);
     }
-    let id = path.strip_prefix("/mcp/")?;
+    let id = path.strip_prefix(ROUTED_PREFIX)?;
     let plain = !id.is_empty()
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    plain.then(|| Hot::Routed(id.to_owned()))
+    plain.then_some(Hot::Routed)
 }
 
 /// The gateway's HTTP service: the hot path, else the router.
@@ -56,33 +59,44 @@ impl Dispatch {
             router: TowerToHyperService::new(router),
         }
     }
-}
 
-type Answering = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    /// The service a connection runs. Its future is a plain enum of the hot
+    /// handler's and the router's, not a box: hyper keeps one slot for it per
+    /// connection, so a request allocates no future of its own.
+    pub(super) fn service(
+        self,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static {
+        hyper::service::service_fn(move |request| self.answer(request))
+    }
 
-impl hyper::service::Service<Request<Incoming>> for Dispatch {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Answering;
-
-    fn call(&self, request: Request<Incoming>) -> Answering {
+    fn answer(
+        &self,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response, Infallible>> + Send + use<> {
         if request.method() == Method::POST
             && let Some(hot) = hot_route(request.uri().path())
         {
             let app = Arc::clone(&self.app);
             let (parts, body) = request.into_parts();
             let body = Body::new(body);
-            return Box::pin(async move {
+            return Either::Left(async move {
                 Ok(match hot {
                     Hot::Unified => endpoint::unified_post(State(app), parts.headers, body).await,
-                    Hot::Routed(id) => {
-                        endpoint::post(State(app), Ok(Path(id)), parts.headers, body).await
+                    Hot::Routed => {
+                        let id = &parts.uri.path()[ROUTED_PREFIX.len()..];
+                        endpoint::routed_post(&app, id, parts.headers, body).await
                     }
                 })
             });
         }
-        let answer = hyper::service::Service::call(&self.router, request);
-        Box::pin(answer)
+        Either::Right(hyper::service::Service::call(&self.router, request))
     }
 }
 
@@ -93,14 +107,8 @@ mod tests {
     #[test]
     fn only_posts_to_the_mcp_paths_with_plain_ids_take_the_hot_path() {
         assert_eq!(hot_route("/mcp"), Some(Hot::Unified));
-        assert_eq!(
-            hot_route("/mcp/everything"),
-            Some(Hot::Routed("everything".into()))
-        );
-        assert_eq!(
-            hot_route("/mcp/a.b-c_1"),
-            Some(Hot::Routed("a.b-c_1".into()))
-        );
+        assert_eq!(hot_route("/mcp/everything"), Some(Hot::Routed));
+        assert_eq!(hot_route("/mcp/a.b-c_1"), Some(Hot::Routed));
         for router_way in [
             "/mcp/",
             "/mcp/%FF%FE",

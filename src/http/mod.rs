@@ -139,7 +139,7 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let gateway = app.core.gateway().clone();
     let core = Arc::clone(&app.core);
-    let service = hot_path::Dispatch::new(Arc::clone(&app), router(Arc::clone(&app)));
+    let service = hot_path::Dispatch::new(Arc::clone(&app), router(Arc::clone(&app))).service();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
