@@ -42,15 +42,29 @@ const STREAM_QUEUE: usize = 1024;
 /// Replayable events kept per session by `Outbox::default` (tests).
 const DEFAULT_REPLAY_EVENTS: usize = 256;
 
-/// One SSE event for a client stream.
+/// One SSE event for a client stream. Queued boxed: a stream's queue then
+/// starts small, and most request streams carry no event at all.
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// `<stream>-<seq>`: unique within the session, and says which stream it belongs to.
-    pub id: String,
+    pub id: EventId,
     /// The JSON-RPC message; empty for a priming event.
     pub message: Bytes,
     /// True for the final answer of a request stream: the stream ends after it.
     pub last: bool,
+}
+
+/// An event's id, written `<stream>-<seq>`: unique within the session, and
+/// says which stream it belongs to. Written out only when it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventId {
+    stream: u64,
+    seq: u64,
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.stream, self.seq)
+    }
 }
 
 /// Streams are numbered per session: GET streams even, request streams odd,
@@ -63,7 +77,7 @@ struct RequestStream {
     stream: u64,
     /// The request's `_meta.progressToken` (raw JSON), which routes progress exactly.
     progress_token: Option<String>,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Box<Event>>,
 }
 
 /// A backend request waiting for a stream that can carry it.
@@ -76,7 +90,7 @@ struct Held {
 struct State {
     next_stream: u64,
     next_seq: u64,
-    get: Option<(u64, mpsc::Sender<Event>)>,
+    get: Option<(u64, mpsc::Sender<Box<Event>>)>,
     requests: Vec<RequestStream>,
     backlog: VecDeque<Bytes>,
     held: VecDeque<Held>,
@@ -107,7 +121,7 @@ pub struct StreamHandle {
     /// The stream's priming event, numbered before anything the stream carries,
     /// so that resuming from it replays everything.
     pub priming: Event,
-    pub events: mpsc::Receiver<Event>,
+    pub events: mpsc::Receiver<Box<Event>>,
 }
 
 /// Why a resume was refused.
@@ -260,14 +274,19 @@ impl Outbox {
             return Err(ResumeError::Malformed);
         }
         let priming = state.priming(stream);
-        let missed: Vec<Event> = state
+        let missed: Vec<Box<Event>> = state
             .replay
             .iter()
             .filter(|(s, q, _)| *s == stream && *q > seq)
-            .map(|(s, q, message)| Event {
-                id: event_id(*s, *q),
-                message: message.clone(),
-                last: false,
+            .map(|(s, q, message)| {
+                Box::new(Event {
+                    id: EventId {
+                        stream: *s,
+                        seq: *q,
+                    },
+                    message: message.clone(),
+                    last: false,
+                })
             })
             .collect();
         for event in missed {
@@ -354,7 +373,7 @@ impl State {
 
     /// Delivers the backlogged notifications and the held requests on the
     /// GET stream `stream`.
-    fn flush_waiting_onto(&mut self, stream: u64, tx: &mpsc::Sender<Event>) {
+    fn flush_waiting_onto(&mut self, stream: u64, tx: &mpsc::Sender<Box<Event>>) {
         let backlog: Vec<Bytes> = self.backlog.drain(..).collect();
         let held: Vec<Bytes> = self.take_held().into_iter().map(|h| h.message).collect();
         for message in backlog.into_iter().chain(held) {
@@ -381,14 +400,14 @@ impl State {
     fn priming(&mut self, stream: u64) -> Event {
         let seq = self.next_seq();
         Event {
-            id: event_id(stream, seq),
+            id: EventId { stream, seq },
             message: Bytes::new(),
             last: false,
         }
     }
 
     /// Gives a message its event id on `stream` and keeps it for resumes.
-    fn record(&mut self, stream: u64, message: Bytes, last: bool) -> Event {
+    fn record(&mut self, stream: u64, message: Bytes, last: bool) -> Box<Event> {
         let seq = self.next_seq();
         if self.replay_capacity > 0 {
             if self.replay.len() == self.replay_capacity {
@@ -396,11 +415,11 @@ impl State {
             }
             self.replay.push_back((stream, seq, message.clone()));
         }
-        Event {
-            id: event_id(stream, seq),
+        Box::new(Event {
+            id: EventId { stream, seq },
             message,
             last,
-        }
+        })
     }
 
     /// The request stream a backend message belongs to. Progress goes to the
@@ -490,10 +509,6 @@ impl ServerMessageSink for Outbox {
         state.backlog.push_back(message);
         true
     }
-}
-
-fn event_id(stream: u64, seq: u64) -> String {
-    format!("{stream}-{seq}")
 }
 
 /// `<stream>-<seq>`, both plain decimal numbers as this gateway writes them.
@@ -656,13 +671,13 @@ mod tests {
         outbox.finish_request(post.stream, Bytes::from_static(b"{\"answer\":1}"));
         outbox.deliver(msg(note("g2")));
 
-        let mut resumed = outbox.resume(&p1.id).unwrap();
+        let mut resumed = outbox.resume(&p1.id.to_string()).unwrap();
         assert_eq!(resumed.events.recv().await.unwrap().message, note("p2"));
         let answer = resumed.events.recv().await.unwrap();
         assert_eq!(answer.message, Bytes::from_static(b"{\"answer\":1}"));
         assert!(resumed.events.recv().await.is_none());
 
-        let mut get_again = outbox.resume(&g1.id).unwrap();
+        let mut get_again = outbox.resume(&g1.id.to_string()).unwrap();
         assert_eq!(get_again.events.recv().await.unwrap().message, note("g2"));
         assert!(outbox.resume("junk").is_err());
         assert!(outbox.resume("+2-+5").is_err());
@@ -677,7 +692,7 @@ mod tests {
         let first = post.events.recv().await.unwrap();
         // Resuming from the priming event replays the first message too.
         drop(post.events);
-        let mut resumed = outbox.resume(&post.priming.id).unwrap();
+        let mut resumed = outbox.resume(&post.priming.id.to_string()).unwrap();
         assert_eq!(resumed.events.recv().await.unwrap().id, first.id);
     }
 
@@ -692,7 +707,7 @@ mod tests {
         for i in 1..5 {
             outbox.deliver(msg(note(&i.to_string())));
         }
-        let mut resumed = outbox.resume(&first.id).unwrap();
+        let mut resumed = outbox.resume(&first.id.to_string()).unwrap();
         assert_eq!(resumed.events.recv().await.unwrap().message, note("3"));
         assert_eq!(resumed.events.recv().await.unwrap().message, note("4"));
     }

@@ -212,7 +212,7 @@ mod tests {
     }
 
     /// What a stream has received so far, as text.
-    fn received(events: &mut mpsc::Receiver<Event>) -> Vec<String> {
+    fn received(events: &mut mpsc::Receiver<Box<Event>>) -> Vec<String> {
         std::iter::from_fn(|| events.try_recv().ok())
             .map(|event| String::from_utf8(event.message.to_vec()).expect("UTF-8"))
             .collect()

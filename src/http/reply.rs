@@ -8,6 +8,8 @@
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::fmt::{Display, Write as _};
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::jsonrpc;
@@ -123,7 +125,7 @@ pub(super) fn accepted() -> Response {
 /// One SSE `message` event carrying a JSON-RPC message. A raw CR or LF can
 /// only be whitespace between JSON tokens (inside strings they are escaped),
 /// but SSE would read it as the end of the data line: it becomes a space.
-pub(super) fn sse_message(event_id: &str, message: &[u8]) -> Bytes {
+pub(super) fn sse_message(event_id: &dyn Display, message: &[u8]) -> Bytes {
     sse_frame(Some(event_id), message)
 }
 
@@ -132,14 +134,12 @@ pub(super) fn sse_data(message: &[u8]) -> Bytes {
     sse_frame(None, message)
 }
 
-fn sse_frame(event_id: Option<&str>, message: &[u8]) -> Bytes {
-    let id_len = event_id.map_or(0, str::len);
-    let mut frame = BytesMut::with_capacity(message.len() + id_len + 32);
+fn sse_frame(event_id: Option<&dyn Display>, message: &[u8]) -> Bytes {
+    // Room for the field names and an id of two 20-digit numbers.
+    let mut frame = BytesMut::with_capacity(message.len() + 80);
     frame.put_slice(b"event: message\n");
     if let Some(id) = event_id {
-        frame.put_slice(b"id: ");
-        frame.put_slice(id.as_bytes());
-        frame.put_slice(b"\n");
+        let _ = writeln!(frame, "id: {id}");
     }
     frame.put_slice(b"data: ");
     let data_start = frame.len();
@@ -155,7 +155,7 @@ fn sse_frame(event_id: Option<&str>, message: &[u8]) -> Bytes {
 }
 
 /// The priming event of a 2025-11-25 stream: an id and empty data.
-pub(super) fn sse_priming(event_id: &str) -> Bytes {
+pub(super) fn sse_priming(event_id: &dyn Display) -> Bytes {
     Bytes::from(format!("id: {event_id}\ndata: \n\n"))
 }
 
@@ -184,10 +184,10 @@ mod tests {
 
     #[test]
     fn sse_frames_are_well_formed() {
-        let f = sse_message("7", br#"{"a":1}"#);
+        let f = sse_message(&"7", br#"{"a":1}"#);
         assert_eq!(&f[..], b"event: message\nid: 7\ndata: {\"a\":1}\n\n");
-        let f = sse_message("8", b"{\"a\":\r1}");
+        let f = sse_message(&"8", b"{\"a\":\r1}");
         assert_eq!(&f[..], b"event: message\nid: 8\ndata: {\"a\": 1}\n\n");
-        assert_eq!(&sse_priming("0")[..], b"id: 0\ndata: \n\n");
+        assert_eq!(&sse_priming(&"0")[..], b"id: 0\ndata: \n\n");
     }
 }

@@ -401,9 +401,21 @@ pub fn range_in(outer: &[u8], inner: &str) -> Range<usize> {
     start..start + inner.len()
 }
 
-/// Returns `bytes` with `range` replaced by `replacement`; every other byte is kept.
+/// Returns `bytes` with `range` replaced by `replacement`; every other byte is
+/// kept. The vector is exactly as long as its capacity, so that it becomes
+/// [`Bytes`] without another allocation.
 pub fn splice(bytes: &[u8], range: Range<usize>, replacement: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() - range.len() + replacement.len() + 1);
+    splice_with_room(bytes, range, replacement, 0)
+}
+
+/// [`splice`], with room for `room` more bytes (a line's newline) after it.
+pub fn splice_with_room(
+    bytes: &[u8],
+    range: Range<usize>,
+    replacement: &[u8],
+    room: usize,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() - range.len() + replacement.len() + room);
     out.extend_from_slice(&bytes[..range.start]);
     out.extend_from_slice(replacement);
     out.extend_from_slice(&bytes[range.end..]);
@@ -498,9 +510,57 @@ pub fn to_single_line(message: &mut [u8]) {
 
 /// One member of a raw JSON object, still borrowed from the original bytes.
 pub fn member<'a>(object: &'a RawValue, name: &str) -> Option<&'a RawValue> {
-    let map: std::collections::HashMap<Cow<'a, str>, &'a RawValue> =
-        serde_json::from_str(object.get()).ok()?;
-    map.get(name).copied()
+    use serde::Deserializer as _;
+    let mut object = serde_json::Deserializer::from_str(object.get());
+    object.deserialize_map(FindMember(name)).ok().flatten()
+}
+
+/// Walks an object's members once, building nothing: a key is compared where
+/// it lies (unescaped only if it has escapes), and the value of the last
+/// member named so is kept, as a map would keep it.
+struct FindMember<'n>(&'n str);
+
+impl<'de> serde::de::Visitor<'de> for FindMember<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(named) = map.next_key_seed(KeyIs(self.0))? {
+            if named {
+                found = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A key, read as whether it equals the name.
+struct KeyIs<'n>(&'n str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, key: D) -> Result<bool, D::Error> {
+        key.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
+    }
 }
 
 /// The `requestId` of a `notifications/cancelled`, with its position in the message bytes.
@@ -517,6 +577,12 @@ pub fn request_progress_token<'a>(
     message: &'a [u8],
     params: &'a RawValue,
 ) -> Option<(&'a str, Range<usize>)> {
+    // Most requests carry no token: without the name written out (or an
+    // escape that could spell it), there is none, and nothing is parsed.
+    let raw = params.get().as_bytes();
+    if !raw.contains(&b'\\') && !contains(raw, b"progressToken") {
+        return None;
+    }
     let token = member(member(params, "_meta")?, "progressToken")?.get();
     Some((token, range_in(message, token)))
 }
@@ -528,6 +594,22 @@ pub fn notification_progress_token<'a>(
 ) -> Option<(&'a str, Range<usize>)> {
     let token = member(params, "progressToken")?.get();
     Some((token, range_in(message, token)))
+}
+
+/// True when `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    let mut at = 0;
+    while let Some(found) = haystack[at..].iter().position(|&b| b == first) {
+        let start = at + found;
+        if haystack[start + 1..].starts_with(rest) {
+            return true;
+        }
+        at = start + 1;
+    }
+    false
 }
 
 /// Reads one string member of a raw object (e.g. `protocolVersion` of an initialize result).
@@ -740,6 +822,28 @@ mod tests {
         );
         let plain = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#;
         assert!(request_progress_token(plain, peek(plain).unwrap().params.unwrap()).is_none());
+        // A name spelled with escapes is still the name.
+        let escaped = br#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"\u005fmeta":{"progress\u0054oken":"e"}}}"#;
+        let p = peek(escaped).unwrap();
+        assert_eq!(
+            request_progress_token(escaped, p.params.unwrap())
+                .unwrap()
+                .0,
+            "\"e\""
+        );
+    }
+
+    #[test]
+    fn members_are_found_as_a_map_would_find_them() {
+        let object: &RawValue =
+            serde_json::from_str(r#"{"a":1,"b":{"c":[1,{"d":2}]},"a":"last","\u0065":true}"#)
+                .unwrap();
+        assert_eq!(member(object, "a").unwrap().get(), "\"last\"");
+        assert_eq!(member(object, "b").unwrap().get(), r#"{"c":[1,{"d":2}]}"#);
+        assert_eq!(member(object, "e").unwrap().get(), "true");
+        assert!(member(object, "c").is_none());
+        let not_an_object: &RawValue = serde_json::from_str("[1,2]").unwrap();
+        assert!(member(not_an_object, "a").is_none());
     }
 
     #[test]
