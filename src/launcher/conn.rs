@@ -22,7 +22,7 @@ use tokio::process::Child;
 use tokio::sync::{oneshot, watch};
 
 use super::process::{self, StopOutcome};
-use super::stdin::{Line, NotQueued, Stdin};
+use super::stdin::{Line, NotQueued, Sent, Stdin};
 use crate::jsonrpc::{self, Kind, Message, Refusal, build};
 use crate::protocol::Era;
 
@@ -403,7 +403,7 @@ impl BackendConn {
         let client_id = std::str::from_utf8(&message[id_range.clone()])
             .unwrap_or("null")
             .into();
-        let mut line = jsonrpc::splice(message, id_range, itoa(id).as_bytes());
+        let mut line = jsonrpc::splice_with_room(message, id_range, Decimal::of(id).as_bytes(), 1);
         jsonrpc::to_single_line(&mut line);
         line.push(b'\n');
 
@@ -426,8 +426,15 @@ impl BackendConn {
         // Whatever happens next (error, timeout, or the caller giving up), the
         // pending entry must not outlive this call.
         let _forget = ForgetOnDrop { conn: self, id };
-        // Queued, not written: the deadline below covers the write too.
-        self.queue(Line::Request { id, bytes: line })?;
+        // Written at once if the pipe takes it, else queued: the deadline
+        // below covers the write too.
+        match self.queue(Line::Request { id, bytes: line })? {
+            Sent::Written => self.written(id),
+            Sent::Begun => {
+                self.begin_writing(id);
+            }
+            Sent::Queued => {}
+        }
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(self.failure_or(ConnFailure::Stopped("request dropped"))),
@@ -461,7 +468,7 @@ impl BackendConn {
         let mut line = message.to_vec();
         jsonrpc::to_single_line(&mut line);
         line.push(b'\n');
-        self.queue(Line::Other(line))
+        self.queue(Line::Other(line)).map(|_| ())
     }
 
     /// Forwards a client's `notifications/cancelled`, rewriting its `requestId`
@@ -487,7 +494,7 @@ impl BackendConn {
                 self.send(&jsonrpc::splice(
                     message,
                     request_id_range,
-                    itoa(id).as_bytes(),
+                    Decimal::of(id).as_bytes(),
                 ))
                 .await
             }
@@ -523,9 +530,9 @@ impl BackendConn {
 
     /// Queues a line for the backend's stdin; refuses it when the connection
     /// is closed or the backend has stopped reading.
-    fn queue(&self, line: Line) -> Result<(), ConnFailure> {
+    fn queue(&self, line: Line) -> Result<Sent, ConnFailure> {
         match self.stdin().queue(line) {
-            Ok(()) => Ok(()),
+            Ok(sent) => Ok(sent),
             Err(NotQueued::Closed) => {
                 Err(self.failure_or(ConnFailure::WriteFailed("stdin is closed".into())))
             }
@@ -536,19 +543,22 @@ impl BackendConn {
         }
     }
 
-    /// Called by the stdin writer just before it writes request `id`: true
-    /// (and the request marked as being written) if its caller still waits.
+    /// Called just before request `id`'s line is begun: true (and the
+    /// request marked as being written, unless it is already written) if its
+    /// caller still waits.
     pub(super) fn begin_writing(&self, id: u64) -> bool {
         match self.lock_requests().pending.get_mut(&id) {
             Some(pending) => {
-                pending.line = LineState::Writing;
+                if pending.line == LineState::Queued {
+                    pending.line = LineState::Writing;
+                }
                 true
             }
             None => false,
         }
     }
 
-    /// Called by the stdin writer once request `id`'s line is all written.
+    /// Called once request `id`'s line is all written.
     pub(super) fn written(&self, id: u64) {
         if let Some(pending) = self.lock_requests().pending.get_mut(&id) {
             pending.line = LineState::Written;
@@ -940,8 +950,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn itoa(n: u64) -> String {
-    n.to_string()
+/// A number written in decimal, on the stack.
+struct Decimal {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    fn of(mut n: u64) -> Decimal {
+        let mut digits = [0; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return Decimal { digits, start };
+            }
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.digits[self.start..]
+    }
 }
 
 fn trim_ascii_end(line: &[u8]) -> &[u8] {
@@ -1051,6 +1082,13 @@ fn memchr_newline(bytes: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_written_as_to_string_writes_them() {
+        for n in [0, 7, 10, 99, 12345, u64::MAX] {
+            assert_eq!(Decimal::of(n).as_bytes(), n.to_string().as_bytes());
+        }
+    }
 
     /// One failure of each kind (a new variant must be added here: the
     /// labels' match above will not compile without it either).

@@ -4,11 +4,16 @@
 //! Owns the queue of lines waiting for a backend's stdin and the count of
 //! their bytes: a backend that stops reading holds at most `max_waiting`
 //! bytes of the gateway's memory, and a line beyond that is refused at once.
-//! A request whose caller gave up before its line was written is skipped.
-//! Closing stdin (when the connection stops) takes effect at once, even in
-//! the middle of a write the backend does not drain. Nothing here waits for
-//! a backend's answer, and nobody waits on a lock while a write blocks.
+//! A line with nothing waiting before it is written at once by its sender,
+//! as far as the pipe takes it without blocking; the writer task writes the
+//! rest, and everything queued behind it. A request whose caller gave up
+//! before its line was begun is skipped. Closing stdin (when the connection
+//! stops) takes effect at once, even in the middle of a write the backend
+//! does not drain. Nothing here waits for a backend's answer, and nobody
+//! waits on a lock while a write blocks.
 
+use std::io::Write as _;
+use std::os::fd::AsFd as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
@@ -26,14 +31,42 @@ pub(super) enum Line {
     Request { id: u64, bytes: Vec<u8> },
     /// Anything else: notifications, cancellations, answers to the backend.
     Other(Vec<u8>),
+    /// The rest of a line its sender began to write (of request `request`,
+    /// if it is one): always written, since the backend has its start.
+    Rest {
+        request: Option<u64>,
+        bytes: Vec<u8>,
+    },
 }
 
 impl Line {
     fn bytes(&self) -> &[u8] {
         match self {
-            Line::Request { bytes, .. } | Line::Other(bytes) => bytes,
+            Line::Request { bytes, .. } | Line::Other(bytes) | Line::Rest { bytes, .. } => bytes,
         }
     }
+
+    /// What is left of this line once its first `written` bytes are in the pipe.
+    fn rest(self, written: usize) -> Line {
+        let (request, mut bytes) = match self {
+            Line::Request { id, bytes } => (Some(id), bytes),
+            Line::Other(bytes) => (None, bytes),
+            Line::Rest { request, bytes } => (request, bytes),
+        };
+        bytes.drain(..written);
+        Line::Rest { request, bytes }
+    }
+}
+
+/// How far a queued line got before [`Stdin::queue`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sent {
+    /// All of it is in the pipe.
+    Written,
+    /// Its start is in the pipe; the writer task writes the rest.
+    Begun,
+    /// It waits for the writer task.
+    Queued,
 }
 
 /// Why a line was not queued.
@@ -47,11 +80,20 @@ pub(super) enum NotQueued {
 
 /// A backend's stdin, written by a task of its own.
 pub(super) struct Stdin {
-    queue: Mutex<Option<mpsc::UnboundedSender<Line>>>,
+    queue: Mutex<Option<Open>>,
     /// Bytes queued and not yet written.
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
     writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// An open stdin: the writer task's queue, and the pipe for writing at once.
+struct Open {
+    tx: mpsc::UnboundedSender<Line>,
+    /// The pipe again (a duplicate of the writer's descriptor, so
+    /// non-blocking like it, and closed on exec): written only while nothing
+    /// waits for the writer task, so that lines stay in order.
+    direct: Option<std::fs::File>,
 }
 
 impl Stdin {
@@ -65,9 +107,14 @@ impl Stdin {
         let waiting = Arc::new(AtomicUsize::new(0));
         let (queue, writer) = match pipe {
             Some(pipe) => {
+                let direct = pipe
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .ok()
+                    .map(std::fs::File::from);
                 let (tx, rx) = mpsc::unbounded_channel();
                 let task = tokio::spawn(write_lines(pipe, rx, conn, Arc::clone(&waiting)));
-                (Some(tx), Some(task))
+                (Some(Open { tx, direct }), Some(task))
             }
             None => (None, None),
         };
@@ -79,13 +126,33 @@ impl Stdin {
         }
     }
 
-    /// Queues `line`; never waits for the backend.
-    pub(super) fn queue(&self, line: Line) -> Result<(), NotQueued> {
-        let len = line.bytes().len();
+    /// Writes `line` at once as far as the pipe takes it without blocking,
+    /// when nothing waits before it; queues the rest for the writer task.
+    /// Never waits for the backend.
+    pub(super) fn queue(&self, mut line: Line) -> Result<Sent, NotQueued> {
         let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(tx) = queue.as_ref() else {
+        let Some(open) = queue.as_ref() else {
             return Err(NotQueued::Closed);
         };
+        let mut sent = Sent::Queued;
+        // Every line queued is counted here under this lock and uncounted by
+        // the writer once written: none counted means the writer is idle
+        // and the pipe is this sender's alone.
+        if self.waiting.load(Ordering::SeqCst) == 0
+            && let Some(mut direct) = open.direct.as_ref()
+        {
+            // Would-block and failures alike leave the line to the writer
+            // task, which waits for the pipe or reports the failure.
+            match direct.write(line.bytes()) {
+                Ok(n) if n == line.bytes().len() => return Ok(Sent::Written),
+                Ok(n) if n > 0 => {
+                    line = line.rest(n);
+                    sent = Sent::Begun;
+                }
+                _ => {}
+            }
+        }
+        let len = line.bytes().len();
         let before = self.waiting.fetch_add(len, Ordering::SeqCst);
         // One line is always let through, whatever its size (the body limit
         // bounds it); the cap is on lines piling up behind it.
@@ -93,7 +160,7 @@ impl Stdin {
             self.waiting.fetch_sub(len, Ordering::SeqCst);
             return Err(NotQueued::Full { waiting: before });
         }
-        tx.send(line).map_err(|_| {
+        open.tx.send(line).map(|()| sent).map_err(|_| {
             self.waiting.fetch_sub(len, Ordering::SeqCst);
             NotQueued::Closed
         })
@@ -132,11 +199,14 @@ async fn write_lines(
 ) {
     while let Some(line) = lines.recv().await {
         let len = line.bytes().len();
-        let request = match &line {
-            Line::Request { id, .. } => Some(*id),
-            Line::Other(_) => None,
+        let (request, write) = match &line {
+            Line::Request { id, .. } => (
+                Some(*id),
+                conn.upgrade().is_some_and(|c| c.begin_writing(*id)),
+            ),
+            Line::Rest { request, .. } => (*request, true),
+            Line::Other(_) => (None, true),
         };
-        let write = request.is_none_or(|id| conn.upgrade().is_some_and(|c| c.begin_writing(id)));
         if write {
             let written = async {
                 pipe.write_all(line.bytes()).await?;
