@@ -228,3 +228,93 @@ async fn write_lines(
         waiting.fetch_sub(len, Ordering::SeqCst);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// A `cat` whose output is read only when the test says so.
+    fn cat() -> tokio::process::Child {
+        tokio::process::Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cat starts")
+    }
+
+    #[tokio::test]
+    async fn lines_written_at_once_and_by_the_writer_reach_the_pipe_whole_and_in_order() {
+        let mut child = cat();
+        let stdin = Stdin::start(child.stdin.take(), Weak::new(), 64 << 20);
+        let mut stdout = child.stdout.take().expect("piped");
+
+        // Nothing waits: a short line goes into the pipe at once.
+        let first = b"first\n".to_vec();
+        assert_eq!(
+            stdin.queue(Line::Other(first.clone())).unwrap(),
+            Sent::Written
+        );
+        assert_eq!(stdin.waiting(), 0);
+
+        // Larger than a pipe holds: its start is written, the writer task
+        // writes the rest once `cat` reads; a line behind it waits its turn.
+        let big: Vec<u8> = (0..4 << 20)
+            .map(|i| b'a' + (i % 26) as u8)
+            .chain([b'\n'])
+            .collect();
+        assert_eq!(stdin.queue(Line::Other(big.clone())).unwrap(), Sent::Begun);
+        assert!(stdin.waiting() > 0);
+        let last = b"last\n".to_vec();
+        assert_eq!(
+            stdin.queue(Line::Other(last.clone())).unwrap(),
+            Sent::Queued
+        );
+
+        let expected: Vec<u8> = [first, big, last].concat();
+        let mut read = vec![0; expected.len()];
+        tokio::time::timeout(Duration::from_secs(30), stdout.read_exact(&mut read))
+            .await
+            .expect("cat echoes everything within the deadline")
+            .expect("reads");
+        assert!(read == expected, "the bytes came back out of order");
+
+        // Once the writer has written everything, the pipe is free again.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while stdin.waiting() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the writer never finished"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            stdin.queue(Line::Other(b"again\n".to_vec())).unwrap(),
+            Sent::Written
+        );
+
+        // Closed: every line is refused, and `cat` sees the end of its input
+        // (the descriptor kept for writing at once is closed with it).
+        stdin.close();
+        assert!(matches!(
+            stdin.queue(Line::Other(b"x\n".to_vec())),
+            Err(NotQueued::Closed)
+        ));
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stdout.read_to_end(&mut rest))
+            .await
+            .expect("cat sees end of file once stdin is closed")
+            .expect("reads");
+        assert_eq!(rest, b"again\n");
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("cat exits")
+            .expect("waits");
+        assert!(status.success());
+    }
+}
