@@ -281,34 +281,40 @@ impl Core {
     }
 
     /// Runs `answering`, a request of `session`, with the request marked in
-    /// flight, its events in a span, and its audit record written.
-    pub(crate) async fn observe(
-        &self,
-        session: &Arc<Session>,
-        peek: &Peek<'_>,
-        answering: impl Future<Output = Bytes>,
-    ) -> Bytes {
+    /// flight, its events in a span, and its audit record written. A
+    /// combinator, not an `async fn`: an `async fn` would keep `answering`
+    /// twice in its state (the argument and the awaited copy), and every
+    /// request's future would carry both.
+    pub(crate) fn observe<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        peek: &'a Peek<'_>,
+        answering: impl Future<Output = Bytes> + 'a,
+    ) -> impl Future<Output = Bytes> + 'a {
+        use futures_util::FutureExt as _;
         use tracing::Instrument as _;
-        let _in_flight = session.begin_request();
+        let in_flight = session.begin_request();
         // The clock is read only for the audit record.
         let started = self.audit.is_some().then(Instant::now);
         // At debug level, every event of the request carries these fields.
         let span = tracing::debug_span!("request", endpoint = session.endpoint_name(),
             session = %session.id, method = peek.method.as_deref().unwrap_or_default(),
             id = peek.id.unwrap_or("null"));
-        let answer = answering.instrument(span).await;
-        if let (Some(audit), Some(started)) = (&self.audit, started) {
-            audit.record(&Record {
-                caller: session.caller.as_deref(),
-                session: &session.id,
-                endpoint: session.endpoint_name(),
-                server: session.server().map(|s| s.id.as_str()),
-                request: peek,
-                answer: &answer,
-                took: started.elapsed(),
-            });
-        }
-        answer
+        answering.instrument(span).map(move |answer| {
+            if let (Some(audit), Some(started)) = (&self.audit, started) {
+                audit.record(&Record {
+                    caller: session.caller.as_deref(),
+                    session: &session.id,
+                    endpoint: session.endpoint_name(),
+                    server: session.server().map(|s| s.id.as_str()),
+                    request: peek,
+                    answer: &answer,
+                    took: started.elapsed(),
+                });
+            }
+            drop(in_flight);
+            answer
+        })
     }
 
     /// True when a client notification or response of `session` is for its

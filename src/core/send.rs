@@ -56,8 +56,10 @@ impl Core {
             .and_then(|(bytes, _)| Some((bytes, jsonrpc::peek(bytes).ok()?)));
         let started = Instant::now();
         let answer = match &rewritten {
-            Some((bytes, p)) => request_when_ready(conn, &session.id, bytes, p, server).await,
-            None => request_when_ready(conn, &session.id, message, peek, server).await,
+            Some((bytes, p)) => {
+                request_when_ready(conn, &session.id, bytes, p, server, started).await
+            }
+            None => request_when_ready(conn, &session.id, message, peek, server, started).await,
         };
         crate::metrics::answered(
             conn.server(),
@@ -68,8 +70,10 @@ impl Core {
             route.forget_progress_token(token);
         }
         match answer {
+            // Boxed: only a 2026-07-28 backend takes this way, and its rounds
+            // would otherwise grow every request's future.
             Ok(answer) if conn.era() == Era::Stateless => {
-                self.complete_input_required(session, server, conn, message, peek, answer)
+                Box::pin(self.complete_input_required(session, server, conn, message, peek, answer))
                     .await
             }
             other => other,
@@ -105,16 +109,18 @@ impl Core {
 
 /// Sends a request, and while the backend answers with an error matching one of
 /// the server's `not_ready_patterns`, sends it again with backoff until
-/// `ready_timeout`; then its answer, whatever it is, goes to the client.
+/// `ready_timeout` after `started`; then its answer, whatever it is, goes to
+/// the client.
 async fn request_when_ready(
     conn: &BackendConn,
     owner: &Arc<str>,
     message: &[u8],
     peek: &Peek<'_>,
     server: &ServerConfig,
+    started: Instant,
 ) -> Result<Bytes, ConnFailure> {
     let id_range = peek.id_range.clone().expect("requests have ids");
-    let deadline = Instant::now() + server.ready_timeout;
+    let deadline = started + server.ready_timeout;
     let mut backoff = READY_BACKOFF_START;
     loop {
         let answer = conn
