@@ -231,6 +231,9 @@ impl Outbox {
     /// an `initialize` answer: the client may be asked nothing before it.
     pub fn deliver_held_on(&self, stream: u64) {
         let mut state = self.state();
+        if state.held.is_empty() {
+            return;
+        }
         let Some(tx) = state
             .requests
             .iter()

@@ -207,7 +207,7 @@ pub(super) async fn read_body(
     declared: Option<u64>,
 ) -> Result<Bytes, HttpError> {
     let gateway = app.core.gateway();
-    let deadline =
+    let mut deadline =
         limits::BodyDeadline::new(gateway.body_read_timeout, gateway.body_read_total_timeout);
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut body = body.into_data_stream();

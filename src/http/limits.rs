@@ -10,8 +10,10 @@
 //! failures that come in floods. It never looks at what a body says and never
 //! touches sessions or backends.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -244,26 +246,40 @@ impl AsRef<[u8]> for HeldBody {
 /// The deadlines of reading one body: `between` two reads, and `total`.
 pub(super) struct BodyDeadline {
     between: Duration,
-    end: Instant,
+    total: Duration,
+    /// When the whole body's time is up: set at the first read that has to
+    /// wait (bytes already here took none of the client's time, and need
+    /// no clock).
+    end: Option<Instant>,
 }
 
 impl BodyDeadline {
     pub(super) fn new(between: Duration, total: Duration) -> BodyDeadline {
         BodyDeadline {
             between,
-            end: Instant::now() + total,
+            total,
+            end: None,
         }
     }
 
     /// The next read of the body, or `None` if it did not come in time.
-    pub(super) async fn next<F: Future>(&self, read: F) -> Option<F::Output> {
-        let until = (Instant::now() + self.between).min(self.end);
-        tokio::time::timeout_at(until, read).await.ok()
+    pub(super) async fn next<F: Future>(&mut self, read: F) -> Option<F::Output> {
+        let mut read = std::pin::pin!(read);
+        if let Poll::Ready(output) =
+            std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
+        {
+            return Some(output);
+        }
+        let now = Instant::now();
+        let end = *self.end.get_or_insert(now + self.total);
+        tokio::time::timeout_at((now + self.between).min(end), read)
+            .await
+            .ok()
     }
 
     /// True when the whole body's time is up (not only the wait for one read).
     pub(super) fn total_is_up(&self) -> bool {
-        Instant::now() >= self.end
+        self.end.is_some_and(|end| Instant::now() >= end)
     }
 }
 
@@ -337,7 +353,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_body_deadline_bounds_each_read_and_the_whole() {
-        let deadline = BodyDeadline::new(Duration::from_secs(2), Duration::from_secs(5));
+        let mut deadline = BodyDeadline::new(Duration::from_secs(2), Duration::from_secs(5));
+        // Bytes already here take none of the client's time: the whole
+        // body's clock starts at the first read that waits.
+        assert_eq!(deadline.next(std::future::ready(1)).await, Some(1));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(!deadline.total_is_up());
         let slow = tokio::time::sleep(Duration::from_secs(3));
         assert!(deadline.next(slow).await.is_none());
         assert!(!deadline.total_is_up());

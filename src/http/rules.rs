@@ -4,7 +4,7 @@
 //! `Mcp-Session-Id` headers and turning a failed check into the status the
 //! spec asks for (406, 415, 400). It never touches sessions or backends.
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::reply::{HttpError, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
 use crate::jsonrpc;
@@ -51,6 +51,17 @@ fn accepts(headers: &HeaderMap, wanted: &str) -> bool {
 /// POST: the client must accept JSON or an event stream (the spec asks clients to
 /// list both).
 pub(super) fn post_answer_as(headers: &HeaderMap) -> Result<AnswerAs, HttpError> {
+    // What the SDKs send, byte for byte: one range admitting a type is
+    // enough, so this value alone admits both.
+    let both = |v: &HeaderValue| {
+        matches!(
+            v.as_bytes(),
+            b"application/json, text/event-stream" | b"text/event-stream, application/json"
+        )
+    };
+    if headers.get_all(header::ACCEPT).iter().any(both) {
+        return Ok(AnswerAs::JsonOrStream);
+    }
     match (
         accepts(headers, "application/json"),
         accepts(headers, "text/event-stream"),
@@ -309,6 +320,24 @@ mod tests {
         assert_eq!(post_answer_as(&refused).unwrap(), AnswerAs::EventStream);
         assert!(get_accepts_stream(&both).is_ok());
         assert!(get_accepts_stream(&headers(&[("accept", "application/json")])).is_err());
+        // The SDKs' exact values and their variants are read alike.
+        for value in [
+            "text/event-stream, application/json",
+            "application/json,text/event-stream",
+            "Application/JSON ; charset=utf-8, text/*",
+        ] {
+            let h = headers(&[("accept", value)]);
+            assert_eq!(
+                post_answer_as(&h).unwrap(),
+                AnswerAs::JsonOrStream,
+                "{value}"
+            );
+        }
+        let two_lines = headers(&[
+            ("accept", "application/json;q=0"),
+            ("accept", "application/json, text/event-stream"),
+        ]);
+        assert_eq!(post_answer_as(&two_lines).unwrap(), AnswerAs::JsonOrStream);
     }
 
     #[test]

@@ -118,6 +118,11 @@ pub const MAX_DEPTH: usize = 128;
 
 /// True when arrays/objects in `bytes` nest deeper than `limit` (strings are skipped).
 pub fn nests_deeper_than(bytes: &[u8], limit: usize) -> bool {
+    // Fewer openings than the limit cannot nest deeper than it, whatever
+    // strings they are in: counting them is a quick scan of the bytes.
+    if bytes.iter().filter(|&&b| b == b'[' || b == b'{').count() <= limit {
+        return false;
+    }
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -771,6 +776,13 @@ mod tests {
             peek_client(inside_string.as_bytes()).is_ok(),
             "{inside_string}"
         );
+        // Many openings side by side (more than the limit) nest shallowly.
+        let wide = format!("[{}[]]", "[],".repeat(1000));
+        assert!(!nests_deeper_than(wide.as_bytes(), MAX_DEPTH));
+        let just_over = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(nests_deeper_than(just_over.as_bytes(), MAX_DEPTH));
+        let at_limit = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(!nests_deeper_than(at_limit.as_bytes(), MAX_DEPTH));
     }
 
     #[test]
