@@ -374,8 +374,8 @@ async fn check_caller(
     let Some(token) = rules::bearer_token(headers) else {
         return Err(verifier.unauthorized(&path, &needed, None));
     };
-    let verified = verifier
-        .verify(token)
+    // Boxed: a key fetch would otherwise sit in every request's future.
+    let verified = Box::pin(verifier.verify(token))
         .await
         .map_err(|e| verifier.unauthorized(&path, &needed, Some(&e)))?;
     if !oauth::has_all(&verified.scopes, &needed) {
@@ -397,13 +397,16 @@ async fn post_message(
     rules::require_json_content(headers)?;
     let answer_as = rules::post_answer_as(headers)?;
     if stateless::era_of_post(headers, &bytes) == Era::Stateless {
-        return stateless_post(app, target, caller, answer_as, headers, bytes).await;
+        return Box::pin(stateless_post(
+            app, target, caller, answer_as, headers, bytes,
+        ))
+        .await;
     }
     rules::protocol_version(headers)?;
     let session_id = rules::session_id(headers)?;
     if jsonrpc::is_batch(&bytes) {
         let session = session(app, target, &caller, headers)?;
-        return serve_batch(app, &session, answer_as, &bytes).await;
+        return Box::pin(serve_batch(app, &session, answer_as, &bytes)).await;
     }
     let peek = jsonrpc::peek_client(&bytes)
         .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
@@ -417,18 +420,28 @@ async fn post_message(
             )
             .with_id(peek.id));
         }
+        // Boxed, as every way but a request's: once per session, and a
+        // launch would otherwise sit in every request's future (hyper keeps
+        // one per connection).
         let outcome = match target {
             Target::Routed(server) => {
-                app.endpoints
-                    .routed()
-                    .initialize(server, caller, bytes.clone(), &peek, Era::Session)
-                    .await
+                Box::pin(app.endpoints.routed().initialize(
+                    server,
+                    caller,
+                    bytes.clone(),
+                    &peek,
+                    Era::Session,
+                ))
+                .await
             }
             Target::Unified => {
-                app.endpoints
-                    .unified()
-                    .initialize(caller, bytes.clone(), &peek, Era::Session)
-                    .await
+                Box::pin(app.endpoints.unified().initialize(
+                    caller,
+                    bytes.clone(),
+                    &peek,
+                    Era::Session,
+                ))
+                .await
             }
         };
         return Ok(respond(app, outcome, answer_as, peek.id));
@@ -444,7 +457,7 @@ async fn post_message(
             Ok(serve_request(app, session, answer_as, bytes.clone(), &peek).await)
         }
         Kind::Notification | Kind::Response => {
-            app.endpoints.forward(&session, &bytes, &peek).await;
+            Box::pin(app.endpoints.forward(&session, &bytes, &peek)).await;
             Ok(reply::accepted())
         }
     }
@@ -601,7 +614,7 @@ async fn serve_request(
     peek: &jsonrpc::Peek<'_>,
 ) -> Response {
     if answer_as == AnswerAs::Json {
-        let response = app.endpoints.request(&session, &bytes, peek).await;
+        let response = Box::pin(app.endpoints.request(&session, &bytes, peek)).await;
         return reply::json_body(StatusCode::OK, response);
     }
     let progress_token = peek
