@@ -78,7 +78,8 @@ pub(super) enum NotQueued {
     Full { waiting: usize },
 }
 
-/// A backend's stdin, written by a task of its own.
+/// A backend's stdin: written at once by a sender while nothing waits, else
+/// by a task of its own.
 pub(super) struct Stdin {
     queue: Mutex<Option<Open>>,
     /// Bytes queued and not yet written.
