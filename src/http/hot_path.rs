@@ -104,6 +104,41 @@ impl Dispatch {
 mod tests {
     use super::*;
 
+    /// hyper keeps one future slot per connection, sized by the largest way
+    /// a request can take inline: the rare ways are boxed so that an idle
+    /// connection does not pay for them (docs/ARCHITECTURE.md). A bound,
+    /// with room: the two POST handlers measured 1,2xx bytes when it was set.
+    #[tokio::test]
+    async fn the_hot_handlers_futures_stay_small() {
+        const BOUND: usize = 2048;
+        let vars = std::collections::HashMap::<String, String>::new();
+        let config = crate::config::Config::parse(
+            std::path::Path::new("test.toml"),
+            "[servers.s]\ncommand = \"true\"\n",
+            &vars,
+        )
+        .expect("a valid config");
+        let core = Arc::new(crate::core::Core::new(config.gateway, config.servers, None));
+        let routed = Arc::new(crate::routed::Routed::new(Arc::clone(&core)));
+        let unified = Arc::new(crate::unified::Unified::new(Arc::clone(&core)));
+        let endpoints = Arc::new(crate::endpoints::Endpoints::new(routed, unified));
+        let bridge = Arc::new(crate::bridge::Bridge::new(
+            Arc::clone(&core),
+            Arc::clone(&endpoints),
+        ));
+        let app = Arc::new(App::new(core, endpoints, bridge));
+        // Built, never polled: nothing runs.
+        let headers = axum::http::HeaderMap::new();
+        let routed = endpoint::routed_post(&app, "s", headers.clone(), Body::empty());
+        let unified = endpoint::unified_post(State(Arc::clone(&app)), headers, Body::empty());
+        let (routed, unified) = (size_of_val(&routed), size_of_val(&unified));
+        assert!(routed <= BOUND, "a routed POST's future is {routed} bytes");
+        assert!(
+            unified <= BOUND,
+            "a unified POST's future is {unified} bytes"
+        );
+    }
+
     #[test]
     fn only_posts_to_the_mcp_paths_with_plain_ids_take_the_hot_path() {
         assert_eq!(hot_route("/mcp"), Some(Hot::Unified));
