@@ -72,9 +72,6 @@ use std::sync::Arc;
 use crate::bridge::Bridge;
 use crate::config::Config;
 use crate::core::Core;
-use crate::endpoints::Endpoints;
-use crate::routed::Routed;
-use crate::unified::Unified;
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -199,14 +196,10 @@ pub async fn run(
         .collect();
     let core = Arc::new(Core::new(config.gateway, config.servers, audit));
     core.keep_spares().await;
-    let routed = Arc::new(Routed::new(Arc::clone(&core)));
-    let unified = Arc::new(Unified::new(Arc::clone(&core)));
-    let endpoints = Arc::new(Endpoints::new(routed, unified));
-    let bridge = Arc::new(Bridge::new(Arc::clone(&core), Arc::clone(&endpoints)));
-    let sweeper = tokio::spawn(sweep_forever(Arc::clone(&core), Arc::clone(&bridge)));
+    let app = Arc::new(http::App::serving(Arc::clone(&core)));
+    let sweeper = tokio::spawn(sweep_forever(Arc::clone(&core), Arc::clone(app.bridge())));
     let reloader = reloads
         .map(|reloads| tokio::spawn(reload_forever(Arc::clone(&core), watched, watch, reloads)));
-    let app = Arc::new(http::App::new(Arc::clone(&core), endpoints, bridge));
     notifier.ready(&status);
     let stopping = Arc::clone(&notifier);
     let shutdown = async move {

@@ -119,14 +119,7 @@ mod tests {
         )
         .expect("a valid config");
         let core = Arc::new(crate::core::Core::new(config.gateway, config.servers, None));
-        let routed = Arc::new(crate::routed::Routed::new(Arc::clone(&core)));
-        let unified = Arc::new(crate::unified::Unified::new(Arc::clone(&core)));
-        let endpoints = Arc::new(crate::endpoints::Endpoints::new(routed, unified));
-        let bridge = Arc::new(crate::bridge::Bridge::new(
-            Arc::clone(&core),
-            Arc::clone(&endpoints),
-        ));
-        let app = Arc::new(App::new(core, endpoints, bridge));
+        let app = Arc::new(App::serving(core));
         // Built, never polled: nothing runs.
         let headers = axum::http::HeaderMap::new();
         let routed = endpoint::routed_post(&app, "s", headers.clone(), Body::empty());

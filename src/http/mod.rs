@@ -30,6 +30,8 @@ use axum::routing::get;
 use crate::bridge::Bridge;
 use crate::core::Core;
 use crate::endpoints::Endpoints;
+use crate::routed::Routed;
+use crate::unified::Unified;
 
 /// What every handler can reach: the core, the endpoints on it, the cap on
 /// connections, the budget of request-body bytes held at once, and the status
@@ -47,9 +49,23 @@ pub(crate) struct App {
 }
 
 impl App {
-    /// The handlers' state; with `[gateway.oauth]`, the issuer's keys are
-    /// fetched at once (in the background).
-    pub(crate) fn new(core: Arc<Core>, endpoints: Arc<Endpoints>, bridge: Arc<Bridge>) -> App {
+    /// The handlers' state on `core`, with the endpoints and the stateless
+    /// bridge over it; with `[gateway.oauth]`, the issuer's keys are fetched
+    /// at once (in the background).
+    pub(crate) fn serving(core: Arc<Core>) -> App {
+        let routed = Arc::new(Routed::new(Arc::clone(&core)));
+        let unified = Arc::new(Unified::new(Arc::clone(&core)));
+        let endpoints = Arc::new(Endpoints::new(routed, unified));
+        let bridge = Arc::new(Bridge::new(Arc::clone(&core), Arc::clone(&endpoints)));
+        App::new(core, endpoints, bridge)
+    }
+
+    /// The stateless bridge the handlers serve 2026-07-28 callers through.
+    pub(crate) fn bridge(&self) -> &Arc<Bridge> {
+        &self.bridge
+    }
+
+    fn new(core: Arc<Core>, endpoints: Arc<Endpoints>, bridge: Arc<Bridge>) -> App {
         let bodies = limits::BodyBudget::new(core.gateway().max_buffered_body_bytes);
         let connections = limits::ConnectionCap::new(core.gateway().max_connections);
         let oauth = core.gateway().oauth.clone().map(|config| {
