@@ -92,6 +92,15 @@ fn not_acceptable(message: &str) -> HttpError {
     )
 }
 
+/// 403 with a JSON-RPC error saying `what` is refused.
+pub(super) fn forbidden(what: &str) -> HttpError {
+    HttpError::new(
+        StatusCode::FORBIDDEN,
+        jsonrpc::SERVER_ERROR,
+        format!("Forbidden: {what}"),
+    )
+}
+
 /// POST bodies must be JSON.
 pub(super) fn require_json_content(headers: &HeaderMap) -> Result<(), HttpError> {
     let content_type = headers
@@ -192,13 +201,6 @@ pub(super) fn check_origin_and_host(
     listen_is_loopback: bool,
     allowed_origins: &[String],
 ) -> Result<(), HttpError> {
-    let forbidden = |what: &str| {
-        HttpError::new(
-            StatusCode::FORBIDDEN,
-            jsonrpc::SERVER_ERROR,
-            format!("Forbidden: {what}"),
-        )
-    };
     if listen_is_loopback
         && let Some(host) = headers.get(header::HOST)
         && !host.to_str().is_ok_and(is_loopback_host)

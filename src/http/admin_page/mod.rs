@@ -22,8 +22,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::App;
 use super::reply::HttpError;
-use super::{endpoint, ops};
-use crate::jsonrpc;
+use super::{endpoint, ops, rules};
 
 const STATUS_HTML: &str = include_str!("status.html");
 const LOGIN_HTML: &str = include_str!("login.html");
@@ -99,16 +98,9 @@ pub(super) fn check_same_origin(
     headers: &HeaderMap,
     required: bool,
 ) -> Result<(), HttpError> {
-    let forbidden = |what: &str| {
-        HttpError::new(
-            StatusCode::FORBIDDEN,
-            jsonrpc::SERVER_ERROR,
-            format!("Forbidden: {what}"),
-        )
-    };
     let Some(origin) = headers.get(header::ORIGIN) else {
         return if required {
-            Err(forbidden(
+            Err(rules::forbidden(
                 "a request authenticated by the status page's cookie must carry an Origin",
             ))
         } else {
@@ -134,7 +126,7 @@ pub(super) fn check_same_origin(
     {
         Ok(())
     } else {
-        Err(forbidden("the Origin is not the status page's own"))
+        Err(rules::forbidden("the Origin is not the status page's own"))
     }
 }
 
