@@ -260,6 +260,19 @@ fn split_command(command: Option<&str>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// True when a measurement had no failures; otherwise says how many, and
+/// the first.
+fn no_failures(errors: usize, setup_errors: usize, first: Option<&str>) -> bool {
+    if errors == 0 && setup_errors == 0 {
+        return true;
+    }
+    eprintln!(
+        "  {errors} errors, {setup_errors} setup errors; first: {}",
+        first.unwrap_or("?")
+    );
+    false
+}
+
 /// Waits (as the options say) for the rest of the machine to go quiet.
 fn wait_for_quiet(options: &Options) {
     let quiet_wait = options
@@ -417,15 +430,7 @@ fn bench(options: &Options) -> Result<bool, String> {
             );
             wait_for_quiet(options);
             let m = runtime.block_on(run::measure(&setup, &scenario, target));
-            if m.errors > 0 || m.setup_errors > 0 {
-                clean = false;
-                eprintln!(
-                    "  {} errors, {} setup errors; first: {}",
-                    m.errors,
-                    m.setup_errors,
-                    m.first_error.as_deref().unwrap_or("?")
-                );
-            }
+            clean &= no_failures(m.errors, m.setup_errors, m.first_error.as_deref());
             measured.push((target, m));
         }
         let rps_of = |t: Target| {
@@ -478,14 +483,8 @@ fn bench(options: &Options) -> Result<bool, String> {
                         ))
                     }
                 };
-                if !m.is_skipped() && (m.errors > 0 || m.setup_errors > 0) {
-                    clean = false;
-                    eprintln!(
-                        "  {} errors, {} setup errors; first: {}",
-                        m.errors,
-                        m.setup_errors,
-                        m.first_error.as_deref().unwrap_or("?")
-                    );
+                if !m.is_skipped() {
+                    clean &= no_failures(m.errors, m.setup_errors, m.first_error.as_deref());
                 }
                 let line = SessionLine::new(scenario, backend.name, target, &m);
                 println!(
