@@ -20,13 +20,7 @@ fn addr(gw: &Gateway) -> String {
 
 /// Sockets the gateway has open (its listener, client connections).
 fn open_sockets(gw: &Gateway) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", gw.pid))
-        .map(|dir| {
-            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                .filter(|target| target.to_string_lossy().starts_with("socket:"))
-                .count()
-        })
-        .unwrap_or(0)
+    gw.open_fds("socket:")
 }
 
 /// Waits until the gateway has at most `sockets` sockets open.

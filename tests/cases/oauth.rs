@@ -53,19 +53,17 @@ impl Issuer {
 
     /// A client-credentials access token of `client` for `resource`.
     async fn token(&self, client: &str, resource: &str, scope: &str) -> String {
-        let response = self
-            .http
-            .post(format!("{}/token", self.url))
-            .basic_auth(client, Some(format!("{client}-secret-0123456789")))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("resource", resource),
-                ("scope", scope),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let body: Value = response.json().await.unwrap();
+        let body = json_of(
+            self.http
+                .post(format!("{}/token", self.url))
+                .basic_auth(client, Some(format!("{client}-secret-0123456789")))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("resource", resource),
+                    ("scope", scope),
+                ]),
+        )
+        .await;
         body["access_token"]
             .as_str()
             .unwrap_or_else(|| panic!("no access token: {body}"))
@@ -75,42 +73,27 @@ impl Issuer {
     /// A JWT of `claims` signed by the issuer's current key (`"current"`) or
     /// by a key it never published (`"stray"`).
     async fn sign(&self, claims: Value, key: &str) -> String {
-        let body: Value = self
-            .http
-            .post(format!("{}/test/sign", self.url))
-            .json(&json!({"claims": claims, "key": key}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = json_of(
+            self.http
+                .post(format!("{}/test/sign", self.url))
+                .json(&json!({"claims": claims, "key": key})),
+        )
+        .await;
         body["token"].as_str().unwrap().to_owned()
     }
 
     /// Replaces the signing key with a new one of `alg`; returns its kid.
     async fn rotate(&self, alg: &str) -> String {
-        let body: Value = self
-            .http
-            .post(format!("{}/test/rotate?alg={alg}", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = json_of(
+            self.http
+                .post(format!("{}/test/rotate?alg={alg}", self.url)),
+        )
+        .await;
         body["kid"].as_str().unwrap().to_owned()
     }
 
     async fn test_get(&self, what: &str) -> Value {
-        self.http
-            .get(format!("{}/test/{what}", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        json_of(self.http.get(format!("{}/test/{what}", self.url))).await
     }
 
     async fn jwks_fetches(&self) -> u64 {
@@ -123,6 +106,11 @@ impl Issuer {
         self.child.start_kill().expect("the issuer can be killed");
         let _ = tokio::time::timeout(DEADLINE, self.child.wait()).await;
     }
+}
+
+/// The JSON body of the answer to `request` (to the issuer: it answers).
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 fn now() -> u64 {
@@ -156,6 +144,21 @@ fn echo_and_scoped_files() -> String {
 /// naming that port).
 async fn gateway_on(port: u16, config_text: &str) -> Gateway {
     Gateway::start_on(config_text, &format!("127.0.0.1:{port}")).await
+}
+
+/// An audit log, and a gateway on `port` with one `echo` test server writing
+/// it (the gateway is dropped, and stopped, before the file).
+async fn audited_echo_gateway(issuer: &Issuer, port: u16) -> (tempfile::NamedTempFile, Gateway) {
+    let audit = tempfile::NamedTempFile::new().unwrap();
+    let gw = gateway_on(
+        port,
+        &config(issuer, port, "", &test_server("echo", &[])).replace(
+            "api_keys =",
+            &format!("audit_log = {:?}\napi_keys =", audit.path()),
+        ),
+    )
+    .await;
+    (audit, gw)
 }
 
 fn resource(port: u16) -> String {
@@ -233,15 +236,7 @@ async fn pid_of(gw: &Gateway, server: &str, session: &str, token: &str) -> u64 {
 async fn each_user_gets_own_processes_and_sessions_and_keeps_them_across_token_refresh() {
     let issuer = Issuer::start().await;
     let port = free_port();
-    let audit = tempfile::NamedTempFile::new().unwrap();
-    let gw = gateway_on(
-        port,
-        &config(&issuer, port, "", &test_server("echo", &[])).replace(
-            "api_keys =",
-            &format!("audit_log = {:?}\napi_keys =", audit.path()),
-        ),
-    )
-    .await;
+    let (audit, gw) = audited_echo_gateway(&issuer, port).await;
     let alice = issuer.token("alice", &resource(port), "mcp").await;
     let bob = issuer.token("bob", &resource(port), "mcp").await;
 
@@ -683,15 +678,7 @@ async fn ts_oauth_client(url: &str, tool_prefix: &str) -> Value {
 async fn the_typescript_sdk_logs_in_through_the_gateway_and_calls_a_tool() {
     let issuer = Issuer::start().await;
     let port = free_port();
-    let audit = tempfile::NamedTempFile::new().unwrap();
-    let gw = gateway_on(
-        port,
-        &config(&issuer, port, "", &test_server("echo", &[])).replace(
-            "api_keys =",
-            &format!("audit_log = {:?}\napi_keys =", audit.path()),
-        ),
-    )
-    .await;
+    let (audit, gw) = audited_echo_gateway(&issuer, port).await;
     let out = ts_oauth_client(&gw.url("echo"), "").await;
     let requests: Vec<&str> = out["requests"]
         .as_array()

@@ -15,13 +15,7 @@ fn big_echo(id: &str, size: usize) -> String {
 
 /// Pipes the gateway has open (each backend's stdin, stdout and stderr).
 fn open_pipes(gw: &Gateway) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", gw.pid))
-        .map(|dir| {
-            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                .filter(|target| target.to_string_lossy().starts_with("pipe:"))
-                .count()
-        })
-        .unwrap_or(0)
+    gw.open_fds("pipe:")
 }
 
 /// Posts `body` to a session and returns the JSON-RPC answer, failing the

@@ -211,6 +211,18 @@ impl Gateway {
         response.json().await.expect("JSON")
     }
 
+    /// How many descriptors the gateway has open whose target starts with
+    /// `kind` (`"socket:"`, `"pipe:"`); 0 once it is gone.
+    pub fn open_fds(&self, kind: &str) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .map(|dir| {
+                dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .filter(|target| target.to_string_lossy().starts_with(kind))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// The routed endpoint of `server`; `""` names the unified endpoint `/mcp`.
     /// (Every helper that takes a server id takes `""` the same way.)
     pub fn url(&self, server: &str) -> String {
